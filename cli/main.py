@@ -1,0 +1,189 @@
+"""segcodec encode | segment | info | models."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import click
+
+import segcodec
+from segcodec import io as sgio
+
+_INPUT_SUFFIXES = sgio.RASTER_SUFFIXES + sgio.NIFTI_SUFFIXES + sgio.NPY_SUFFIXES
+
+
+def _fail(message: str) -> None:
+    click.echo(f"segcodec: error: {message}", err=True)
+    sys.exit(1)
+
+
+def _run(fn, *args, **kwargs):
+    """Call into the API; user errors become one line on stderr and exit status 1."""
+    try:
+        return fn(*args, **kwargs)
+    except segcodec.SgcError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+
+
+def _expand(path: Path) -> list[Path]:
+    """A folder of images/volumes becomes its files; a DICOM series folder stays one input."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir()
+                       if p.is_file() and sgio.suffix(p) in _INPUT_SUFFIXES)
+        if files:
+            return files
+    return [path]
+
+
+def _bpp(nbytes: int, shape) -> float:
+    """Whole-file bits per pixel (or voxel): the header counts."""
+    return nbytes * 8 / math.prod(shape)
+
+
+def _items(items, label: str, quiet: bool):
+    if len(items) > 1 and not quiet:
+        with click.progressbar(items, label=label, file=sys.stderr,
+                               item_show_func=lambda p: p and p.name) as bar:
+            yield from bar
+    else:
+        yield from items
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(segcodec.__version__, prog_name="segcodec")
+def main() -> None:
+    """Compress medical images to tiny .sgc files and segment them without rebuilding pixels."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", help="Model name or id (default: by input kind, 2D or 3D).")
+@click.option("--no-geometry", is_flag=True,
+              help="Leave out voxel spacing and orientation (saves 48 bytes).")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE",
+              help="Store a metadata entry (zstd-compressed JSON; costs bytes).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def encode(paths, model, no_geometry, meta, quiet):
+    """Compress images or volumes: encode SRC [DEST.sgc], or encode SRC... [DEST_DIR].
+
+    SRC is a PNG/JPEG, NIfTI, .npy, DICOM file, DICOM series folder, or a folder of images.
+    Without DEST each .sgc lands beside its input.
+    """
+    paths = list(paths)
+    dest = None
+    if len(paths) > 1 and (paths[-1].suffix == ".sgc" or paths[-1].is_dir()
+                           or str(paths[-1]).endswith("/")):
+        dest = paths.pop()
+    sources = [p for src in paths for p in _expand(src)]
+    if dest is not None and len(sources) > 1 and dest.suffix == ".sgc":
+        _fail(f"{len(sources)} inputs need a folder as destination, not {dest}")
+    if dest is not None and dest.suffix != ".sgc":
+        dest.mkdir(parents=True, exist_ok=True)
+    metadata = {}
+    for item in meta:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--meta takes KEY=VALUE, got {item!r}")
+        metadata[key] = value
+    failed = 0
+    for src in _items(sources, "encoding", quiet):
+        t0 = time.perf_counter()
+        try:
+            out = segcodec.encode_file(src, dest, model=model, geometry=not no_geometry,
+                                       metadata=metadata or None)
+        except (segcodec.SgcError, OSError) as exc:
+            click.echo(f"segcodec: error: {exc}", err=True)
+            failed += 1
+            continue
+        if not quiet:
+            header = segcodec.read_header(out.read_bytes())
+            size = out.stat().st_size
+            click.echo(f"{src} -> {out}: {size} bytes, {_bpp(size, header.shape):.4f} bpp, "
+                       f"{time.perf_counter() - t0:.2f} s")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("sgc_files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Label file (.png, .nii.gz, .npy) or, for several inputs, a folder. "
+                   "Default: beside the input, as NAME.labels.<kind of the original input>.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where g and s run.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def segment(sgc_files, output, device, quiet):
+    """Turn .sgc files into label maps, without rebuilding the image."""
+    sgc_files = [p for src in sgc_files
+                 for p in (sorted(src.glob("*.sgc")) if src.is_dir() else [src])]
+    if output is not None and len(sgc_files) > 1:
+        output.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for src in _items(sgc_files, "segmenting", quiet):
+        t0 = time.perf_counter()
+        try:
+            out = segcodec.segment_file(src, output, device=device)
+        except (segcodec.SgcError, OSError) as exc:
+            click.echo(f"segcodec: error: {exc}", err=True)
+            failed += 1
+            continue
+        if not quiet:
+            click.echo(f"{src} -> {out} ({time.perf_counter() - t0:.2f} s)")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("sgc_file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(sgc_file, as_json):
+    """Show a .sgc file's header."""
+    data = _run(sgc_file.read_bytes)
+    header = _run(segcodec.read_header, data)
+    d = header.to_dict()
+    d.update(file_bytes=len(data), payload_bytes=len(data) - header.header_bytes,
+             bpp=round(_bpp(len(data), header.shape), 6))
+    names = {m["id"]: m["name"] for m in _run(segcodec.list_models)}
+    d["model"] = names.get(d["model_id"])
+    if as_json:
+        click.echo(json.dumps(d, indent=1))
+        return
+    click.echo(f"{sgc_file}: segcodec format v{d['format_version']}")
+    click.echo(f"  model       {d['model_id']} ({d['model'] or 'not installed here'})")
+    click.echo(f"  image       {'x'.join(map(str, d['shape']))}, {d['channels']} channel(s), "
+               f"{header.ndim}D, from {d['source']}")
+    click.echo(f"  latents     {'x'.join(map(str, d['latent_shape']))} bits")
+    if header.affine is not None:
+        spacing = (header.affine[:3, :3] ** 2).sum(0) ** 0.5
+        click.echo(f"  geometry    voxel size {' x '.join(f'{s:.3g}' for s in spacing)} mm")
+    else:
+        click.echo("  geometry    none")
+    if header.metadata:
+        click.echo(f"  metadata    {json.dumps(header.metadata)}")
+    click.echo(f"  size        {d['file_bytes']} bytes = {d['header_bytes']} header + "
+               f"{d['payload_bytes']} payload; {d['bpp']:.4f} bpp")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(as_json):
+    """List the models this install can decode."""
+    found = _run(segcodec.list_models)
+    if as_json:
+        click.echo(json.dumps(found, indent=1))
+        return
+    if not found:
+        click.echo("no models installed")
+    for m in found:
+        click.echo(f"{m['id']}  {m['name']:<24} {m['ndim']}D  {m['task']}"
+                   f"{'  (default)' if m['default'] else ''}")
+        click.echo(f"{'':14}labels: {', '.join(m['labels'])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The public coding path: image -> C -> bits -> range coder -> .sgc, and .sgc -> labels.
+
+Nothing here rebuilds an image: ``segment`` goes from the file's latents through g and s
+straight to a label map at the input's size.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import bits, container, entropy, zoo
+from . import io as sgio
+from .container import Header
+from .errors import InputError, SgcError, SgcFormatError
+from .transforms import labels_from_logits, normalise, resample
+
+_DTYPE_KINDS = "biuf"  # bool, signed, unsigned, float
+
+
+@dataclass
+class Decoded:
+    """A ``.sgc`` file's header and its entropy-decoded binary latents."""
+    header: Header
+    latents: np.ndarray
+    model: zoo.Model
+
+
+def _as_image(array, kind: str | None) -> tuple[np.ndarray, int]:
+    """Validate an input array -> (channels-first array, ndim)."""
+    try:
+        array = np.asarray(array)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"input is not an array ({exc})") from None
+    if array.dtype.kind not in _DTYPE_KINDS:
+        raise InputError(f"unsupported dtype {array.dtype}; use an integer, float or bool array")
+    if array.size == 0:
+        raise InputError(f"input array is empty (shape {array.shape})")
+    if kind is None:
+        if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3)):
+            kind = "2d"
+        elif array.ndim == 4 and array.shape[-1] == 1:
+            array, kind = array[..., 0], "3d"
+        else:
+            kind = "3d"
+    if kind == "2d":
+        if array.ndim == 2:
+            array = array[None]
+        elif array.ndim == 3 and array.shape[-1] in (1, 3):
+            array = np.moveaxis(array, -1, 0)
+        elif array.ndim == 3:
+            raise InputError(f"a 2D image must have 1 or 3 channels last, got shape "
+                             f"{array.shape}")
+        else:
+            raise InputError(f"a 2D image must be (H, W) or (H, W, C), got {array.ndim} "
+                             f"dimensions")
+    elif kind == "3d":
+        if array.ndim != 3:
+            raise InputError(f"a 3D volume must have 3 dimensions, got shape {array.shape}")
+        array = array[None]
+    else:
+        raise InputError(f"kind must be '2d' or '3d', not {kind!r}")
+    container.check_image_shape(array.shape[1:], array.shape[0], InputError)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InputError("input holds NaN or infinite values")
+    return array, array.ndim - 1
+
+
+def _pick_model(model, ndim: int) -> zoo.Model:
+    if model is None:
+        return zoo.default_for(ndim)
+    picked = model if isinstance(model, zoo.Model) else zoo.find(str(model))
+    if picked.ndim != ndim:
+        raise InputError(f"model {picked.name} takes {picked.ndim}D input, got a {ndim}D image")
+    return picked
+
+
+def encode(image, *, model=None, kind: str | None = None, affine=None,
+           metadata: dict | None = None, source: str = "array") -> bytes:
+    """Compress an image or volume to ``.sgc`` bytes.
+
+    image: (H, W) gray or (H, W, 3) RGB for 2D; (I, J, K) for 3D.  ``kind`` ("2d"/"3d")
+    settles shapes that could be either.  ``model`` is a name, hex id or ``zoo.Model``;
+    by default the installed model for the image's dimensionality.  ``affine`` (4x4) is
+    stored as the geometry section; ``metadata`` (a JSON-able dict) as the metadata section.
+    """
+    array, ndim = _as_image(image, kind)
+    m = _pick_model(model, ndim)
+    channels = array.shape[0]
+    if channels != m.in_channels:
+        if channels == 1 and m.in_channels == 3:
+            array = np.repeat(array, 3, axis=0)  # gray photograph -> RGB model
+        else:
+            raise InputError(f"model {m.name} takes {m.in_channels}-channel images, "
+                             f"got {channels} channels")
+    if affine is not None:
+        affine = np.asarray(affine, dtype=np.float64)
+        if affine.shape != (4, 4) or not np.isfinite(affine).all():
+            raise InputError("affine must be a finite 4x4 matrix")
+    with torch.no_grad():
+        x = resample(normalise(array, m.manifest["normalisation"]),
+                     m.manifest["architecture"]["work_shape"])
+        z = bits.threshold(m.net.compressor(x)[0].numpy())
+    payload = entropy.encode(z, m.table, ndim)
+    header = Header(model_id=m.model_id, shape=tuple(array.shape[1:]), channels=channels,
+                    latent_shape=tuple(z.shape), source=source, affine=affine,
+                    metadata=metadata or None)
+    try:
+        return container.write(header, payload)
+    except (ValueError, TypeError) as exc:
+        raise InputError(str(exc)) from None
+
+
+def read_header(data: bytes) -> Header:
+    """Parse and validate a ``.sgc`` header (CRC included) without decoding the payload."""
+    return container.read(data)[0]
+
+
+def decode(data: bytes) -> Decoded:
+    """``.sgc`` bytes -> header and binary latents, bit-exact on any machine."""
+    header, payload = container.read(data)
+    m = zoo.get(header.model_id)
+    if header.ndim != m.ndim or header.latent_shape != m.latent_shape:
+        raise SgcFormatError(f"invalid .sgc: latent shape {header.latent_shape} does not match "
+                             f"model {m.name} ({m.latent_shape})")
+    return Decoded(header, entropy.decode(payload, m.table, header.latent_shape, header.ndim), m)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda asked for, but no CUDA GPU is available")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"device must be auto, cpu or cuda, not {device!r}")
+    return torch.device(device)
+
+
+def labels_from_latents(decoded: Decoded, device: str = "auto") -> np.ndarray:
+    dev = resolve_device(device)
+    net = decoded.model.net_on(dev)
+    with torch.no_grad():
+        z = torch.from_numpy(decoded.latents.astype(np.float32))[None].to(dev)
+        return labels_from_logits(net.decode_logits(z), decoded.header.shape)
+
+
+def segment(data: bytes, *, device: str = "auto") -> np.ndarray:
+    """``.sgc`` bytes -> integer label map (uint8) at the input's shape; no image rebuilt."""
+    return labels_from_latents(decode(data), device)
+
+
+def list_models() -> list[dict]:
+    """The models this install can decode: id, name, task, labels, shapes."""
+    return [m.describe() for m in zoo.installed().values()]
+
+
+# File-level helpers, used by the command line.
+
+def encode_file(src, dst=None, *, model=None, geometry: bool = True,
+                metadata: dict | None = None) -> Path:
+    """Read an image file (or DICOM series folder) and write its ``.sgc``."""
+    src = Path(src)
+    loaded = sgio.read(src)
+    with _naming(src):
+        data = encode(loaded.array, model=model, kind=loaded.kind,
+                      affine=loaded.affine if geometry else None, metadata=metadata,
+                      source=loaded.source)
+    if dst is None:
+        dst = src.with_name(_stem(src) + ".sgc")
+    elif Path(dst).is_dir():
+        dst = Path(dst) / (_stem(src) + ".sgc")
+    return sgio.write_bytes(dst, data)
+
+
+def default_labels_path(sgc_path, header: Header) -> Path:
+    sgc_path = Path(sgc_path)
+    return sgc_path.with_name(_stem(sgc_path) + ".labels"
+                              + sgio.label_suffix(header.source, header.ndim))
+
+
+def segment_file(src, dst=None, *, device: str = "auto") -> Path:
+    """Read a ``.sgc`` file and write its label map (PNG, NIfTI or .npy by name).
+
+    Without ``dst``, or with a folder as ``dst``, the file is named after the input,
+    ``NAME.labels.<ext>``, in the kind of file the image came from (format_spec.md §1.3).
+    """
+    src = Path(src)
+    try:
+        data = src.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{src}: {exc.strerror or exc}") from None
+    with _naming(src):
+        decoded = decode(data)
+    labels = labels_from_latents(decoded, device)
+    if dst is None:
+        dst = default_labels_path(src, decoded.header)
+    elif Path(dst).is_dir():
+        dst = Path(dst) / default_labels_path(src, decoded.header).name
+    return sgio.write_labels(dst, labels, decoded.header.affine, len(decoded.model.labels))
+
+
+@contextmanager
+def _naming(path: Path):
+    """Prefix errors raised inside with the file they concern."""
+    try:
+        yield
+    except SgcError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    ext = sgio.suffix(path)
+    return name[:-len(ext)] if ext and name.lower().endswith(ext) else name

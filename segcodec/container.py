@@ -1,0 +1,207 @@
+"""Reading and writing ``.sgc`` files: header sections, varints and CRC (format_spec.md §1-§4).
+
+The reader validates every field against the range the spec states before anything is
+allocated from it, and raises ``SgcFormatError`` naming the field.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import zstandard
+
+from .errors import SgcFormatError
+
+MAGIC = b"SG"  # §1.1
+VERSION = 1  # §1.2
+MODEL_ID_BYTES = 6  # §1.4
+SOURCE_KINDS = ("array", "raster", "nifti", "dicom")  # §1.3 bits 2-3
+MAX_PIXELS = 1 << 26  # §1.6
+MAX_SIDE = {2: 65535, 3: 4096}  # §1.6
+MAX_LATENT_CHANNELS = 64  # §1.7
+MAX_LATENT_SIDE = 4096  # §1.7
+MAX_LATENT_BITS = 1 << 24  # §1.7
+MAX_METADATA_BYTES = 65536  # §3
+MAX_METADATA_JSON = 1 << 20  # §3
+_VARINT_MAX_BYTES = 3
+MIN_FILE_BYTES = 19  # §1: every fixed field, one-byte varints, empty payload
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything in a ``.sgc`` file but the payload."""
+    model_id: bytes
+    shape: tuple[int, ...]
+    channels: int
+    latent_shape: tuple[int, ...]
+    source: str = "array"
+    affine: np.ndarray | None = None  # 4x4 float64, or None if no geometry section
+    metadata: dict | None = None
+    header_bytes: int = field(default=0, compare=False)  # everything but the payload
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def to_dict(self) -> dict:
+        return {"format_version": VERSION, "model_id": self.model_id.hex(),
+                "shape": list(self.shape), "channels": self.channels,
+                "latent_shape": list(self.latent_shape), "source": self.source,
+                "affine": None if self.affine is None else self.affine.tolist(),
+                "metadata": self.metadata, "header_bytes": self.header_bytes}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes, end: int):
+        self.data, self.pos, self.end = data, 0, end
+
+    def take(self, n: int, name: str) -> bytes:
+        if self.pos + n > self.end:
+            raise SgcFormatError(f"truncated .sgc: {name} runs past the end of the file")
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def varint(self, name: str, lo: int, hi: int) -> int:
+        value = 0
+        for i in range(_VARINT_MAX_BYTES):
+            byte = self.take(1, name)[0]
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                if i and byte == 0:
+                    raise SgcFormatError(f"invalid .sgc: {name} is a non-minimal varint")
+                break
+        else:
+            raise SgcFormatError(f"invalid .sgc: {name} varint is longer than "
+                                 f"{_VARINT_MAX_BYTES} bytes")
+        if not lo <= value <= hi:
+            raise SgcFormatError(f"invalid .sgc: {name} = {value}, expected {lo}..{hi}")
+        return value
+
+
+def check_image_shape(shape, channels: int, error=SgcFormatError) -> None:
+    """§1.5-§1.6: the ranges a shape must satisfy, raising ``error`` naming the field."""
+    ndim = len(shape)
+    if ndim not in (2, 3):
+        raise error(f"image must be 2D or 3D, got {ndim} spatial dimensions")
+    if channels not in ((1, 3) if ndim == 2 else (1,)):
+        raise error(f"channels = {channels}, expected "
+                    f"{'1 or 3 for a 2D image' if ndim == 2 else '1 for a 3D volume'}")
+    for i, s in enumerate(shape):
+        if not 1 <= s <= MAX_SIDE[ndim]:
+            raise error(f"image shape[{i}] = {s}, expected 1..{MAX_SIDE[ndim]}")
+    if int(np.prod(shape, dtype=np.int64)) > MAX_PIXELS:
+        raise error(f"image has {int(np.prod(shape, dtype=np.int64))} pixels, "
+                    f"more than the limit of {MAX_PIXELS}")
+
+
+def write(header: Header, payload: bytes) -> bytes:
+    """Header and payload -> a complete ``.sgc`` file (§1)."""
+    ndim = header.ndim
+    check_image_shape(header.shape, header.channels, ValueError)
+    if len(header.model_id) != MODEL_ID_BYTES:
+        raise ValueError("model id must be 6 bytes")
+    flags = (header.affine is not None) | (bool(header.metadata) << 1)
+    flags |= SOURCE_KINDS.index(header.source) << 2
+    out = bytearray(MAGIC)
+    out += bytes([VERSION, flags]) + header.model_id
+    out.append(ndim | (header.channels << 2))
+    for s in header.shape:
+        out += _varint(s)
+    for s in header.latent_shape:
+        out += _varint(s)
+    if header.affine is not None:  # §2
+        affine = np.asarray(header.affine, dtype=np.float64)[:3, :4]
+        if not np.isfinite(affine).all():
+            raise ValueError("affine must be finite")
+        out += affine.astype("<f4").tobytes()
+    if header.metadata:  # §3
+        text = json.dumps(header.metadata, separators=(",", ":"), sort_keys=True).encode()
+        if len(text) > MAX_METADATA_JSON:
+            raise ValueError("metadata is larger than 1 MiB as JSON")
+        frame = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(text)
+        if len(frame) > MAX_METADATA_BYTES:
+            raise ValueError("compressed metadata is larger than 64 KiB")
+        out += _varint(len(frame)) + frame
+    out += payload  # §4
+    out += struct.pack("<I", zlib.crc32(out))  # §1.8
+    return bytes(out)
+
+
+def read(data: bytes) -> tuple[Header, bytes]:
+    """A ``.sgc`` file -> (Header, payload); raises SgcFormatError naming the bad field."""
+    data = bytes(data)
+    if len(data) < MIN_FILE_BYTES:
+        raise SgcFormatError(f"truncated .sgc: {len(data)} bytes, a valid file has at least "
+                             f"{MIN_FILE_BYTES}")
+    if data[:2] != MAGIC:
+        raise SgcFormatError("not a .sgc file: magic bytes are not 'SG'")
+    (crc,) = struct.unpack("<I", data[-4:])
+    if zlib.crc32(data[:-4]) != crc:
+        raise SgcFormatError("corrupted .sgc: CRC-32 mismatch (truncated or damaged file)")
+    r = _Reader(data, len(data) - 4)
+    r.take(2, "magic")
+    version, flags = r.take(2, "version")
+    if version != VERSION:
+        raise SgcFormatError(f"unsupported .sgc version {version}; this reader knows {VERSION}")
+    if flags & 0xF0:
+        raise SgcFormatError(f"invalid .sgc: reserved flag bits set (flags = {flags:#04x})")
+    model_id = r.take(MODEL_ID_BYTES, "model id")
+    layout = r.take(1, "layout")[0]
+    ndim, channels = layout & 3, (layout >> 2) & 15
+    if layout >> 6 or ndim not in (2, 3):
+        raise SgcFormatError(f"invalid .sgc: layout byte {layout:#04x} (ndim must be 2 or 3)")
+    shape = tuple(r.varint(f"image shape[{i}]", 1, MAX_SIDE[ndim]) for i in range(ndim))
+    check_image_shape(shape, channels)
+    k = r.varint("latent channels", 1, MAX_LATENT_CHANNELS)
+    grid = tuple(r.varint(f"latent shape[{i}]", 1, MAX_LATENT_SIDE) for i in range(ndim))
+    if k * int(np.prod(grid, dtype=np.int64)) > MAX_LATENT_BITS:
+        raise SgcFormatError(f"invalid .sgc: latent shape {(k, *grid)} exceeds "
+                             f"{MAX_LATENT_BITS} bits")
+    affine = None
+    if flags & 1:  # §2
+        affine = np.frombuffer(r.take(48, "geometry"), dtype="<f4").astype(np.float64)
+        if not np.isfinite(affine).all():
+            raise SgcFormatError("invalid .sgc: geometry holds a non-finite number")
+        affine = np.vstack([affine.reshape(3, 4), [0.0, 0.0, 0.0, 1.0]])
+    metadata = None
+    if flags & 2:  # §3
+        n = r.varint("metadata length", 1, MAX_METADATA_BYTES)
+        metadata = _read_metadata(r.take(n, "metadata"))
+    header = Header(model_id=model_id, shape=shape, channels=channels,
+                    latent_shape=(k, *grid), source=SOURCE_KINDS[(flags >> 2) & 3],
+                    affine=affine, metadata=metadata, header_bytes=r.pos + 4)
+    return header, data[r.pos:r.end]
+
+
+def _read_metadata(frame: bytes) -> dict:
+    try:
+        params = zstandard.get_frame_parameters(frame)
+        size = params.content_size
+        if size <= 0 or size > MAX_METADATA_JSON:  # 0 = unknown size, also refused (§3)
+            raise SgcFormatError("invalid .sgc: metadata frame must declare a size up to 1 MiB")
+        text = zstandard.ZstdDecompressor().decompress(frame, max_output_size=size)
+        value = json.loads(text.decode("utf-8"))
+    except SgcFormatError:
+        raise
+    except (zstandard.ZstdError, UnicodeDecodeError, ValueError) as exc:
+        raise SgcFormatError(f"invalid .sgc: metadata is not a zstd-compressed JSON object "
+                             f"({type(exc).__name__})") from None
+    if not isinstance(value, dict):
+        raise SgcFormatError("invalid .sgc: metadata is not a JSON object")
+    return value

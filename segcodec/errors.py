@@ -1,0 +1,17 @@
+"""Every error segcodec raises on bad input is an ``SgcError``; its message is one line."""
+
+
+class SgcError(Exception):
+    """Base class: a user-facing error with a one-line message."""
+
+
+class SgcFormatError(SgcError, ValueError):
+    """A ``.sgc`` file is malformed, truncated or corrupted; the message names the field."""
+
+
+class UnknownModelError(SgcError, LookupError):
+    """The model id of a ``.sgc`` file (or a ``--model`` name) is not installed."""
+
+
+class InputError(SgcError, ValueError):
+    """An image or volume cannot be encoded: wrong shape, dtype, values or file."""

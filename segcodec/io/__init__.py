@@ -1,0 +1,105 @@
+"""Reading images and volumes, writing label maps, by file kind.
+
+``read`` returns a ``Loaded`` image: the array in the layout ``segcodec.encode`` takes
+((H, W), (H, W, C) or (I, J, K)), with its geometry and the kind of file it came from.
+Writers go through ``atomic_write`` so an interrupted run never leaves a partial file.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NPY_SUFFIXES = (".npy",)
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+@dataclass
+class Loaded:
+    array: np.ndarray
+    kind: str | None  # "2d", "3d", or None to let encode() infer it from the shape
+    source: str  # "array", "raster", "nifti" or "dicom" (format_spec.md §1.3)
+    affine: np.ndarray | None = None
+
+
+def suffix(path: Path) -> str:
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def read(path) -> Loaded:
+    """Any supported input: PNG/JPEG/TIFF, NIfTI, .npy, a DICOM file or series folder."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        from . import dicom
+        return dicom.read_series(path)
+    ext = suffix(path)
+    if ext in RASTER_SUFFIXES:
+        from . import raster
+        return raster.read(path)
+    if ext in NIFTI_SUFFIXES:
+        from . import nifti
+        return nifti.read(path)
+    if ext in NPY_SUFFIXES:
+        from . import npy
+        return npy.read(path)
+    from . import dicom
+    if ext in DICOM_SUFFIXES or dicom.is_dicom(path):
+        return dicom.read_file(path)
+    raise InputError(f"{path}: unsupported input type {ext or '(no extension)'}; "
+                     "use PNG/JPEG, NIfTI, .npy or DICOM")
+
+
+def label_suffix(source: str, ndim: int) -> str:
+    """The default label file type for a source kind: labels come back as the input came."""
+    if source == "raster" and ndim == 2:
+        return ".png"
+    if source in ("nifti", "dicom"):
+        return ".nii.gz"
+    return ".npy"
+
+
+def write_labels(path, labels: np.ndarray, affine: np.ndarray | None, n_labels: int) -> Path:
+    """Write a label map as PNG, NIfTI or .npy, chosen by the file name."""
+    path = Path(path)
+    ext = suffix(path)
+    if ext == ".png":
+        from . import raster
+        return atomic_write(path, lambda tmp: raster.write_labels(tmp, labels, n_labels))
+    if ext in NIFTI_SUFFIXES:
+        from . import nifti
+        return atomic_write(path, lambda tmp: nifti.write_labels(tmp, labels, affine))
+    if ext in NPY_SUFFIXES:
+        return atomic_write(path, lambda tmp: np.save(tmp, labels))
+    raise InputError(f"{path}: labels can be written as .png, .nii, .nii.gz or .npy, "
+                     f"not {ext or '(no extension)'}")
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; name a file")
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent}: no such folder")
+    # Keep the real suffix last: nibabel and numpy pick the format from it.
+    tmp = path.with_name(f".{os.getpid()}.tmp.{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes(path, data: bytes) -> Path:
+    return atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(data))

@@ -1,0 +1,136 @@
+"""The networks of Liu et al. (MICCAI 2020): compressor C, feature reconstructor g, segmentor s.
+
+One set of classes serves 2D and 3D; ``ndim`` picks the convolution type.  C runs at the
+clinic, so it is a handful of plain convolutions; g and s run on the server and may be heavier.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+
+
+def _conv(ndim: int, cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Module:
+    return _CONV[ndim](cin, cout, k, stride=stride, padding=k // 2)
+
+
+class Compressor(nn.Module):
+    """C: image -> latent logits (K channels, downsampled by 2**len(widths[1:])).
+
+    Latent bits are ``logits > 0`` at inference; training samples them (see ``binarize``).
+    """
+
+    def __init__(self, ndim: int, in_channels: int, latent_channels: int, widths: list[int]):
+        super().__init__()
+        # Leaky activations: with plain ReLU the few channels of C can die early in training,
+        # leaving constant latents that carry nothing.
+        layers: list[nn.Module] = [_conv(ndim, in_channels, widths[0]), nn.LeakyReLU(0.1)]
+        for cin, cout in zip(widths[:-1], widths[1:]):
+            layers += [_conv(ndim, cin, cout, stride=2), nn.LeakyReLU(0.1),
+                       _conv(ndim, cout, cout), nn.LeakyReLU(0.1)]
+        layers.append(_conv(ndim, widths[-1], latent_channels, k=1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class Reconstructor(nn.Module):
+    """g: binary latents -> a one-channel feature map at the working resolution (paper Fig. 2b)."""
+
+    def __init__(self, ndim: int, latent_channels: int, widths: list[int]):
+        super().__init__()
+        self.ndim = ndim
+        self.inp = nn.Sequential(_conv(ndim, latent_channels, widths[0]), nn.ReLU(inplace=True),
+                                 _conv(ndim, widths[0], widths[0]), nn.ReLU(inplace=True))
+        self.ups = nn.ModuleList(
+            nn.Sequential(_conv(ndim, cin, cout), nn.ReLU(inplace=True))
+            for cin, cout in zip(widths[:-1], widths[1:]))
+        self.out = _conv(ndim, widths[-1], 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.inp(z)
+        mode = "bilinear" if self.ndim == 2 else "trilinear"
+        for up in self.ups:
+            h = up(F.interpolate(h, scale_factor=2, mode=mode, align_corners=False))
+        return self.out(h)
+
+
+class _Block(nn.Sequential):
+    def __init__(self, ndim: int, cin: int, cout: int):
+        super().__init__(_conv(ndim, cin, cout), nn.ReLU(inplace=True),
+                         _conv(ndim, cout, cout), nn.ReLU(inplace=True))
+
+
+class Segmentor(nn.Module):
+    """s: a small U-Net from g's feature map to per-class logits."""
+
+    def __init__(self, ndim: int, n_classes: int, widths: list[int]):
+        super().__init__()
+        self.ndim = ndim
+        self.down = nn.ModuleList()
+        cin = 1
+        for w in widths:
+            self.down.append(_Block(ndim, cin, w))
+            cin = w
+        self.up = nn.ModuleList(_Block(ndim, wd + wu, wu)
+                                for wd, wu in zip(reversed(widths[1:]), reversed(widths[:-1])))
+        self.head = _conv(ndim, widths[0], n_classes, k=1)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        pool = F.max_pool2d if self.ndim == 2 else F.max_pool3d
+        mode = "bilinear" if self.ndim == 2 else "trilinear"
+        skips = []
+        h = f
+        for i, block in enumerate(self.down):
+            if i:
+                h = pool(h, 2)
+            h = block(h)
+            skips.append(h)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            h = F.interpolate(h, size=skip.shape[2:], mode=mode, align_corners=False)
+            h = block(torch.cat([h, skip], 1))
+        return self.head(h)
+
+
+class SegCodecNet(nn.Module):
+    """C, g and s together, built from a model manifest's ``architecture`` entry."""
+
+    def __init__(self, arch: dict):
+        super().__init__()
+        nd = arch["ndim"]
+        self.arch = dict(arch)
+        self.compressor = Compressor(nd, arch["in_channels"], arch["latent_channels"],
+                                     arch["c_widths"])
+        self.reconstructor = Reconstructor(nd, arch["latent_channels"], arch["g_widths"])
+        self.segmentor = Segmentor(nd, arch["n_classes"], arch["s_widths"])
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.arch["c_widths"]) - 1)
+
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.arch["latent_channels"],
+                *(s // self.downsample for s in self.arch["work_shape"]))
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """g then s: binary latents (float 0/1) -> class logits at the working resolution."""
+        return self.segmentor(self.reconstructor(z))
+
+    def forward(self, x: torch.Tensor, stochastic: bool = True):
+        """Training path: returns (class logits, bit probabilities)."""
+        p = torch.sigmoid(self.compressor(x))
+        z = binarize(p) if stochastic else (p > 0.5).to(p.dtype)
+        z = p + (z - p).detach()  # straight-through gradient
+        return self.decode_logits(z), p
+
+
+def binarize(p: torch.Tensor) -> torch.Tensor:
+    """Stochastic binarisation (Toderici et al.): 1 with probability p."""
+    return (torch.rand_like(p) < p).to(p.dtype)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,81 @@
+"""Loaders for ../shared/data: ISIC 2017 (2D lesions) and MSD Task04 hippocampus (3D).
+
+Each loader returns images already normalised and resampled to the model's working grid
+(the same functions ``segcodec.encode`` uses) and soft one-hot targets on that grid, plus the
+full-resolution labels for evaluation at the input's size.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..transforms import normalise, resample
+
+SPLIT_FILE = Path(__file__).with_name("hippocampus_split.json")
+
+
+def isic_files(root: Path, split: str) -> list[tuple[Path, Path]]:
+    images = sorted((root / "isic2017" / split / "images").glob("ISIC_*.jpg"))
+    return [(p, root / "isic2017" / split / "masks" / f"{p.stem}_segmentation.png")
+            for p in images]
+
+
+def hippocampus_split(root: Path, n_test: int = 40, seed: int = 2020) -> dict:
+    """The fixed train/test split, written once into the repo and read from there after."""
+    if SPLIT_FILE.exists():
+        return json.loads(SPLIT_FILE.read_text())
+    names = sorted(p.name for p in (root / "msd_hippocampus" / "imagesTr").glob("*.nii.gz"))
+    order = np.random.default_rng(seed).permutation(len(names))
+    split = {"seed": seed, "test": sorted(names[i] for i in order[:n_test]),
+             "train": sorted(names[i] for i in order[n_test:])}
+    SPLIT_FILE.write_text(json.dumps(split, indent=1) + "\n")
+    return split
+
+
+def hippocampus_files(root: Path, split: str) -> list[tuple[Path, Path]]:
+    names = hippocampus_split(root)[split]
+    base = root / "msd_hippocampus"
+    return [(base / "imagesTr" / n, base / "labelsTr" / n) for n in names]
+
+
+def read_pair(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(channels-first image, integer labels) from an ISIC or hippocampus pair."""
+    if image_path.suffix == ".jpg":
+        image = np.asarray(Image.open(image_path).convert("RGB")).transpose(2, 0, 1)
+        labels = (np.asarray(Image.open(label_path)) > 127).astype(np.uint8)
+        return image, labels
+    import nibabel as nib
+    image = np.asarray(nib.load(image_path).dataobj, dtype=np.float32)[None]
+    labels = np.asarray(nib.load(label_path).dataobj).astype(np.uint8)
+    return image, labels
+
+
+def soft_targets(labels: np.ndarray, n_classes: int, work_shape) -> torch.Tensor:
+    """Integer labels -> class fractions on the working grid (area averaging)."""
+    onehot = F.one_hot(torch.from_numpy(labels.astype(np.int64)), n_classes)
+    onehot = onehot.movedim(-1, 0)[None].float()
+    return F.adaptive_avg_pool2d(onehot, work_shape) if labels.ndim == 2 \
+        else F.adaptive_avg_pool3d(onehot, work_shape)
+
+
+def load_set(pairs, normalisation: dict, n_classes: int, work_shape):
+    """All pairs -> (X (N,C,*work), T (N,n_classes,*work), full-size label list)."""
+    xs, ts, full = [], [], []
+    for image_path, label_path in pairs:
+        image, labels = read_pair(image_path, label_path)
+        xs.append(resample(normalise(image, normalisation), work_shape)[0])
+        ts.append(soft_targets(labels, n_classes, work_shape)[0])
+        full.append(labels)
+    return torch.stack(xs), torch.stack(ts), full
+
+
+def channel_stats(pairs, limit: int = 400) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of 8-bit images scaled to [0, 1]."""
+    acc = np.stack([read_pair(p, q)[0].reshape(3, -1) / 255.0 for p, q in pairs[:limit]], 1)
+    acc = acc.reshape(3, -1)
+    return [round(float(v), 4) for v in acc.mean(1)], [round(float(v), 4) for v in acc.std(1)]
