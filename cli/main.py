@@ -62,22 +62,25 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="The .sgc file, or a folder for several inputs.")
 @click.option("--model", help="Model name or id (default: by input kind, 2D or 3D).")
 @click.option("--no-geometry", is_flag=True,
-              help="Leave out voxel spacing and orientation (saves 48 bytes).")
+              help="Leave out voxel spacing and orientation (saves 24-48 bytes).")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE",
               help="Store a metadata entry (zstd-compressed JSON; costs bytes).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def encode(paths, model, no_geometry, meta, quiet):
-    """Compress images or volumes: encode SRC [DEST.sgc], or encode SRC... [DEST_DIR].
+def encode(paths, output, model, no_geometry, meta, quiet):
+    """Compress images or volumes: encode SRC [DEST.sgc], or encode SRC... [NEW_DIR].
 
     SRC is a PNG/JPEG, NIfTI, .npy, DICOM file, DICOM series folder, or a folder of images.
-    Without DEST each .sgc lands beside its input.
+    Without a destination each .sgc lands beside its input.  The last path is the
+    destination when it ends in .sgc or does not exist yet; -o names one explicitly.
     """
     paths = list(paths)
-    dest = None
-    if len(paths) > 1 and (paths[-1].suffix == ".sgc" or paths[-1].is_dir()
-                           or str(paths[-1]).endswith("/")):
+    dest = output
+    if dest is None and len(paths) > 1 and (paths[-1].suffix == ".sgc"
+                                            or not paths[-1].exists()):
         dest = paths.pop()
     sources = [p for src in paths for p in _expand(src)]
     if dest is not None and len(sources) > 1 and dest.suffix == ".sgc":

@@ -40,7 +40,8 @@ def _as_image(array, kind: str | None) -> tuple[np.ndarray, int]:
     if array.size == 0:
         raise InputError(f"input array is empty (shape {array.shape})")
     if kind is None:
-        if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3)):
+        # A last axis of 4 is taken as RGBA, to refuse it clearly rather than code a thin volume.
+        if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4)):
             kind = "2d"
         elif array.ndim == 4 and array.shape[-1] == 1:
             array, kind = array[..., 0], "3d"
@@ -53,7 +54,7 @@ def _as_image(array, kind: str | None) -> tuple[np.ndarray, int]:
             array = np.moveaxis(array, -1, 0)
         elif array.ndim == 3:
             raise InputError(f"a 2D image must have 1 or 3 channels last, got shape "
-                             f"{array.shape}")
+                             f"{array.shape} (drop the alpha channel of RGBA)")
         else:
             raise InputError(f"a 2D image must be (H, W) or (H, W, C), got {array.ndim} "
                              f"dimensions")

@@ -116,8 +116,19 @@ def write(header: Header, payload: bytes) -> bytes:
     check_image_shape(header.shape, header.channels, ValueError)
     if len(header.model_id) != MODEL_ID_BYTES:
         raise ValueError("model id must be 6 bytes")
+    geometry = b""
+    if header.affine is not None:  # §2
+        affine = np.asarray(header.affine, dtype=np.float64)[:3, :4].astype("<f4")
+        if not np.isfinite(affine).all():
+            raise ValueError("affine must be finite")
+        linear = affine[:, :3]
+        if np.count_nonzero(linear - np.diag(np.diag(linear))) == 0:  # §2.2: axis-aligned
+            geometry = np.concatenate([np.diag(linear), affine[:, 3]]).astype("<f4").tobytes()
+        else:
+            geometry = affine.tobytes()
     flags = (header.affine is not None) | (bool(header.metadata) << 1)
     flags |= SOURCE_KINDS.index(header.source) << 2
+    flags |= (len(geometry) == 24) << 4
     out = bytearray(MAGIC)
     out += bytes([VERSION, flags]) + header.model_id
     out.append(ndim | (header.channels << 2))
@@ -125,11 +136,7 @@ def write(header: Header, payload: bytes) -> bytes:
         out += _varint(s)
     for s in header.latent_shape:
         out += _varint(s)
-    if header.affine is not None:  # §2
-        affine = np.asarray(header.affine, dtype=np.float64)[:3, :4]
-        if not np.isfinite(affine).all():
-            raise ValueError("affine must be finite")
-        out += affine.astype("<f4").tobytes()
+    out += geometry
     if header.metadata:  # §3
         text = json.dumps(header.metadata, separators=(",", ":"), sort_keys=True).encode()
         if len(text) > MAX_METADATA_JSON:
@@ -159,7 +166,7 @@ def read(data: bytes) -> tuple[Header, bytes]:
     version, flags = r.take(2, "version")
     if version != VERSION:
         raise SgcFormatError(f"unsupported .sgc version {version}; this reader knows {VERSION}")
-    if flags & 0xF0:
+    if flags & 0xE0 or (flags & 0x10 and not flags & 1):
         raise SgcFormatError(f"invalid .sgc: reserved flag bits set (flags = {flags:#04x})")
     model_id = r.take(MODEL_ID_BYTES, "model id")
     layout = r.take(1, "layout")[0]
@@ -175,10 +182,17 @@ def read(data: bytes) -> tuple[Header, bytes]:
                              f"{MAX_LATENT_BITS} bits")
     affine = None
     if flags & 1:  # §2
-        affine = np.frombuffer(r.take(48, "geometry"), dtype="<f4").astype(np.float64)
-        if not np.isfinite(affine).all():
+        compact = bool(flags & 0x10)
+        values = np.frombuffer(r.take(24 if compact else 48, "geometry"),
+                               dtype="<f4").astype(np.float64)
+        if not np.isfinite(values).all():
             raise SgcFormatError("invalid .sgc: geometry holds a non-finite number")
-        affine = np.vstack([affine.reshape(3, 4), [0.0, 0.0, 0.0, 1.0]])
+        affine = np.eye(4)
+        if compact:  # §2.2
+            affine[:3, :3] = np.diag(values[:3])
+            affine[:3, 3] = values[3:]
+        else:  # §2.1
+            affine[:3] = values.reshape(3, 4)
     metadata = None
     if flags & 2:  # §3
         n = r.varint("metadata length", 1, MAX_METADATA_BYTES)

@@ -42,12 +42,18 @@ def test_round_trip_with_geometry_and_metadata():
     assert (got.shape, got.channels, got.latent_shape, got.source, got.metadata) == \
         (h.shape, 1, h.latent_shape, "nifti", {"site": "A", "n": 3})
     np.testing.assert_array_equal(got.affine, affine)
-    # 48 bytes of geometry on top of the fixed fields (§2).
-    no_geo = container.write(Header(model_id=MID, shape=h.shape, channels=1,
-                                    latent_shape=h.latent_shape), b"")
-    assert len(container.write(Header(model_id=MID, shape=h.shape, channels=1,
-                                      latent_shape=h.latent_shape, affine=affine), b"")) \
-        == len(no_geo) + 48
+    # Geometry costs 24 bytes when axis-aligned (§2.2), 48 otherwise (§2.1).
+    def size(a):
+        return len(container.write(Header(model_id=MID, shape=h.shape, channels=1,
+                                          latent_shape=h.latent_shape, affine=a), b""))
+    oblique = affine.copy()
+    oblique[0, 1] = 0.25
+    assert size(affine) == size(None) + 24
+    assert size(oblique) == size(None) + 48
+    for a in (affine, oblique):
+        data = container.write(Header(model_id=MID, shape=h.shape, channels=1,
+                                      latent_shape=h.latent_shape, affine=a), b"")
+        np.testing.assert_array_equal(container.read(data)[0].affine, a)
 
 
 def test_crc_catches_any_single_bit_flip():
@@ -69,7 +75,8 @@ def test_truncation_is_refused():
 @pytest.mark.parametrize("offset, value, field", [
     (0, ord("X"), "magic"),
     (2, 2, "version"),
-    (3, 0x10, "reserved flag"),
+    (3, 0x20, "reserved flag"),
+    (3, 0x10, "reserved flag"),    # compact geometry without geometry
     (10, 0x01, "layout"),          # ndim 1
     (10, 0x02 | (2 << 2), "channels"),  # 2D with 2 channels
     (10, 0x03 | (3 << 2), "channels"),  # 3D with 3 channels

@@ -1,0 +1,1 @@
+"""Benchmarks: rate, accuracy and speed of segcodec on real data (needs --data)."""

@@ -1,0 +1,181 @@
+"""encode -> segment on real fixtures, through the public API."""
+import numpy as np
+import pytest
+import torch
+
+import segcodec
+from segcodec import zoo
+from segcodec.errors import InputError, SgcFormatError, UnknownModelError
+
+from conftest import dice, hippo_labels, hippo_volume, isic_image, isic_mask
+
+
+def test_2d_round_trip(rgb):
+    data = segcodec.encode(rgb)
+    header = segcodec.read_header(data)
+    assert header.shape == (256, 256) and header.channels == 3 and header.affine is None
+    labels = segcodec.segment(data)
+    assert labels.shape == rgb.shape[:2] and labels.dtype == np.uint8
+    assert set(np.unique(labels)) <= {0, 1}
+    assert len(data) * 8 / labels.size < 0.05  # a few dozen bytes, header included
+
+
+def test_2d_labels_find_the_lesion():
+    scores = [dice(segcodec.segment(segcodec.encode(isic_image(i))), isic_mask(i), 1)
+              for i in range(3)]
+    assert np.mean(scores) > 0.6, scores
+
+
+def test_3d_round_trip_keeps_geometry(volume):
+    array, affine = volume
+    data = segcodec.encode(array, affine=affine)
+    header = segcodec.read_header(data)
+    np.testing.assert_allclose(header.affine, affine, atol=1e-5)
+    labels = segcodec.segment(data)
+    assert labels.shape == array.shape and set(np.unique(labels)) <= {0, 1, 2}
+
+
+def test_3d_labels_find_the_hippocampus():
+    scores = []
+    for i in range(2):
+        pred = segcodec.segment(segcodec.encode(hippo_volume(i)[0]))
+        truth = hippo_labels(i)
+        scores += [dice(pred, truth, 1), dice(pred, truth, 2)]
+    assert np.mean(scores) > 0.4, scores
+
+
+def test_decode_gives_the_latents_the_encoder_made(rgb):
+    data = segcodec.encode(rgb)
+    decoded = segcodec.decode(data)
+    m = decoded.model
+    from segcodec import bits
+    from segcodec.transforms import normalise, resample
+    with torch.no_grad():
+        x = resample(normalise(np.moveaxis(rgb, -1, 0), m.manifest["normalisation"]),
+                     m.manifest["architecture"]["work_shape"])
+        z = bits.threshold(m.net.compressor(x)[0].numpy())
+    np.testing.assert_array_equal(decoded.latents, z)
+
+
+def test_identical_bits_and_labels_with_one_and_two_threads(rgb, volume):
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            d2, d3 = segcodec.encode(rgb), segcodec.encode(volume[0])
+            results.append((d2, d3, segcodec.segment(d2).tobytes(),
+                            segcodec.segment(d3).tobytes()))
+        assert results[0] == results[1]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_gray_image_goes_to_the_rgb_model(rgb):
+    gray = rgb.mean(-1).astype(np.uint8)
+    data = segcodec.encode(gray)
+    assert segcodec.read_header(data).channels == 1
+    assert segcodec.segment(data).shape == gray.shape
+
+
+def test_any_size_comes_back_at_its_size():
+    rng = np.random.default_rng(0)
+    for shape in [(17, 300, 3), (1000, 640, 3), (5, 5)]:
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        assert segcodec.segment(segcodec.encode(img)).shape == shape[:2]
+    vol = rng.normal(size=(20, 70, 9)).astype(np.float32)
+    assert segcodec.segment(segcodec.encode(vol)).shape == vol.shape
+
+
+def test_metadata_round_trip(rgb):
+    data = segcodec.encode(rgb, metadata={"site": "clinic-7"})
+    assert segcodec.read_header(data).metadata == {"site": "clinic-7"}
+
+
+def test_model_override_and_unknown_model(rgb):
+    m = zoo.default_for(2)
+    assert segcodec.read_header(segcodec.encode(rgb, model=m.name)).model_id == m.model_id
+    with pytest.raises(UnknownModelError, match="nosuchmodel"):
+        segcodec.encode(rgb, model="nosuchmodel")
+    with pytest.raises(InputError, match="takes 3D"):
+        segcodec.encode(rgb, model=zoo.default_for(3).name)
+
+
+def test_file_with_unknown_model_id_is_refused_naming_it(rgb):
+    from segcodec import container
+    header, payload = container.read(segcodec.encode(rgb))
+    forged = container.write(
+        segcodec.Header(model_id=bytes.fromhex("deadbeef0042"), shape=header.shape,
+                        channels=header.channels, latent_shape=header.latent_shape), payload)
+    with pytest.raises(UnknownModelError, match="deadbeef0042"):
+        segcodec.segment(forged)
+
+
+def test_latent_shape_must_match_the_model(rgb):
+    from segcodec import container
+    header, payload = container.read(segcodec.encode(rgb))
+    forged = container.write(
+        segcodec.Header(model_id=header.model_id, shape=header.shape, channels=3,
+                        latent_shape=(4, 8, 8)), payload)
+    with pytest.raises(SgcFormatError, match="latent shape"):
+        segcodec.segment(forged)
+
+
+BAD_INPUTS = [
+    (np.full((64, 64, 3), np.nan, np.float32), "NaN or infinite"),
+    (np.array([[1.0, np.inf], [0.0, 1.0]]), "NaN or infinite"),
+    (np.zeros((0, 64, 3), np.uint8), "empty"),
+    (np.zeros(64, np.uint8), "must have 3 dimensions"),
+    (np.zeros((4, 4, 4, 4, 4), np.uint8), "must have 3 dimensions"),
+    (np.zeros((64, 64, 4), np.uint8), "1 or 3 channels"),
+    (np.zeros((64, 64), np.complex64), "unsupported dtype"),
+    (np.array([["a", "b"], ["c", "d"]]), "unsupported dtype"),
+    (np.zeros((70000, 2), np.uint8), "shape\\[0\\] = 70000"),
+    (np.zeros((9000, 9000), np.bool_), "more than the limit"),
+    (np.zeros((5000, 2, 2), np.uint8), "shape\\[0\\] = 5000"),
+]
+
+
+@pytest.mark.parametrize("array, message", BAD_INPUTS)
+def test_bad_arrays_get_clear_errors(array, message):
+    with pytest.raises(InputError, match=message):
+        segcodec.encode(array)
+
+
+def test_explicit_kind_and_bad_affine(rgb):
+    with pytest.raises(InputError, match="3 dimensions"):
+        segcodec.encode(rgb[..., 0], kind="3d")
+    with pytest.raises(InputError, match="affine"):
+        segcodec.encode(rgb, affine=np.full((4, 4), np.nan))
+
+
+def test_mutated_real_files_only_raise_sgc_errors(rgb):
+    """Flipped, cut or inserted bytes, CRC repaired or not, through parsing, model lookup and
+    entropy decoding (segment() adds only g and s, which take any latents)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from test_container import recrc
+
+    original = segcodec.encode(rgb)
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.integers(0, len(original) - 1), st.integers(0, 255),
+           st.sampled_from(["set", "cut", "insert"]), st.booleans())
+    def check(i, value, op, fix_crc):
+        blob = bytearray(original)
+        if op == "set":
+            blob[i] = value
+        elif op == "cut":
+            del blob[i:]
+        else:
+            blob[i:i] = bytes([value])
+        blob = bytes(blob)
+        if fix_crc and len(blob) >= 4:
+            blob = recrc(blob)
+        try:
+            decoded = segcodec.decode(blob)
+        except segcodec.SgcError:
+            return
+        assert decoded.latents.shape == decoded.model.latent_shape
+
+    check()

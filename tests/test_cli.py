@@ -1,0 +1,148 @@
+"""The command line end to end on fixtures: outputs, defaults, errors without tracebacks."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from segcodec.cli.main import main
+
+from conftest import HIPPO, ISIC
+
+
+def run(*args, ok=True):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert (result.exit_code == 0) == ok, result.output
+    return result
+
+
+def test_encode_then_segment_nifti_defaults_beside_input(tmp_path):
+    src = tmp_path / "in.nii.gz"
+    shutil.copy(HIPPO[0], src)
+    run("encode", src, tmp_path / "out.sgc")
+    run("segment", tmp_path / "out.sgc")
+    out = tmp_path / "out.labels.nii.gz"
+    labels, image = nib.load(out), nib.load(src)
+    assert labels.shape == image.shape
+    np.testing.assert_allclose(labels.affine, image.affine, atol=1e-5)
+    assert set(np.unique(np.asarray(labels.dataobj))) <= {0, 1, 2}
+
+
+def test_encode_png_and_segment_to_png_of_the_same_size(tmp_path):
+    src = tmp_path / "lesion.jpg"
+    shutil.copy(ISIC[0], src)
+    run("encode", src)  # -> lesion.sgc beside it
+    assert (tmp_path / "lesion.sgc").exists()
+    run("segment", tmp_path / "lesion.sgc", "-o", tmp_path / "mask.png")
+    mask = np.asarray(Image.open(tmp_path / "mask.png"))
+    assert mask.shape == (256, 256) and set(np.unique(mask)) <= {0, 255}
+    run("segment", tmp_path / "lesion.sgc")
+    assert (tmp_path / "lesion.labels.png").exists()
+
+
+def test_npy_and_no_geometry(tmp_path):
+    vol = np.asarray(nib.load(HIPPO[0]).dataobj)
+    np.save(tmp_path / "vol.npy", vol)
+    run("encode", "--no-geometry", tmp_path / "vol.npy", tmp_path / "vol.sgc")
+    info = json.loads(run("info", "--json", tmp_path / "vol.sgc").output)
+    assert info["affine"] is None and info["source"] == "array"
+    run("segment", tmp_path / "vol.sgc")
+    assert np.load(tmp_path / "vol.labels.npy").shape == vol.shape
+
+
+def test_several_inputs_go_to_a_folder_with_a_progress_bar(tmp_path):
+    for p in ISIC:
+        shutil.copy(p, tmp_path / p.name)
+    result = run("encode", *[tmp_path / p.name for p in ISIC], tmp_path / "sgc")
+    assert sorted(p.name for p in (tmp_path / "sgc").iterdir()) == \
+        sorted(p.stem + ".sgc" for p in ISIC)
+    assert "encoding" in result.output  # the progress bar
+    run("segment", tmp_path / "sgc", "-o", tmp_path / "labels")
+    assert len(list((tmp_path / "labels").glob("*.labels.png"))) == len(ISIC)
+
+
+def test_info_and_models(tmp_path):
+    shutil.copy(ISIC[0], tmp_path / "a.jpg")
+    run("encode", tmp_path / "a.jpg", tmp_path / "a.sgc")
+    text = run("info", tmp_path / "a.sgc").output
+    assert "256x256" in text and "22 header" in text
+    d = json.loads(run("info", "--json", tmp_path / "a.sgc").output)
+    assert d["header_bytes"] == 22 and d["file_bytes"] == (tmp_path / "a.sgc").stat().st_size
+    models = json.loads(run("models", "--json").output)
+    assert d["model_id"] in {m["id"] for m in models}
+    assert {m["ndim"] for m in models} == {2, 3}
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: (d / "x.sgc").write_bytes(b"SG\x01"), "truncated"),
+    (lambda d: (d / "x.sgc").write_bytes(b"not a segcodec file at all"), "magic"),
+    (lambda d: None, "No such file"),
+])
+def test_bad_sgc_gives_one_line_and_no_output(tmp_path, make, message):
+    make(tmp_path)
+    before = set(tmp_path.iterdir())
+    result = run("segment", tmp_path / "x.sgc", ok=False)
+    assert message in result.output and result.output.count("\n") == 1
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_corrupted_sgc_leaves_no_labels(tmp_path):
+    shutil.copy(ISIC[0], tmp_path / "a.jpg")
+    run("encode", tmp_path / "a.jpg", tmp_path / "a.sgc")
+    data = bytearray((tmp_path / "a.sgc").read_bytes())
+    data[25] ^= 0xFF
+    (tmp_path / "a.sgc").write_bytes(bytes(data))
+    result = run("segment", tmp_path / "a.sgc", ok=False)
+    assert "CRC" in result.output
+    assert not list(tmp_path.glob("*labels*"))
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("bad.png", b"\x89PNG not really", "cannot read image"),
+    ("bad.nii.gz", b"garbage", "cannot read NIfTI"),
+    ("bad.npy", b"garbage", "cannot read .npy"),
+    ("bad.txt", b"hello", "unsupported input"),
+])
+def test_bad_inputs_give_one_line_and_no_sgc(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    result = run("encode", tmp_path / name, tmp_path / "out.sgc", ok=False)
+    assert message in result.output and result.output.count("\n") == 1
+    assert not (tmp_path / "out.sgc").exists()
+
+
+def test_nan_volume_and_unknown_model(tmp_path):
+    np.save(tmp_path / "nan.npy", np.full((8, 8, 8), np.nan, np.float32))
+    assert "NaN" in run("encode", tmp_path / "nan.npy", ok=False).output
+    shutil.copy(ISIC[0], tmp_path / "a.jpg")
+    assert "unknown model 'zzz'" in run("encode", "--model", "zzz", tmp_path / "a.jpg",
+                                        ok=False).output
+    assert not list(tmp_path.glob("*.sgc"))
+
+
+def test_real_process_prints_no_traceback(tmp_path):
+    (tmp_path / "x.sgc").write_bytes(b"SGxxxxxxxxxxxxxxxxxxxxxxxxxx")
+    env = {k: v for k, v in os.environ.items()}
+    proc = subprocess.run([sys.executable, "-m", "segcodec.cli.main", "segment",
+                           str(tmp_path / "x.sgc")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("segcodec: error:") and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
+    from segcodec import io as sgio
+
+    def explode(tmp):
+        Path(tmp).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sgio.atomic_write(tmp_path / "out.sgc", explode)
+    assert list(tmp_path.iterdir()) == []

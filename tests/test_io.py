@@ -1,0 +1,125 @@
+"""Readers and writers: NIfTI geometry, DICOM files and series, raster modes, no PHI."""
+import copy
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+import segcodec
+from segcodec import io as sgio
+from segcodec.errors import InputError
+
+from conftest import HIPPO
+
+
+def write_series(folder, volume, spacing=(0.9, 0.8, 1.5), origin=(10.0, -20.0, 30.0),
+                 shuffle=True):
+    """A DICOM series of ``volume`` (column, row, slice) with axial orientation."""
+    template = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    template.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    template.PatientName, template.PatientID = "Doe^Jane", "PHI-12345"
+    template.SeriesInstanceUID = generate_uid()
+    order = np.random.default_rng(0).permutation(volume.shape[2]) if shuffle \
+        else np.arange(volume.shape[2])
+    for n, k in enumerate(order):
+        ds = copy.deepcopy(template)
+        pixels = np.ascontiguousarray(volume[:, :, k].T.astype(np.uint16))
+        ds.Rows, ds.Columns = pixels.shape
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.PixelData = pixels.tobytes()
+        ds.PixelSpacing = [spacing[1], spacing[0]]  # between rows, between columns
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * spacing[2]]
+        ds.InstanceNumber = int(n + 1)
+        ds.SOPInstanceUID = generate_uid()
+        ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+        ds.save_as(folder / f"slice{n:03d}.dcm", enforce_file_format=True)
+
+
+@pytest.fixture
+def series(tmp_path):
+    volume = np.asarray(nib.load(HIPPO[0]).dataobj).astype(np.uint16)
+    folder = tmp_path / "series"
+    folder.mkdir()
+    write_series(folder, volume)
+    return folder, volume
+
+
+def test_dicom_series_reads_in_slice_order_with_ras_geometry(series):
+    folder, volume = series
+    loaded = sgio.read(folder)
+    np.testing.assert_array_equal(loaded.array, volume)
+    # Voxel (i, j, k) sits at LPS origin + (0.9 i, 0.8 j, 1.5 k); RAS flips x and y.
+    i, j, k = 3, 5, 7
+    world = loaded.affine @ [i, j, k, 1]
+    np.testing.assert_allclose(world[:3], [-(10 + 0.9 * i), -(-20 + 0.8 * j), 30 + 1.5 * k])
+
+
+def test_no_patient_attribute_reaches_the_sgc(series, tmp_path):
+    folder, _ = series
+    out = segcodec.encode_file(folder, tmp_path / "s.sgc")
+    data = out.read_bytes()
+    for secret in (b"Doe", b"Jane", b"PHI-12345", b"MR1"):
+        assert secret not in data
+    header = segcodec.read_header(data)
+    assert header.metadata is None and header.source == "dicom"
+    labels = segcodec.segment_file(out)
+    assert labels.name == "s.labels.nii.gz"
+    assert nib.load(labels).shape == header.shape
+
+
+def test_single_dicom_file_is_a_2d_image(tmp_path):
+    loaded = sgio.read(get_testdata_file("CT_small.dcm"))
+    assert loaded.kind == "2d" and loaded.array.shape == (128, 128)
+    assert loaded.affine is not None and loaded.source == "dicom"
+    data = segcodec.encode(loaded.array, kind="2d", affine=loaded.affine, source="dicom")
+    assert segcodec.segment(data).shape == (128, 128)
+
+
+def test_folder_with_two_series_is_refused(series, tmp_path):
+    folder, volume = series
+    write_series(folder, volume[:, :, :3], shuffle=False)
+    with pytest.raises(InputError, match="2 DICOM series"):
+        sgio.read(folder)
+
+
+def test_empty_folder_is_refused(tmp_path):
+    with pytest.raises(InputError, match="no DICOM files"):
+        sgio.read(tmp_path)
+
+
+def test_nifti_labels_keep_the_affine(tmp_path):
+    affine = np.array([[0, -1.2, 0, 5], [0.8, 0, 0, -3], [0, 0, 2.5, 7], [0, 0, 0, 1]])
+    sgio.write_labels(tmp_path / "l.nii.gz", np.ones((4, 5, 6), np.uint8), affine, 3)
+    img = nib.load(tmp_path / "l.nii.gz")
+    np.testing.assert_allclose(img.affine, affine, atol=1e-6)
+    assert img.get_data_dtype() == np.uint8
+
+
+def test_4d_nifti_is_refused_and_singleton_4d_accepted(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.float32), np.eye(4)), tmp_path / "a.nii")
+    with pytest.raises(InputError, match="4D series"):
+        sgio.read(tmp_path / "a.nii")
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 1), np.float32), np.eye(4)), tmp_path / "b.nii")
+    assert sgio.read(tmp_path / "b.nii").array.shape == (4, 4, 4)
+
+
+@pytest.mark.parametrize("mode, channels", [("RGBA", 3), ("P", 3), ("LA", None), ("I;16", None),
+                                            ("1", None)])
+def test_raster_modes(tmp_path, mode, channels):
+    Image.new(mode, (20, 10)).save(tmp_path / "x.png")
+    array = sgio.read(tmp_path / "x.png").array
+    assert array.shape == ((10, 20, channels) if channels else (10, 20))
+
+
+def test_png_labels_refuse_3d_and_jpeg_labels_are_refused(tmp_path):
+    with pytest.raises(InputError, match="PNG holds 2D"):
+        sgio.write_labels(tmp_path / "x.png", np.zeros((2, 2, 2), np.uint8), None, 2)
+    with pytest.raises(InputError, match="not .jpg"):
+        sgio.write_labels(tmp_path / "x.jpg", np.zeros((2, 2), np.uint8), None, 2)
+    assert not list(tmp_path.iterdir())

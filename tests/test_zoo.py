@@ -1,0 +1,72 @@
+"""Model files: hash-checked, ids unambiguous, extra folders through SEGCODEC_MODEL_PATH."""
+import shutil
+
+import numpy as np
+import pytest
+
+import segcodec
+from segcodec import bits, zoo
+from segcodec.errors import SgcError, UnknownModelError
+from segcodec.networks import SegCodecNet
+
+TINY = {"ndim": 2, "in_channels": 1, "latent_channels": 1, "c_widths": [2, 2],
+        "g_widths": [2, 2], "s_widths": [2], "n_classes": 2, "work_shape": [8, 8]}
+
+
+def tiny_model(folder, name="tiny"):
+    manifest = {"name": name, "task": "test", "labels": ["bg", "fg"],
+                "normalisation": {"kind": "zscore"}, "architecture": TINY}
+    table = np.full(bits.n_contexts(1, 2), 32768)
+    return zoo.write_model_file(folder, manifest, SegCodecNet(TINY).state_dict(), table)
+
+
+@pytest.fixture
+def extra_models(tmp_path, monkeypatch):
+    monkeypatch.setenv(zoo.PATH_ENV, str(tmp_path))
+    zoo.reload()
+    yield tmp_path
+    monkeypatch.delenv(zoo.PATH_ENV)
+    zoo.reload()
+
+
+def test_shipped_models_load_and_are_small():
+    models = zoo.installed()
+    assert {m.ndim for m in models.values()} == {2, 3}
+    for m in models.values():
+        assert m.path.stat().st_size < 10_000_000
+        assert m.path.name.endswith(m.model_id.hex()[:8] + ".sgm")
+        assert sum(p.numel() for p in m.net.compressor.parameters()) < 1_300_000
+
+
+def test_extra_folder_model_is_usable_by_name(extra_models):
+    path = tiny_model(extra_models)
+    m = zoo.find("tiny")
+    assert m.path == path and zoo.find(m.model_id.hex()[:6]) is m
+    data = segcodec.encode(np.random.default_rng(0).random((30, 20)), model="tiny")
+    assert segcodec.segment(data).shape == (30, 20)
+
+
+def test_tampered_model_file_is_refused(extra_models):
+    path = tiny_model(extra_models)
+    blob = bytearray(path.read_bytes())
+    blob[-10] ^= 1
+    path.write_bytes(bytes(blob))
+    with pytest.raises(SgcError, match="does not match its hash"):
+        zoo.installed()
+
+
+def test_colliding_ids_are_refused(extra_models):
+    path = tiny_model(extra_models)
+    sub = extra_models / "copy"
+    sub.mkdir()
+    shutil.copy(path, sub / path.name)
+    import os
+    os.environ[zoo.PATH_ENV] = os.pathsep.join([str(extra_models), str(sub)])
+    zoo.reload()
+    with pytest.raises(SgcError, match="share the id"):
+        zoo.installed()
+
+
+def test_unknown_names():
+    with pytest.raises(UnknownModelError, match="unknown model"):
+        zoo.find("no-such-model")
