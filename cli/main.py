@@ -12,6 +12,8 @@ import click
 import segcodec
 from segcodec import io as sgio
 
+from .service import read_token, segment_remote_file, send, serve
+
 _INPUT_SUFFIXES = sgio.RASTER_SUFFIXES + sgio.NIFTI_SUFFIXES + sgio.NPY_SUFFIXES
 
 
@@ -120,17 +122,22 @@ def encode(paths, output, model, no_geometry, meta, quiet):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where g and s run.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def segment(sgc_files, output, device, quiet):
+@click.option("--remote", metavar="URL", help="Segment on a segcodec server (segcodec serve).")
+@click.option("--token-file", type=click.Path(path_type=Path),
+              help="Bearer token for --remote (default: $SEGCODEC_TOKEN).")
+def segment(sgc_files, output, device, quiet, remote, token_file):
     """Turn .sgc files into label maps, without rebuilding the image."""
     sgc_files = [p for src in sgc_files
                  for p in (sorted(src.glob("*.sgc")) if src.is_dir() else [src])]
     if output is not None and len(sgc_files) > 1:
         output.mkdir(parents=True, exist_ok=True)
+    token = _run(read_token, token_file) if remote else None
     failed = 0
     for src in _items(sgc_files, "segmenting", quiet):
         t0 = time.perf_counter()
         try:
-            out = segcodec.segment_file(src, output, device=device)
+            out = (segment_remote_file(src, output, remote, token, quiet=quiet) if remote
+                   else segcodec.segment_file(src, output, device=device))
         except (segcodec.SgcError, OSError) as exc:
             click.echo(f"segcodec: error: {exc}", err=True)
             failed += 1
@@ -187,6 +194,9 @@ def models(as_json):
                    f"{'  (default)' if m['default'] else ''}")
         click.echo(f"{'':14}labels: {', '.join(m['labels'])}")
 
+
+main.add_command(serve)
+main.add_command(send)
 
 if __name__ == "__main__":
     main()

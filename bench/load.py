@@ -1,0 +1,219 @@
+"""Load on the real server over loopback: throughput, latency percentiles, errors, memory.
+
+    python -m bench.load [--requests 60] [--max-seconds 60] [--out bench/results]
+
+Starts ``segcodec serve`` on a free 127.0.0.1 port, uploads the fixtures' .sgc files
+(fixtures/isic/*.jpg, fixtures/hippocampus/*.nii.gz) round-robin at concurrency 1, 4 and 16,
+``--requests`` per level or ``--max-seconds``, whichever ends first, then a burst of malformed
+uploads.  Every answer is checked: 200, and labels equal to local ``segcodec.segment`` ones.
+Server memory (RSS) is read before the load, after it and after the malformed burst.
+Writes load.json and load.md.  Not a test: the numbers depend on the machine and its load.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+import segcodec
+from segcodec import labelcodec
+from segcodec.io import read as read_image
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+RESULTS = Path(__file__).with_name("results")
+
+
+def fixture_files() -> list[tuple[str, bytes]]:
+    """(name, .sgc bytes) of every fixture image, encoded as `segcodec encode` would."""
+    paths = sorted((FIXTURES / "isic").glob("ISIC_*[0-9].jpg"))
+    paths += sorted(p for p in (FIXTURES / "hippocampus").glob("*.nii.gz")
+                    if "labels" not in p.name)
+    out = []
+    for p in paths:
+        loaded = read_image(p)
+        out.append((p.name, segcodec.encode(loaded.array, kind=loaded.kind,
+                                            affine=loaded.affine, source=loaded.source)))
+    return out
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+class LocalServer:
+    """``segcodec serve`` as a subprocess on a free loopback port."""
+
+    def __init__(self, *args: str):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        # The serve command itself, whether or not `segcodec` has it registered yet.
+        self.cmd = [sys.executable, "-c", "from segcodec.cli.service import serve; serve()",
+                    "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+                    *args]
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-500:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not start within 120 s")
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.proc.stderr.close()
+
+
+async def run_level(url: str, files, expected, concurrency: int, requests: int,
+                    max_seconds: float) -> dict:
+    latencies, errors, mismatches, sent = [], [], 0, 0
+    counter = iter(range(requests))
+    deadline = time.perf_counter() + max_seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        async def worker():
+            nonlocal mismatches, sent
+            for i in counter:
+                if time.perf_counter() > deadline:
+                    return
+                sent += 1
+                name, data = files[i % len(files)]
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/v1/segment", content=data,
+                                          headers={"Accept": labelcodec.MEDIA_TYPE})
+                except httpx.HTTPError as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                latencies.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    errors.append(f"{r.status_code}: {r.text[:100]}")
+                elif r.content != expected[name]:
+                    mismatches += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    ms = sorted(1e3 * x for x in latencies)
+    return {"concurrency": concurrency, "requests": sent,
+            "seconds": round(wall, 3), "throughput_rps": round(len(ms) / wall, 2),
+            "p50_ms": round(statistics.median(ms), 1) if ms else None,
+            "p99_ms": round(float(np.percentile(ms, 99)), 1) if ms else None,
+            "max_ms": round(ms[-1], 1) if ms else None,
+            "errors": len(errors), "error_samples": errors[:3], "label_mismatches": mismatches}
+
+
+async def malformed_burst(url: str, files, n: int) -> dict:
+    rng = np.random.default_rng(0)
+    codes: dict[int, int] = {}
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        for i in range(n):
+            data = bytearray(files[i % len(files)][1])
+            kind = i % 3
+            if kind == 0:
+                data = bytearray(rng.integers(0, 256, int(rng.integers(0, 400)), dtype=np.uint8))
+            elif kind == 1:
+                data = data[:int(rng.integers(0, len(data)))]
+            else:
+                data[int(rng.integers(0, len(data)))] ^= 0xFF
+            r = await client.post("/v1/segment", content=bytes(data))
+            codes[r.status_code] = codes.get(r.status_code, 0) + 1
+    return {"uploads": n, "status_codes": {str(k): v for k, v in sorted(codes.items())}}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=60, help="Requests per concurrency level.")
+    ap.add_argument("--max-seconds", type=float, default=60.0, help="Time limit per level.")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--malformed", type=int, default=150)
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    files = fixture_files()
+    # Expected answers: local labels coded as the server codes them, compared byte for byte.
+    expected = {}
+    for name, data in files:
+        d = segcodec.decode(data)
+        expected[name] = labelcodec.encode(segcodec.segment(data, device=args.device),
+                                           len(d.model.labels), affine=d.header.affine,
+                                           source=d.header.source)
+    with LocalServer("--device", args.device, "--max-queue", "64") as server:
+        levels = []
+        asyncio.run(run_level(server.url, files, expected, 1, len(files), 60))  # warm up
+        rss_before = rss(server.proc.pid)
+        for c in args.concurrency:
+            levels.append(asyncio.run(run_level(server.url, files, expected, c, args.requests,
+                                                args.max_seconds)))
+            levels[-1]["server_rss_mb_after"] = round(rss(server.proc.pid) / 2**20, 1)
+            print(json.dumps(levels[-1]), flush=True)
+        rss_after = rss(server.proc.pid)
+        burst = asyncio.run(malformed_burst(server.url, files, args.malformed))
+        rss_burst = rss(server.proc.pid)
+        health = httpx.get(server.url + "/healthz").json()
+    result = {
+        "command": " ".join(["python -m bench.load",
+                             *(sys.argv[1:] if argv is None else argv)]),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "python": platform.python_version()},
+        "server": {"url": "127.0.0.1 (loopback)", "device": health["device"], "max_queue": 64,
+                   "models": [f"{m['name']} {m['id']}" for m in segcodec.list_models()]},
+        "files": {name: len(data) for name, data in files},
+        "levels": levels,
+        "malformed": burst,
+        "server_rss_mb": {"before_load": round(rss_before / 2**20, 1),
+                          "after_load": round(rss_after / 2**20, 1),
+                          "after_malformed": round(rss_burst / 2**20, 1)},
+        "healthy_after": health["status"] == "ok",
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "load.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "load.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def markdown(r: dict) -> str:
+    lines = [f"# Load on loopback (`{r['command']}`)", "",
+             f"Server on {r['server']['device']} with models {', '.join(r['server']['models'])}, "
+             f"{r['machine']['cpus']} CPUs "
+             f"({r['machine']['platform']}); client on the same machine. Files: "
+             + ", ".join(f"{k} {v} B" for k, v in r["files"].items()) + ".", "",
+             "| concurrency | requests | throughput (req/s) | p50 (ms) | p99 (ms) | max (ms) "
+             "| errors | wrong labels | server RSS after (MB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for x in r["levels"]:
+        lines.append(f"| {x['concurrency']} | {x['requests']} | {x['throughput_rps']} | "
+                     f"{x['p50_ms']} | {x['p99_ms']} | {x['max_ms']} | {x['errors']} | "
+                     f"{x['label_mismatches']} | {x['server_rss_mb_after']} |")
+    m = r["server_rss_mb"]
+    lines += ["", f"Server RSS: {m['before_load']} MB before the load, {m['after_load']} MB "
+              f"after it, {m['after_malformed']} MB after {r['malformed']['uploads']} malformed "
+              f"uploads (answers: {r['malformed']['status_codes']}); healthy after: "
+              f"{r['healthy_after']}.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""segcodec serve | send, and the remote path of ``segcodec segment --remote``."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+import segcodec
+from segcodec import io as sgio
+from segcodec.api import _naming  # errors name the file, as local `segment` does
+
+TOKEN_ENV = "SEGCODEC_TOKEN"
+
+
+def _fail(message: str) -> None:
+    click.echo(f"segcodec: error: {message}", err=True)
+    sys.exit(1)
+
+
+def read_token(path) -> str | None:
+    """The bearer token: first line of ``path``, else $SEGCODEC_TOKEN, else None."""
+    if path is None:
+        return os.environ.get(TOKEN_ENV) or None
+    try:
+        token = (Path(path).read_text().strip().splitlines() or [""])[0].strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise segcodec.InputError(f"{path}: cannot read the token file ({exc})") from None
+    if not token:
+        raise segcodec.InputError(f"{path}: the token file is empty")
+    return token
+
+
+def _ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.1f} ms"
+
+
+def _fetch(data: bytes, url: str, token: str | None, timeout: float):
+    from segcodec.remote import Client
+    with Client(url, token, timeout=timeout) as client:
+        return client.fetch(data)
+
+
+def _report(name: str, url: str, result, steps: list[tuple[str, float]]) -> None:
+    server = ", ".join(f"{k} {v:.1f} ms" for k, v in result.server_ms.items())
+    click.echo(f"{name} -> {url}: sent {result.sent} bytes, received {result.received} bytes")
+    click.echo("  " + " | ".join(f"{k} {_ms(v)}" for k, v in steps)
+               + (f"  (server: {server})" if server else ""))
+
+
+def segment_remote_file(src, dst, url: str, token: str | None = None, *,
+                        timeout: float = 60.0, quiet: bool = False) -> Path:
+    """``segcodec segment SRC --remote URL``: upload a .sgc file, write its labels.
+
+    ``dst`` as for local ``segment``: a file, a folder, or None for NAME.labels.<kind> beside
+    the input.  Prints each step's time and the bytes each way.
+    """
+    src = Path(src)
+    t0 = time.perf_counter()
+    try:
+        data = src.read_bytes()
+    except OSError as exc:
+        raise segcodec.InputError(f"{src}: {exc.strerror or exc}") from None
+    with _naming(src):
+        header = segcodec.read_header(data)  # a bad file fails here, before any upload
+        t1 = time.perf_counter()
+        result = _fetch(data, url, token, timeout)
+    t2 = time.perf_counter()
+    default = segcodec.api.default_labels_path(src, header)
+    if dst is None:
+        dst = default
+    elif Path(dst).is_dir():
+        dst = Path(dst) / default.name
+    out = sgio.write_labels(dst, result.labels, result.affine, result.classes)
+    t3 = time.perf_counter()
+    if not quiet:
+        _report(str(src), url, result, [("read", t1 - t0), ("request", result.seconds),
+                                        ("decode labels", result.decode_seconds),
+                                        ("write", t3 - t2), ("total", t3 - t0)])
+    return out
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where g and s run.")
+@click.option("--token-file", type=click.Path(path_type=Path),
+              help="Require 'Authorization: Bearer <first line of this file>'.")
+@click.option("--max-body", default=1 << 20, show_default=True, type=click.IntRange(64),
+              help="Largest accepted .sgc file, in bytes (413 above).")
+@click.option("--max-queue", default=64, show_default=True, type=click.IntRange(1),
+              help="Requests in flight before new ones get 503.")
+@click.option("--workers", type=click.IntRange(1), help="Threads that parse and code files.")
+@click.option("--max-batch", type=click.IntRange(1),
+              help="Files per network call (default: 8 on a GPU, 1 on the CPU).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info"]),
+              default="info", show_default=True)
+def serve(host, port, device, token_file, max_body, max_queue, workers, max_batch, log_level):
+    """Serve segmentation over HTTP: POST a .sgc to /v1/segment, get its label map.
+
+    Stateless: run several replicas behind any HTTP load balancer (health check /healthz).
+    """
+    import uvicorn
+
+    from segcodec.service import create_app
+    try:
+        token = read_token(token_file) if token_file else None  # never from the environment
+        app = create_app(device=device, token=token, max_body=max_body,
+                         max_queue=max_queue, workers=workers, max_batch=max_batch)
+    except segcodec.SgcError as exc:
+        _fail(str(exc))
+    config = app.state.config
+    click.echo(f"segcodec: {len(segcodec.list_models())} models on {config['device']}, "
+               f"batch {config['max_batch']}, token {'on' if config['token'] else 'off'}; "
+               f"http://{host}:{port}/v1/segment", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5)
+
+
+@click.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--remote", required=True, metavar="URL", help="The server, http://host:port.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Label file (.png, .nii.gz, .npy) or folder. Default: beside the input, "
+                   "as NAME.labels.<kind of the input>.")
+@click.option("--model", help="Model name or id (default: by input kind, 2D or 3D).")
+@click.option("--no-geometry", is_flag=True,
+              help="Keep voxel spacing and orientation off the wire; the labels still get "
+                   "the input's affine, locally.")
+@click.option("--token-file", type=click.Path(path_type=Path),
+              help=f"Bearer token file (default: ${TOKEN_ENV}).")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the server.")
+def send(src, remote, output, model, no_geometry, token_file, timeout):
+    """Encode an image here, segment it on a server, write labels aligned with the input."""
+    try:
+        out = send_file(src, output, remote, read_token(token_file), model=model,
+                        geometry=not no_geometry, timeout=timeout)
+    except segcodec.SgcError as exc:
+        _fail(str(exc))
+    click.echo(f"{src} -> {out}")
+
+
+def send_file(src, dst, url: str, token: str | None = None, *, model=None,
+              geometry: bool = True, timeout: float = 60.0) -> Path:
+    """Read an image, encode it, upload the .sgc, write the labels; prints the steps."""
+    src = Path(src)
+    t0 = time.perf_counter()
+    loaded = sgio.read(src)
+    t1 = time.perf_counter()
+    with _naming(src):
+        data = segcodec.encode(loaded.array, model=model, kind=loaded.kind,
+                               affine=loaded.affine if geometry else None, source=loaded.source)
+        t2 = time.perf_counter()
+        result = _fetch(data, url, token, timeout)
+    t3 = time.perf_counter()
+    ndim = result.labels.ndim
+    name = src.name[:-len(sgio.suffix(src))] if sgio.suffix(src) else src.name
+    default = src.with_name(name + ".labels" + sgio.label_suffix(loaded.source, ndim))
+    if dst is None:
+        dst = default
+    elif Path(dst).is_dir():
+        dst = Path(dst) / default.name
+    affine = result.affine if result.affine is not None else loaded.affine
+    out = sgio.write_labels(dst, result.labels, affine, result.classes)
+    t4 = time.perf_counter()
+    _report(str(src), url, result, [("read", t1 - t0), ("encode", t2 - t1),
+                                    ("request", result.seconds),
+                                    ("decode labels", result.decode_seconds),
+                                    ("write", t4 - t3), ("total", t4 - t0)])
+    return out

@@ -1,0 +1,156 @@
+"""Client of the segmentation service (``segcodec serve``).
+
+    >>> from segcodec.remote import Client
+    >>> with Client("http://127.0.0.1:8080") as client:
+    ...     labels = client.segment(data)          # .sgc bytes -> uint8 label map
+
+Answers come as label streams (format_spec.md §7), which carry the file's geometry.  A busy
+server (503) is retried with exponential backoff; everything else fails at once with an
+``SgcError``: ``ServerUnreachableError`` when no server answers, ``RemoteFormatError`` (also an
+``SgcFormatError``) for a file the server calls malformed, ``RemoteUnknownModelError`` (also an
+``UnknownModelError``) for a model it does not have, ``RemoteError`` for the rest.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+
+from . import labelcodec
+from .errors import SgcError, SgcFormatError, UnknownModelError
+
+
+class RemoteError(SgcError):
+    """The server answered with an error; ``status`` is its HTTP status (None: no answer)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class ServerUnreachableError(RemoteError):
+    """No connection, or no answer within the timeout."""
+
+
+class RemoteFormatError(RemoteError, SgcFormatError):
+    """The server found the .sgc file malformed or corrupted (400)."""
+
+
+class RemoteUnknownModelError(RemoteError, UnknownModelError):
+    """The server has no model with the file's id (422)."""
+
+
+@dataclass
+class RemoteLabels:
+    """A label map from the server, with what it cost."""
+    labels: np.ndarray
+    classes: int
+    affine: np.ndarray | None
+    source: str
+    sent: int  # request body bytes
+    received: int  # response body bytes
+    seconds: float  # the request, from sending to the last byte received (retries included)
+    decode_seconds: float  # decoding the label stream here
+    server_ms: dict = field(default_factory=dict)  # the server's own steps, Server-Timing
+
+
+def _server_timing(value: str) -> dict:
+    out = {}
+    for part in value.split(","):
+        name, *params = [p.strip() for p in part.split(";")]
+        for p in params:
+            if p.startswith("dur="):
+                try:
+                    out[name] = float(p[4:])
+                except ValueError:
+                    pass
+    return out
+
+
+class Client:
+    """A connection to one segcodec server (or a load balancer in front of several)."""
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
+                 retries: int = 4, backoff: float = 0.25):
+        if not url.startswith(("http://", "https://")):
+            raise RemoteError(f"a server URL starts with http:// or https://, not {url!r}")
+        self.url, self.timeout = url.rstrip("/"), timeout
+        self.retries, self.backoff = retries, backoff
+        headers = {"User-Agent": "segcodec"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(base_url=self.url, headers=headers,
+                                  timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TimeoutException:
+                raise ServerUnreachableError(f"{self.url}: no answer within {self.timeout:g} s"
+                                             ) from None
+            except httpx.TransportError as exc:
+                raise ServerUnreachableError(f"cannot reach a segcodec server at {self.url} "
+                                             f"({type(exc).__name__}: "
+                                             f"{' '.join(str(exc).split())})") from None
+            if response.status_code != 503 or attempt == self.retries:
+                break
+            time.sleep(delay)  # busy: back off, doubling each time
+            delay *= 2
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    def _error(self, response: httpx.Response) -> RemoteError:
+        try:
+            message = str(response.json()["message"])
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200] or response.reason_phrase
+        status = response.status_code
+        cls = {400: RemoteFormatError, 422: RemoteUnknownModelError}.get(status, RemoteError)
+        if status == 503:
+            message += f" (gave up after {self.retries} retries)"
+        return cls(f"server {self.url} answered {status}: {' '.join(message.split())}", status)
+
+    def fetch(self, data: bytes) -> RemoteLabels:
+        """Upload a .sgc file; its labels with classes, geometry, sizes and timings."""
+        data = bytes(data)
+        t0 = time.perf_counter()
+        response = self._request("POST", "/v1/segment", content=data,
+                                 headers={"Content-Type": "application/octet-stream",
+                                          "Accept": labelcodec.MEDIA_TYPE})
+        seconds = time.perf_counter() - t0
+        kind = response.headers.get("content-type", "").split(";")[0]
+        if kind != labelcodec.MEDIA_TYPE:
+            raise RemoteError(f"server {self.url} answered {kind or 'no content type'}, not a "
+                              f"label stream", response.status_code)
+        try:
+            decoded = labelcodec.decode(response.content)
+        except SgcFormatError as exc:
+            raise RemoteError(f"server {self.url} sent a bad label stream: {exc}") from None
+        return RemoteLabels(decoded.labels, decoded.classes, decoded.affine, decoded.source,
+                            len(data), len(response.content), seconds,
+                            time.perf_counter() - t0 - seconds,
+                            _server_timing(response.headers.get("server-timing", "")))
+
+    def segment(self, data: bytes) -> np.ndarray:
+        """``.sgc`` bytes -> uint8 label map, as ``segcodec.segment`` gives locally."""
+        return self.fetch(data).labels
+
+    def models(self) -> list[dict]:
+        return self._request("GET", "/v1/models").json()["models"]
+
+    def health(self) -> dict:
+        return self._request("GET", "/healthz").json()

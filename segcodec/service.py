@@ -1,0 +1,309 @@
+"""The segmentation service: POST a ``.sgc`` file, get its label map back.
+
+    segcodec serve --host 127.0.0.1 --port 8080 [--device auto|cpu|cuda] [--token-file F]
+
+``POST /v1/segment``  body: a ``.sgc`` file.  Answer: the label map, as a label stream
+    (``application/x-segcodec-labels``, format_spec.md §7: lossless, geometry inside) unless the
+    Accept header asks for ``application/x-nifti`` (a .nii.gz), ``image/png`` (2D; 0/255 for two
+    classes) or ``application/x-npy``.  Headers ``X-Segcodec-Shape``, ``-Classes``, ``-Model``,
+    ``-Affine`` (JSON, when the file has geometry) and ``Server-Timing`` come with every format.
+``GET /v1/models``  the models this server decodes: id, name, task, labels.
+``GET /healthz``    liveness for load balancers; never needs the token.
+
+Errors are JSON ``{"error": kind, "message": one line}``: 400 malformed or corrupted file,
+401 missing or wrong bearer token (when a token is configured), 406 no acceptable format,
+413 body over ``max_body`` (from Content-Length, and counted while the body streams in),
+422 unknown model id (named), 503 ``max_queue`` requests already in flight (with Retry-After).
+
+Replicas: a server keeps no state between requests; every replica loads the same models at
+start-up and answers any request alone.  Run ``segcodec serve`` once per host or port and put
+any HTTP load balancer in front (nginx ``upstream`` with ``proxy_pass``, HAProxy, a cloud LB),
+round-robin, no sticky sessions, health check ``GET /healthz``; give every replica the same
+``--token-file`` and models, and let the balancer's body limit be at least ``--max-body``.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import queue
+import tempfile
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from . import __version__, api, labelcodec, zoo
+from . import io as sgio
+from .errors import InputError, SgcError, SgcFormatError, UnknownModelError
+from .transforms import labels_from_logits
+
+LABELS = labelcodec.MEDIA_TYPE
+NIFTI = "application/x-nifti"
+PNG = "image/png"
+NPY = "application/x-npy"
+_SUFFIX = {NIFTI: ".nii.gz", PNG: ".png", NPY: ".npy"}
+MAX_BODY = 1 << 20  # .sgc files are bytes to kilobytes; a megabyte is generous
+log = logging.getLogger("segcodec.service")
+
+
+class ServiceError(Exception):
+    """An HTTP error answer: status, a short kind and a one-line message."""
+
+    def __init__(self, status: int, kind: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.kind, self.message, self.headers = status, kind, message, headers
+
+
+def _answer(exc: ServiceError) -> JSONResponse:
+    return JSONResponse({"error": exc.kind, "message": exc.message}, exc.status, exc.headers)
+
+
+def _negotiate(accept: str | None) -> str | None:
+    """The media type to answer in, from an Accept header (q-values honoured), or None."""
+    offers = []
+    for i, part in enumerate((accept or "*/*").split(",")):
+        kind, *params = [p.strip().lower() for p in part.split(";")]
+        q = 1.0
+        for p in params:
+            if p.startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            offers.append((-q, i, kind))
+    for _, _, kind in sorted(offers):
+        if kind in (LABELS, NIFTI, PNG, NPY):
+            return kind
+        if kind in ("*/*", "application/*", ""):
+            return LABELS
+        if kind == "image/*":
+            return PNG
+    return None
+
+
+def _infer(items: list[api.Decoded], device: str) -> list[np.ndarray]:
+    """g and s on decoded files of one model; one file takes exactly ``segment``'s path."""
+    if len(items) == 1:
+        return [api.labels_from_latents(items[0], device)]
+    dev = api.resolve_device(device)
+    net = items[0].model.net_on(dev)
+    with torch.no_grad():
+        z = torch.from_numpy(np.stack([d.latents for d in items]).astype(np.float32)).to(dev)
+        logits = net.decode_logits(z)
+        return [labels_from_logits(logits[i:i + 1], d.header.shape) for i, d in enumerate(items)]
+
+
+class _Batcher:
+    """One thread runs the networks: files that wait together go through as one batch.
+
+    A thread, not an asyncio task, so it serves any event loop (test clients start one per
+    request).  Nothing waits for a batch to fill: a batch is whatever queued while the last
+    one ran, so a lone request is never delayed.
+    """
+
+    def __init__(self, device: str, max_batch: int):
+        self.device, self.max_batch = device, max_batch
+        self.queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._run, name="segcodec-infer", daemon=True).start()
+
+    def submit(self, decoded: api.Decoded) -> Future:
+        future: Future = Future()
+        self.queue.put((decoded, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            by_model: dict[bytes, list] = {}
+            for decoded, future in batch:
+                if future.set_running_or_notify_cancel():  # skip requests that went away
+                    by_model.setdefault(decoded.model.model_id, []).append((decoded, future))
+            for items in by_model.values():
+                try:
+                    results = _infer([d for d, _ in items], self.device)
+                except Exception as exc:  # handed to the requests, which answer 500
+                    for _, future in items:
+                        future.set_exception(exc)
+                    continue
+                for (_, future), labels in zip(items, results):
+                    future.set_result(labels)
+
+
+def _rss() -> int | None:
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _render(kind: str, labels: np.ndarray, decoded: api.Decoded) -> bytes:
+    """Labels -> response body in the negotiated format, geometry included where it fits."""
+    header, classes = decoded.header, len(decoded.model.labels)
+    if kind == LABELS:
+        return labelcodec.encode(labels, classes, affine=header.affine, source=header.source)
+    with tempfile.TemporaryDirectory(prefix="segcodec-") as tmp:
+        path = sgio.write_labels(Path(tmp) / ("labels" + _SUFFIX[kind]), labels, header.affine,
+                                 classes)
+        return path.read_bytes()
+
+
+def create_app(device: str = "auto", token: str | None = None, max_body: int = MAX_BODY,
+               max_queue: int = 64, workers: int | None = None, max_batch: int | None = None,
+               warm: bool = True) -> FastAPI:
+    """The ASGI application.  Models load (and move to ``device``) here, once.
+
+    ``max_queue`` bounds the requests in flight (more are answered 503); ``workers`` threads
+    parse files and code label maps; ``max_batch`` files share one network call (default 8
+    on a GPU, 1 on the CPU, where batched convolutions may round differently from
+    ``segcodec.segment``'s).
+    """
+    dev = api.resolve_device(device)  # InputError for cuda without a GPU: fail at start-up
+    device = dev.type
+    models = zoo.installed()
+    for m in models.values():
+        m.net_on(dev)
+    if warm:  # compile the coders' kernels and touch every network before the first request
+        labelcodec.decode(labelcodec.encode(np.zeros((4, 4, 4), np.uint8), 2))
+        for m in models.values():
+            with torch.no_grad():
+                m.net_on(dev).decode_logits(torch.zeros((1, *m.latent_shape), device=dev))
+    if max_batch is None:
+        max_batch = 8 if dev.type == "cuda" else 1
+    executor = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1),
+                                  thread_name_prefix="segcodec-io")
+    batcher = _Batcher(device, max(1, max_batch))
+    admission = threading.BoundedSemaphore(max_queue)  # requests in flight, queued ones too
+    in_flight, counting = 0, threading.Lock()  # for /healthz; admission is the semaphore's
+    secret = token.encode() if token else None
+
+    app = FastAPI(title="segcodec", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.batcher = batcher
+    app.state.config = {"device": device, "max_body": max_body, "max_queue": max_queue,
+                        "max_batch": max_batch, "token": bool(token)}
+
+    def authorise(request: Request) -> None:
+        if secret is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), secret):
+            raise ServiceError(401, "unauthorized",
+                               "missing or wrong bearer token (send Authorization: Bearer ...)",
+                               {"WWW-Authenticate": "Bearer"})
+
+    async def read_body(request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise ServiceError(400, "bad_request", f"bad Content-Length {length[:40]!r}")
+            if int(length) > max_body:
+                raise ServiceError(413, "too_large", f"body of {int(length)} bytes is over the "
+                                                     f"limit of {max_body} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                raise ServiceError(413, "too_large", f"body is over the limit of {max_body} "
+                                                     f"bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def count(step: int) -> None:
+        nonlocal in_flight
+        with counting:
+            in_flight += step
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _answer(ServiceError(exc.status_code, "http", str(exc.detail)))
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "models": len(models), "device": device,
+                "in_flight": in_flight, "rss_bytes": _rss()}
+
+    @app.get("/v1/models")
+    async def list_models(request: Request):
+        try:
+            authorise(request)
+        except ServiceError as exc:
+            return _answer(exc)
+        keep = ("id", "name", "task", "ndim", "input_channels", "labels", "default",
+                "latent_shape")
+        return {"models": [{k: d[k] for k in keep} for d in api.list_models()]}
+
+    @app.post("/v1/segment")
+    async def segment(request: Request):
+        try:
+            authorise(request)
+        except ServiceError as exc:
+            return _answer(exc)
+        if not admission.acquire(blocking=False):
+            return _answer(ServiceError(503, "busy", f"server busy: {max_queue} requests in "
+                                        "flight; retry later", {"Retry-After": "1"}))
+        count(+1)
+        loop = asyncio.get_running_loop()
+        try:
+            kind = _negotiate(request.headers.get("accept"))
+            if kind is None:
+                raise ServiceError(406, "not_acceptable", f"cannot answer in "
+                                   f"{request.headers.get('accept')[:80]!r}; accept one of "
+                                   f"{LABELS}, {NIFTI}, {PNG}, {NPY}")
+            body = await read_body(request)
+            t0 = time.perf_counter()
+            decoded = await loop.run_in_executor(executor, api.decode, body)
+            if kind == PNG and decoded.header.ndim != 2:
+                raise ServiceError(406, "not_acceptable", "PNG holds 2D labels; this file is "
+                                   "3D: accept application/x-nifti or application/x-npy")
+            t1 = time.perf_counter()
+            labels = await asyncio.wrap_future(batcher.submit(decoded))
+            t2 = time.perf_counter()
+            content = await loop.run_in_executor(executor, _render, kind, labels, decoded)
+            t3 = time.perf_counter()
+        except ServiceError as exc:
+            return _answer(exc)
+        except ClientDisconnect:  # gone mid-upload: nobody to answer, nothing to log
+            return Response(status_code=400)
+        except SgcFormatError as exc:
+            return _answer(ServiceError(400, "bad_sgc", str(exc)))
+        except UnknownModelError as exc:
+            return _answer(ServiceError(422, "unknown_model", str(exc)))
+        except (InputError, SgcError) as exc:
+            return _answer(ServiceError(400, "bad_request", str(exc)))
+        except Exception as exc:  # a bug: answer, log, and keep serving
+            log.exception("segment failed")
+            return _answer(ServiceError(500, "internal", f"internal error "
+                                        f"({type(exc).__name__}); see the server log"))
+        finally:
+            count(-1)
+            admission.release()
+        header = decoded.header
+        headers = {"X-Segcodec-Shape": ",".join(map(str, header.shape)),
+                   "X-Segcodec-Classes": str(len(decoded.model.labels)),
+                   "X-Segcodec-Model": header.model_id.hex(),
+                   "Server-Timing": f"decode;dur={1e3 * (t1 - t0):.3f}, "
+                                    f"segment;dur={1e3 * (t2 - t1):.3f}, "
+                                    f"encode;dur={1e3 * (t3 - t2):.3f}"}
+        if header.affine is not None:
+            headers["X-Segcodec-Affine"] = json.dumps(header.affine.tolist(),
+                                                      separators=(",", ":"))
+        return Response(content, media_type=kind, headers=headers)
+
+    return app
+

@@ -1,0 +1,388 @@
+"""The service and its client: remote labels equal local ones, every error code, no crash."""
+import dataclasses
+import gzip
+import io
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import warnings
+import zlib
+
+import nibabel as nib
+import numpy as np
+import pytest
+import uvicorn
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import segcodec
+from segcodec import container, labelcodec, service
+from segcodec.cli import service as cli_service
+from segcodec.remote import (Client, RemoteError, RemoteFormatError, RemoteUnknownModelError,
+                             ServerUnreachableError)
+
+from conftest import HIPPO, ISIC, hippo_volume, isic_image
+
+with warnings.catch_warnings():  # starlette 1.x would rather have httpx2; httpx works the same
+    warnings.filterwarnings("ignore", "Using `httpx`")
+    from starlette.testclient import TestClient
+
+
+@pytest.fixture(scope="module")
+def files():
+    """(name, .sgc bytes) for every fixture; volumes with their geometry, as NIfTI input is."""
+    out = [(p.name, segcodec.encode(isic_image(i), source="raster")) for i, p in enumerate(ISIC)]
+    for i, p in enumerate(HIPPO):
+        volume, affine = hippo_volume(i)
+        out.append((p.name, segcodec.encode(volume, affine=affine, source="nifti")))
+    return out
+
+
+@pytest.fixture(scope="module")
+def app():
+    return service.create_app(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def http(app):
+    return TestClient(app)
+
+
+class Server:
+    """uvicorn on a free 127.0.0.1 port in a thread, for the real HTTP client."""
+
+    def __init__(self, app):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.url
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def url(app):
+    with Server(app) as url:
+        yield url
+
+
+@pytest.fixture
+def blocked(monkeypatch):
+    """Networks that wait for ``release.set()``: keeps requests in flight on demand."""
+    release = threading.Event()
+    real = service._infer
+
+    def slow(items, device):
+        release.wait(10)
+        return real(items, device)
+
+    monkeypatch.setattr(service, "_infer", slow)
+    yield release
+    release.set()
+
+
+def wait_in_flight(http, n):
+    deadline = time.monotonic() + 10
+    while http.get("/healthz").json()["in_flight"] < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def error(response, status, kind):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == kind and "\n" not in body["message"]
+    return body["message"]
+
+
+def test_remote_labels_equal_local_labels_exactly(files, url):
+    with Client(url) as client:
+        for name, data in files:
+            header = segcodec.read_header(data)
+            got = client.fetch(data)
+            np.testing.assert_array_equal(got.labels, segcodec.segment(data, device="cpu"),
+                                          err_msg=name)
+            assert got.sent == len(data) and got.received > 0
+            assert got.source == header.source
+            assert set(got.server_ms) == {"decode", "segment", "encode"}
+            if header.affine is None:
+                assert got.affine is None
+            else:
+                np.testing.assert_array_equal(got.affine, header.affine)
+
+
+def test_models_and_health(http, url):
+    models = http.get("/v1/models").json()["models"]
+    assert {m["id"] for m in models} == {m["id"] for m in segcodec.list_models()}
+    assert all(m["task"] and m["labels"] and "file" not in m for m in models)
+    with Client(url) as client:
+        assert client.models() == models
+        health = client.health()
+    assert health["status"] == "ok" and health["models"] == len(models)
+
+
+def test_other_formats_through_accept(files, http):
+    name, data = files[-1]  # a volume with geometry
+    local = segcodec.segment(data, device="cpu")
+    affine = segcodec.read_header(data).affine
+    r = http.post("/v1/segment", content=data, headers={"Accept": service.NIFTI})
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(r.content))
+    np.testing.assert_array_equal(np.asarray(img.dataobj), local)
+    np.testing.assert_allclose(img.affine, affine, atol=1e-6)
+    r = http.post("/v1/segment", content=data, headers={"Accept": "image/png;q=0.9, "
+                                                                  "application/x-npy"})
+    assert r.headers["content-type"] == service.NPY
+    np.testing.assert_array_equal(np.load(io.BytesIO(r.content)), local)
+    np.testing.assert_allclose(json.loads(r.headers["x-segcodec-affine"]), affine)
+    assert "PNG holds 2D" in error(http.post("/v1/segment", content=data,
+                                             headers={"Accept": "image/png"}),
+                                   406, "not_acceptable")
+    error(http.post("/v1/segment", content=data, headers={"Accept": "text/html"}),
+          406, "not_acceptable")
+    name, data = files[0]  # a 2-class photograph: PNG is 0/255
+    r = http.post("/v1/segment", content=data, headers={"Accept": "image/*"})
+    png = np.asarray(Image.open(io.BytesIO(r.content)))
+    np.testing.assert_array_equal(png, segcodec.segment(data, device="cpu") * 255)
+
+
+def test_malformed_and_corrupted_files_are_400(files, http):
+    data = files[0][1]
+    assert "truncated" in error(http.post("/v1/segment", content=b""), 400, "bad_sgc")
+    assert "magic" in error(http.post("/v1/segment", content=b"x" * 40), 400, "bad_sgc")
+    flipped = data[:25] + bytes([data[25] ^ 0xFF]) + data[26:]
+    assert "CRC" in error(http.post("/v1/segment", content=flipped), 400, "bad_sgc")
+    error(http.post("/v1/segment", content=data, headers={"Content-Length": "x"}),
+          400, "bad_request")
+
+
+def test_unknown_model_is_422_and_named(files, http, url):
+    header, payload = container.read(files[0][1])
+    data = container.write(dataclasses.replace(header, model_id=bytes(6)), payload)
+    assert "000000000000" in error(http.post("/v1/segment", content=data),
+                                   422, "unknown_model")
+    with Client(url) as client, pytest.raises(RemoteUnknownModelError, match="000000000000"):
+        client.segment(data)
+    with Client(url) as client, pytest.raises(RemoteFormatError) as err:
+        client.segment(b"garbage")
+    assert err.value.status == 400 and isinstance(err.value, segcodec.SgcFormatError)
+
+
+def test_too_large_is_413_from_length_and_from_the_stream(files):
+    limit = len(files[0][1])
+    http = TestClient(service.create_app(device="cpu", max_body=limit, warm=False))
+    big = b"SG" + bytes(limit + 40)
+    assert f"over the limit of {limit}" in error(http.post("/v1/segment", content=big),
+                                           413, "too_large")
+    chunked = http.post("/v1/segment", content=iter([big[:limit // 2], big[limit // 2:]]))  # no Content-Length
+    error(chunked, 413, "too_large")
+    assert http.post("/v1/segment", content=files[0][1]).status_code == 200  # exactly the limit passes
+
+
+def test_token_is_401_when_missing_or_wrong(files):
+    http = TestClient(service.create_app(device="cpu", token="s3cret", warm=False))
+    data = files[0][1]
+    error(http.post("/v1/segment", content=data), 401, "unauthorized")
+    wrong = http.post("/v1/segment", content=data, headers={"Authorization": "Bearer nope"})
+    assert error(wrong, 401, "unauthorized") and wrong.headers["www-authenticate"] == "Bearer"
+    error(http.get("/v1/models"), 401, "unauthorized")
+    assert http.get("/healthz").status_code == 200  # load balancers probe without it
+    ok = http.post("/v1/segment", content=data, headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+
+
+def test_full_queue_is_503_then_serves_again(files, blocked):
+    http = TestClient(service.create_app(device="cpu", max_queue=1, warm=False))
+    data = files[0][1]
+    first = []
+    worker = threading.Thread(target=lambda: first.append(http.post("/v1/segment", content=data)))
+    worker.start()
+    wait_in_flight(http, 1)
+    busy = http.post("/v1/segment", content=data)
+    assert "busy" in error(busy, 503, "busy") and busy.headers["retry-after"] == "1"
+    blocked.set()
+    worker.join(10)
+    assert first[0].status_code == 200
+    assert http.post("/v1/segment", content=data).status_code == 200
+
+
+def test_requests_that_wait_together_share_a_batch(files, monkeypatch):
+    sizes, release = [], threading.Event()
+    real = service._infer
+
+    def counted(items, device):
+        release.wait(10)
+        sizes.append(len(items))
+        return real(items, device)
+
+    monkeypatch.setattr(service, "_infer", counted)
+    app = service.create_app(device="cpu", max_batch=4, warm=False)
+    http, data, answers = TestClient(app), files[0][1], []
+    threads = [threading.Thread(target=lambda: answers.append(
+        http.post("/v1/segment", content=data))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10  # one request in the networks, five waiting for them
+    while app.state.batcher.queue.qsize() < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for t in threads:
+        t.join(30)
+    assert max(sizes) > 1 and sum(sizes) == 6
+    local = segcodec.segment(data, device="cpu")
+    for r in answers:  # batched convolutions may round differently: near-ties could flip
+        assert r.status_code == 200
+        assert (labelcodec.decode(r.content).labels == local).mean() > 0.999
+
+
+def test_client_retries_503_with_backoff_then_gives_up(files, blocked):
+    app = service.create_app(device="cpu", max_queue=1, warm=False)
+    data = files[0][1]
+    with Server(app) as url, Client(url) as first:
+        holder = threading.Thread(target=first.segment, args=(data,))
+        holder.start()
+        wait_in_flight(TestClient(app), 1)
+        with Client(url, retries=2, backoff=0.01) as impatient:
+            with pytest.raises(RemoteError, match="503.*after 2 retries") as err:
+                impatient.segment(data)
+            assert err.value.status == 503
+        threading.Timer(0.3, blocked.set).start()  # free the server while the client waits
+        with Client(url, retries=6, backoff=0.05) as patient:
+            got = patient.fetch(data)
+        assert got.seconds >= 0.25
+        np.testing.assert_array_equal(got.labels, segcodec.segment(data, device="cpu"))
+        holder.join(10)
+
+
+def test_unreachable_and_silent_servers_are_clear_errors(files):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    with pytest.raises(ServerUnreachableError, match="cannot reach"):  # nothing listens
+        Client(f"http://127.0.0.1:{port}", retries=0).segment(files[0][1])
+    sock.listen()  # accepts connections into the backlog, never answers
+    with pytest.raises(ServerUnreachableError, match="no answer within 0.3 s"):
+        Client(f"http://127.0.0.1:{port}", timeout=0.3).segment(files[0][1])
+    sock.close()
+
+
+def recrc(data: bytes) -> bytes:
+    return data[:-4] + struct.pack("<I", zlib.crc32(data[:-4]))
+
+
+@st.composite
+def malformed(draw, valid):
+    data = draw(st.sampled_from(valid))
+    how = draw(st.sampled_from(["random", "truncate", "flip", "flip+crc", "splice+crc"]))
+    if how == "random":
+        return draw(st.binary(max_size=300))
+    i = draw(st.integers(0, len(data) - 1))
+    if how == "truncate":
+        return data[:i]
+    flipped = data[:i] + bytes([data[i] ^ draw(st.integers(1, 255))]) + data[i + 1:]
+    if how == "flip":
+        return flipped
+    if how == "flip+crc":  # past the CRC: exercises every field check and the payload decoder
+        return recrc(flipped)
+    return recrc(data[:i] + draw(st.binary(max_size=40)) + data[i:])
+
+
+def test_malformed_uploads_never_break_the_server(files, http):
+    valid = [d for _, d in files]
+
+    @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(malformed(valid))
+    def upload(body):
+        r = http.post("/v1/segment", content=body)  # a server-side exception fails here
+        assert r.status_code in (200, 400, 413, 422), r.text
+        if r.status_code != 200:
+            assert "\n" not in r.json()["message"]
+
+    upload()
+    assert http.get("/healthz").json()["status"] == "ok"
+    assert http.post("/v1/segment", content=valid[0]).status_code == 200
+
+
+def test_send_and_segment_remote_write_aligned_labels(files, url, tmp_path, capsys):
+    src = tmp_path / "vol.nii.gz"
+    shutil.copy(HIPPO[0], src)
+    result = CliRunner().invoke(cli_service.send, [str(src), "--remote", url])
+    assert result.exit_code == 0, result.output
+    assert "sent" in result.output and "received" in result.output and "request" in result.output
+    out, image = nib.load(tmp_path / "vol.labels.nii.gz"), nib.load(src)
+    local = segcodec.segment(segcodec.encode(np.asarray(image.dataobj), affine=image.affine))
+    np.testing.assert_array_equal(np.asarray(out.dataobj), local)
+    np.testing.assert_allclose(out.affine, image.affine, atol=1e-5)
+    result = CliRunner().invoke(cli_service.send, [str(src), "--remote", url, "--no-geometry",
+                                                   "-o", str(tmp_path / "x.nii.gz")])
+    assert result.exit_code == 0, result.output  # geometry stayed here, labels still aligned
+    np.testing.assert_allclose(nib.load(tmp_path / "x.nii.gz").affine, image.affine, atol=1e-5)
+
+    (tmp_path / "a.sgc").write_bytes(files[0][1])
+    out = cli_service.segment_remote_file(tmp_path / "a.sgc", None, url)
+    assert out == tmp_path / "a.labels.png"
+    np.testing.assert_array_equal(np.asarray(Image.open(out)),
+                                  segcodec.segment(files[0][1], device="cpu") * 255)
+    printed = capsys.readouterr().out
+    assert f"sent {len(files[0][1])} bytes" in printed and "decode labels" in printed
+
+
+def test_send_to_nowhere_is_one_line(tmp_path):
+    shutil.copy(ISIC[0], tmp_path / "a.jpg")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        result = CliRunner().invoke(cli_service.send, [str(tmp_path / "a.jpg"), "--remote",
+                                                       f"http://127.0.0.1:{port}"])
+    assert result.exit_code == 1 and "cannot reach" in result.output
+    assert result.output.count("\n") == 1 and not list(tmp_path.glob("*labels*"))
+
+
+def test_serve_in_a_subprocess(files, tmp_path):
+    (tmp_path / "token").write_text("t0ken\n")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "segcodec.cli.main", "serve", "--port",
+                             str(port), "--token-file", str(tmp_path / "token"), "--device",
+                             "cpu", "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with Client(url, "t0ken", timeout=5) as client:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    client.health()
+                    break
+                except ServerUnreachableError:
+                    assert proc.poll() is None, proc.stdout.read().decode()
+                    assert time.monotonic() < deadline, "server did not start in 90 s"
+                    time.sleep(0.2)
+            for _, data in files:
+                np.testing.assert_array_equal(client.segment(data),
+                                              segcodec.segment(data, device="cpu"))
+        with Client(url, "wrong") as client, pytest.raises(RemoteError, match="401"):
+            client.segment(files[0][1])
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
