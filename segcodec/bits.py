@@ -5,6 +5,8 @@ format_spec.md §5.1-§5.2.  Latents are handled as (K, D, H, W) uint8 arrays; a
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 from numba import njit
 
@@ -87,5 +89,4 @@ def coding_order(z: np.ndarray, ndim: int):
 
 def latent_digest(z: np.ndarray) -> str:
     """SHA-256 of the packed latent bits: a short fingerprint for golden tests and `info`."""
-    import hashlib
     return hashlib.sha256(np.packbits(np.ascontiguousarray(z, dtype=np.uint8))).hexdigest()

@@ -229,6 +229,10 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
         with counting:
             in_flight += step
 
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError):
+        return _answer(exc)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         return _answer(ServiceError(exc.status_code, "http", str(exc.detail)))
@@ -240,20 +244,14 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
 
     @app.get("/v1/models")
     async def list_models(request: Request):
-        try:
-            authorise(request)
-        except ServiceError as exc:
-            return _answer(exc)
+        authorise(request)
         keep = ("id", "name", "task", "ndim", "input_channels", "labels", "default",
                 "latent_shape")
         return {"models": [{k: d[k] for k in keep} for d in api.list_models()]}
 
     @app.post("/v1/segment")
     async def segment(request: Request):
-        try:
-            authorise(request)
-        except ServiceError as exc:
-            return _answer(exc)
+        authorise(request)
         if not admission.acquire(blocking=False):
             return _answer(ServiceError(503, "busy", f"server busy: {max_queue} requests in "
                                         "flight; retry later", {"Retry-After": "1"}))
