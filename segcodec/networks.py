@@ -40,7 +40,7 @@ class Compressor(nn.Module):
 class Reconstructor(nn.Module):
     """g: binary latents -> a one-channel feature map at the working resolution (paper Fig. 2b)."""
 
-    def __init__(self, ndim: int, latent_channels: int, widths: list[int]):
+    def __init__(self, ndim: int, latent_channels: int, widths: list[int], out_channels: int = 1):
         super().__init__()
         self.ndim = ndim
         self.inp = nn.Sequential(_conv(ndim, latent_channels, widths[0]), nn.ReLU(inplace=True),
@@ -48,7 +48,7 @@ class Reconstructor(nn.Module):
         self.ups = nn.ModuleList(
             nn.Sequential(_conv(ndim, cin, cout), nn.ReLU(inplace=True))
             for cin, cout in zip(widths[:-1], widths[1:]))
-        self.out = _conv(ndim, widths[-1], 1)
+        self.out = _conv(ndim, widths[-1], out_channels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.inp(z)
@@ -58,24 +58,37 @@ class Reconstructor(nn.Module):
         return self.out(h)
 
 
+_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
 class _Block(nn.Sequential):
-    def __init__(self, ndim: int, cin: int, cout: int):
-        super().__init__(_conv(ndim, cin, cout), nn.ReLU(inplace=True),
-                         _conv(ndim, cout, cout), nn.ReLU(inplace=True))
+    def __init__(self, ndim: int, cin: int, cout: int, norm: bool):
+        layers: list[nn.Module] = []
+        for a, b in ((cin, cout), (cout, cout)):
+            layers.append(_conv(ndim, a, b))
+            if norm:
+                layers.append(_NORM[ndim](b))
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
 
 
 class Segmentor(nn.Module):
-    """s: a small U-Net from g's feature map to per-class logits."""
+    """s: a small U-Net from g's feature map (or, uncompressed, the image) to class logits.
 
-    def __init__(self, ndim: int, n_classes: int, widths: list[int]):
+    ``norm`` adds batch normalisation after each convolution (arch key ``s_norm``); models
+    exported before it existed have none and load unchanged.
+    """
+
+    def __init__(self, ndim: int, n_classes: int, widths: list[int], in_channels: int = 1,
+                 norm: bool = False):
         super().__init__()
         self.ndim = ndim
         self.down = nn.ModuleList()
-        cin = 1
+        cin = in_channels
         for w in widths:
-            self.down.append(_Block(ndim, cin, w))
+            self.down.append(_Block(ndim, cin, w, norm))
             cin = w
-        self.up = nn.ModuleList(_Block(ndim, wd + wu, wu)
+        self.up = nn.ModuleList(_Block(ndim, wd + wu, wu, norm)
                                 for wd, wu in zip(reversed(widths[1:]), reversed(widths[:-1])))
         self.head = _conv(ndim, widths[0], n_classes, k=1)
 
@@ -105,7 +118,8 @@ class SegCodecNet(nn.Module):
         self.compressor = Compressor(nd, arch["in_channels"], arch["latent_channels"],
                                      arch["c_widths"])
         self.reconstructor = Reconstructor(nd, arch["latent_channels"], arch["g_widths"])
-        self.segmentor = Segmentor(nd, arch["n_classes"], arch["s_widths"])
+        self.segmentor = Segmentor(nd, arch["n_classes"], arch["s_widths"],
+                                   norm=arch.get("s_norm", False))
 
     @property
     def downsample(self) -> int:
@@ -120,11 +134,11 @@ class SegCodecNet(nn.Module):
         return self.segmentor(self.reconstructor(z))
 
     def forward(self, x: torch.Tensor, stochastic: bool = True):
-        """Training path: returns (class logits, bit probabilities)."""
+        """Training path: returns (class logits, bit probabilities, bits)."""
         p = torch.sigmoid(self.compressor(x))
         z = binarize(p) if stochastic else (p > 0.5).to(p.dtype)
         z = p + (z - p).detach()  # straight-through gradient
-        return self.decode_logits(z), p
+        return self.decode_logits(z), p, z
 
 
 def binarize(p: torch.Tensor) -> torch.Tensor:

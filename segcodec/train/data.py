@@ -6,6 +6,7 @@ full-resolution labels for evaluation at the input's size.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -79,3 +80,35 @@ def channel_stats(pairs, limit: int = 400) -> tuple[list[float], list[float]]:
     acc = np.stack([read_pair(p, q)[0].reshape(3, -1) / 255.0 for p, q in pairs[:limit]], 1)
     acc = acc.reshape(3, -1)
     return [round(float(v), 4) for v in acc.mean(1)], [round(float(v), 4) for v in acc.std(1)]
+
+
+def task_pairs(task_key: str, root: Path, split: str) -> list[tuple[Path, Path]]:
+    """``split`` is "train" or "test" (ISIC's val set is the test set, as in the paper)."""
+    if task_key == "isic":
+        return isic_files(root, "train" if split == "train" else "val")
+    return hippocampus_files(root, split)
+
+
+def normalisation_for(cfg: dict, root: Path) -> dict:
+    """The config's normalisation, or for RGB photographs one fixed from training statistics."""
+    if cfg.get("normalisation"):
+        return cfg["normalisation"]
+    mean, std = channel_stats(task_pairs(cfg["task_key"], root, "train"))
+    return {"kind": "fixed", "scale": 1 / 255, "mean": mean, "std": std}
+
+
+def cached_set(cfg: dict, root: Path, split: str, cache: Path | None):
+    """``load_set`` for a config's task and working grid, kept in ``cache`` between runs."""
+    norm = cfg["normalisation"]
+    key = json.dumps([cfg["task_key"], split, norm, cfg["arch"]["work_shape"]], sort_keys=True)
+    path = cache / f"{cfg['task_key']}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt" \
+        if cache else None
+    if path and path.exists():
+        x, t, full = torch.load(path, weights_only=False)
+        return x, t, full
+    x, t, full = load_set(task_pairs(cfg["task_key"], root, split), norm,
+                          cfg["arch"]["n_classes"], tuple(cfg["arch"]["work_shape"]))
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save((x, t, full), path)
+    return x, t, full

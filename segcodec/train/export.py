@@ -1,20 +1,17 @@
 """Checkpoint -> zoo model: weights, integer entropy tables fitted on training latents, manifest.
 
-    python -m segcodec.train.export runs/isic/checkpoint.pt --data ../shared/data \\
-        --name isic-lesion-v0 --out segcodec/models
+    segcodec export runs/isic-d4/checkpoint.pt --data ../shared/data --name isic-lesion-v1
 """
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from .. import bits, entropy
 from ..networks import SegCodecNet, count_parameters
-from ..zoo import write_model_file
-from . import data
+from ..zoo import BUILTIN_DIR, write_model_file
+from . import data, loop
 
 
 @torch.no_grad()
@@ -24,39 +21,35 @@ def training_latents(net: SegCodecNet, x: torch.Tensor, batch: int = 32):
             yield bits.threshold(logits.numpy())
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("checkpoint", type=Path)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--name", required=True)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "models")
-    ap.add_argument("--default", action="store_true", help="pick this model by input kind")
-    args = ap.parse_args(argv)
-    ck = torch.load(args.checkpoint, weights_only=False)
-    arch = ck["arch"]
-    net = SegCodecNet(arch).eval()
-    net.load_state_dict(ck["state_dict"])
-    pairs = data.isic_files(args.data, "train") if arch["ndim"] == 2 \
-        else data.hippocampus_files(args.data, "train")
-    x, _, _ = data.load_set(pairs, ck["normalisation"], arch["n_classes"],
-                            tuple(arch["work_shape"]))
+def build_model(net: SegCodecNet, cfg: dict, x: torch.Tensor, name: str, is_default: bool,
+                training: dict):
+    """(manifest, state_dict, table, latents) for a trained network and its training images."""
     latents = list(training_latents(net, x))
-    table = entropy.fit_table(latents, arch["ndim"])
+    table = entropy.fit_table(latents, cfg["arch"]["ndim"])
     manifest = {
-        "name": args.name, "task": ck["task"], "labels": ck["labels"],
-        "normalisation": ck["normalisation"], "architecture": arch, "default": args.default,
-        "training": {"recipe": "segcodec.train.provisional", "steps": ck["step"],
-                     "seed": ck["seed"], "train_seconds": round(ck["elapsed"]),
-                     "train_cases": len(pairs)},
+        "name": name, "task": cfg["task"], "labels": cfg["labels"],
+        "normalisation": cfg["normalisation"], "architecture": cfg["arch"],
+        "default": is_default, "training": training,
         "parameters": {"C": count_parameters(net.compressor),
                        "g": count_parameters(net.reconstructor),
                        "s": count_parameters(net.segmentor)},
     }
-    path = write_model_file(args.out, manifest, net.state_dict(), table)
-    mean_bits = sum(entropy.ideal_bits(z, table, arch["ndim"]) for z in latents) / len(latents)
-    print(json.dumps({"file": str(path), "mean_ideal_payload_bits_train": round(mean_bits, 1),
-                      **manifest["parameters"]}))
+    return manifest, net.state_dict(), table, latents
 
 
-if __name__ == "__main__":
-    main()
+def export(checkpoint: Path, root: Path, name: str, out: Path | None = None,
+           is_default: bool = False, cache: Path | None = None) -> dict:
+    ck = torch.load(checkpoint, weights_only=False)
+    cfg = ck["config"]
+    if not cfg["compress"] or cfg["target"] != "labels":
+        raise ValueError(f"{checkpoint}: design {cfg['design']!r} has no C+g+s to export")
+    net, _ = loop.load_checkpoint(checkpoint)
+    x, _, _ = data.cached_set(cfg, root, "train", cache)
+    training = {"recipe": cfg["name"], "steps": ck["step"], "seed": cfg["seed"],
+                "train_seconds": round(ck["elapsed"]), "train_cases": len(x)}
+    manifest, state, table, latents = build_model(net, cfg, x, name, is_default, training)
+    path = write_model_file(out or BUILTIN_DIR, manifest, state, table)
+    mean_bits = sum(entropy.ideal_bits(z, table, cfg["arch"]["ndim"])
+                    for z in latents) / len(latents)
+    return {"file": str(path), "mean_ideal_payload_bits_train": round(mean_bits, 1),
+            **manifest["parameters"]}

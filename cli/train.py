@@ -1,0 +1,89 @@
+"""segcodec train | export: the training recipe (segcodec.train) behind two commands."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+def _fail(message: str) -> None:
+    click.echo(f"segcodec: error: {message}", err=True)
+    sys.exit(1)
+
+
+def _need_data(data: Path) -> None:
+    if not (data / "isic2017").is_dir() and not (data / "msd_hippocampus").is_dir():
+        _fail(f"{data}: no isic2017/ or msd_hippocampus/ inside (see ../shared/data/README)")
+
+
+@click.command()
+@click.argument("config")
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="Folder holding isic2017/ and/or msd_hippocampus/.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Run folder (default runs/CONFIG); an existing run resumes.")
+@click.option("--steps", type=int, help="Override the recipe's number of steps.")
+@click.option("--seed", type=int, help="Override the recipe's seed (0).")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--cache", type=click.Path(path_type=Path),
+              default=Path.home() / ".cache" / "segcodec", show_default=True,
+              help="Where the resampled training set is kept between runs.")
+def train(config, data, out, steps, seed, threads, cache):
+    """Train a recipe (e.g. isic-d4, hippocampus-seg) or a JSON config; evaluate on the test set.
+
+    Writes checkpoint.pt (resumable), log.csv, losses.png and summary.json to the run folder.
+    """
+    from segcodec.train import data as datasets, loop, recipes
+    try:
+        cfg = recipes.config(config)
+    except ValueError as exc:
+        _fail(str(exc))
+    _need_data(data)
+    out = out or Path("runs") / cfg["name"]
+    if steps:
+        cfg["steps"] = steps
+    if seed is not None:
+        cfg["seed"] = seed
+    t0 = time.time()
+    cfg["normalisation"] = datasets.normalisation_for(cfg, data)
+    x, t, _ = datasets.cached_set(cfg, data, "train", cache)
+    xt, _, test_labels = datasets.cached_set(cfg, data, "test", cache)
+    click.echo(f"{cfg['name']}: {len(x)} training / {len(xt)} test cases loaded in "
+               f"{time.time() - t0:.0f} s", err=True)
+    with click.progressbar(length=cfg["steps"], label=cfg["name"], file=sys.stderr) as bar:
+        def progress(step, total):
+            bar.update(step - bar.pos)
+        row = loop.train(cfg, x, t, out, threads=threads, progress=progress)
+    net, _ = loop.load_checkpoint(out / "checkpoint.pt")
+    summary = {"config": cfg["name"], "design": cfg["design"], "steps": cfg["steps"],
+               "train_seconds": round(row.get("elapsed_s", 0)), "train_cases": len(x),
+               "test_cases": len(xt), "last": row}
+    if cfg["target"] == "labels":
+        summary["test"] = loop.evaluate(net, xt, test_labels, cfg["arch"]["n_classes"])
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    click.echo(json.dumps(summary))
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="Data folder: the entropy tables are fitted on the training latents.")
+@click.option("--name", required=True, help="Model name, e.g. isic-lesion-v1.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Folder for the .sgm file (default: the package's models/).")
+@click.option("--default", "is_default", is_flag=True,
+              help="Make it the model picked for its input kind.")
+@click.option("--cache", type=click.Path(path_type=Path),
+              default=Path.home() / ".cache" / "segcodec", show_default=True)
+def export(checkpoint, data, name, out, is_default, cache):
+    """Turn a C+g+s training checkpoint into a zoo model file (.sgm)."""
+    from segcodec.train import export as exporter
+    _need_data(data)
+    try:
+        result = exporter.export(checkpoint, data, name, out, is_default, cache)
+    except ValueError as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(result))

@@ -1,0 +1,239 @@
+"""The training loop: alternating C+s and D updates, seeded and resumable (Liu et al. 2020).
+
+Each step draws a batch of working-grid images and soft targets, takes one C+g+s step with D
+fixed (``loss_seg`` + ``dis_weight`` x ``loss_dis`` + ``rate_weight`` x ``loss_cr``), then,
+when the design has a critic, one D step maximising ``loss_dis``.  Everything a run needs to
+resume (weights, optimisers, schedules, random states, the rate model's counts) is in
+``checkpoint.pt``; losses go to ``log.csv`` and ``losses.png``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..networks import Compressor, Reconstructor, SegCodecNet, Segmentor, binarize
+from ..transforms import labels_from_logits
+from .critic import Critic
+from .losses import ContextRate, loss_dis, loss_seg
+
+LOG_COLUMNS = ["step", "elapsed_s", "loss", "loss_seg", "loss_dis", "loss_cr_bpp", "dice"]
+
+
+class AutoEncoder(nn.Module):
+    """Auto/Seg's codec: C and an image decoder (g with image channels out), pixel MSE."""
+
+    def __init__(self, arch: dict):
+        super().__init__()
+        nd = arch["ndim"]
+        self.compressor = Compressor(nd, arch["in_channels"], arch["latent_channels"],
+                                     arch["c_widths"])
+        self.reconstructor = Reconstructor(nd, arch["latent_channels"], arch["g_widths"],
+                                           out_channels=arch["in_channels"])
+
+    def forward(self, x: torch.Tensor, stochastic: bool = True):
+        p = torch.sigmoid(self.compressor(x))
+        z = binarize(p) if stochastic else (p > 0.5).to(p.dtype)
+        z = p + (z - p).detach()
+        return self.reconstructor(z), p, z
+
+
+def build_net(cfg: dict) -> nn.Module:
+    arch = cfg["arch"]
+    if cfg["target"] == "image":
+        return AutoEncoder(arch)
+    if cfg["compress"]:
+        return SegCodecNet(arch)
+    return Segmentor(arch["ndim"], arch["n_classes"], arch["s_widths"],
+                     in_channels=arch["in_channels"], norm=arch.get("s_norm", False))
+
+
+def run_net(net: nn.Module, x: torch.Tensor, stochastic: bool = True):
+    """(output, bit probabilities or None, bits or None) for any design."""
+    if isinstance(net, (SegCodecNet, AutoEncoder)):
+        return net(x, stochastic)
+    return net(x), None, None
+
+
+def augment(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator):
+    """Flips and (2D) quarter turns; lesions have no preferred orientation."""
+    if x.ndim == 4:
+        k = int(torch.randint(4, (1,), generator=gen))
+        x, t = torch.rot90(x, k, (2, 3)), torch.rot90(t, k, (2, 3))
+        dims = [2, 3]
+    else:
+        dims = [2]  # left-right only; the hippocampus has a head and a tail
+    for d in dims:
+        if torch.rand(1, generator=gen) < 0.5:
+            x, t = x.flip(d), t.flip(d)
+    return x, t
+
+
+def scores(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> dict:
+    """Dice and IoU per foreground class (1.0 where both maps lack the class)."""
+    dice, iou = [], []
+    for c in range(1, n_classes):
+        a, b = pred == c, truth == c
+        inter, union = int((a & b).sum()), int((a | b).sum())
+        dice.append(1.0 if union == 0 else 2 * inter / (a.sum() + b.sum()))
+        iou.append(1.0 if union == 0 else inter / union)
+    return {"dice": dice, "iou": iou}
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, x: torch.Tensor, full_labels: list[np.ndarray],
+             n_classes: int) -> dict:
+    """Mean Dice and IoU per class at each case's full size (deterministic bits)."""
+    was_training = net.training
+    net.eval()
+    rows = []
+    for i, truth in enumerate(full_labels):
+        logits, _, _ = run_net(net, x[i:i + 1], stochastic=False)
+        rows.append(scores(labels_from_logits(logits, truth.shape), truth, n_classes))
+    net.train(was_training)
+    return {k: np.mean([r[k] for r in rows], 0).round(4).tolist() for k in ("dice", "iou")}
+
+
+def plot_losses(log_path: Path, png_path: Path) -> None:
+    """Loss curves from log.csv (needs matplotlib, from the ``train`` extra)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = list(csv.DictReader(open(log_path)))
+    if not rows:
+        return
+    step = [int(r["step"]) for r in rows]
+    cols = [c for c in LOG_COLUMNS[2:] if any(float(r[c]) for r in rows)]
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 2.8), squeeze=False)
+    for ax, c in zip(axes[0], cols):
+        ax.plot(step, [float(r[c]) for r in rows])
+        ax.set_title(c)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=80)
+    plt.close(fig)
+
+
+def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: int = 1,
+          log_every: int = 25, save_every_s: float = 120.0, progress=None) -> dict:
+    """Train ``cfg`` on working-grid images ``x`` and soft targets ``t``; resume from ``out``.
+
+    ``progress(step, total)`` is called after every step.  Returns the last logged row.
+    """
+    torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    steps, arch = cfg["steps"], cfg["arch"]
+    torch.manual_seed(cfg["seed"])
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    net = build_net(cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=steps,
+                                                pct_start=0.05)
+    critic = d_opt = None
+    if cfg["dis_weight"]:
+        critic = Critic(arch["ndim"], arch["n_classes"], cfg["critic_widths"])
+        d_opt = torch.optim.RMSprop(critic.parameters(), lr=cfg["lr"] / 4)
+    rate = ContextRate(arch["latent_channels"], arch["ndim"]) if cfg["compress"] else None
+    n_pix = int(np.prod(arch["work_shape"]))
+    modules = {"net": net, "opt": opt, "sched": sched, "critic": critic, "d_opt": d_opt,
+               "rate": rate}
+
+    ckpt_path = out / "checkpoint.pt"
+    step, elapsed = 0, 0.0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=False)
+        for key, module in modules.items():
+            if module is not None:
+                module.load_state_dict(ck[key])
+        gen.set_state(ck["gen"])
+        torch.set_rng_state(ck["rng"])
+        step, elapsed = ck["step"], ck["elapsed"]
+
+    def save():
+        state = {k: m.state_dict() for k, m in modules.items() if m is not None}
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({**state, "config": cfg, "gen": gen.get_state(),
+                    "rng": torch.get_rng_state(), "step": step, "elapsed": elapsed}, tmp)
+        tmp.replace(ckpt_path)
+
+    (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    log_path = out / "log.csv"
+    new_log = step == 0 or not log_path.exists()
+    log = open(log_path, "w" if step == 0 else "a", newline="")
+    writer = csv.writer(log)
+    if new_log:
+        writer.writerow(LOG_COLUMNS)
+    row: dict = {}
+    start, last_save = time.time() - elapsed, time.time()
+    net.train()
+    while step < steps:
+        idx = torch.randint(len(x), (cfg["batch"],), generator=gen)
+        xb, tb = augment(x[idx], t[idx], gen)
+        out_b, p, z = run_net(net, xb)
+        if cfg["target"] == "image":
+            l_seg = F.mse_loss(out_b, xb)
+            prob = None
+        else:
+            prob = torch.softmax(out_b, 1)
+            l_seg = loss_seg(prob, tb, cfg["dice_weight"])
+        loss = l_seg
+        l_dis = l_cr = torch.zeros(())
+        if critic is not None:
+            l_dis = loss_dis(critic, prob, tb)
+            loss = loss + cfg["dis_weight"] * l_dis
+        if rate is not None:
+            l_cr = rate(p, z, n_pix)
+            if cfg["rate_weight"]:
+                ramp = min(1.0, step / max(1.0, cfg["rate_ramp"] * steps))
+                loss = loss + cfg["rate_weight"] * ramp * l_cr
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if critic is not None:  # D step: maximise loss_dis with C and s fixed
+            d_loss = -loss_dis(critic, prob.detach(), tb)
+            d_opt.zero_grad()
+            d_loss.backward()
+            d_opt.step()
+            critic.clip_(cfg["critic_clip"])
+        step += 1
+        elapsed = time.time() - start
+        if progress:
+            progress(step, steps)
+        if step % log_every == 0 or step == steps:
+            dice = float("nan")
+            if prob is not None:
+                dims = (0,) + tuple(range(2, prob.ndim))
+                pf, tf = prob.detach()[:, 1:], tb[:, 1:]
+                dice = float((2 * (pf * tf).sum(dims) / (pf.sum(dims) + tf.sum(dims) + 1e-6))
+                             .mean())
+            row = {"step": step, "elapsed_s": round(elapsed, 1), "loss": loss.item(),
+                   "loss_seg": l_seg.item(), "loss_dis": l_dis.item(),
+                   "loss_cr_bpp": l_cr.item(), "dice": dice}
+            writer.writerow([row[c] if isinstance(row[c], int) else f"{row[c]:.5g}"
+                             for c in LOG_COLUMNS])
+            log.flush()
+        if time.time() - last_save > save_every_s:
+            save()
+            last_save = time.time()
+    save()
+    log.close()
+    try:
+        plot_losses(log_path, out / "losses.png")
+    except ImportError:
+        pass  # curves stay in log.csv
+    return row
+
+
+def load_checkpoint(path: Path) -> tuple[nn.Module, dict]:
+    """The trained network (eval mode) and config of a checkpoint."""
+    ck = torch.load(path, weights_only=False)
+    net = build_net(ck["config"])
+    net.load_state_dict(ck["net"])
+    return net.eval(), ck["config"]

@@ -1,0 +1,83 @@
+"""Training configurations: the paper's designs D1-D4 and the two references, per task.
+
+A config is a flat dict (JSON-serialisable, saved with every checkpoint).  ``config(name)``
+builds the named recipe, e.g. ``isic-d4`` or ``hippocampus-seg``; a JSON file with the same
+keys works too.  Designs (Liu et al. 2020, Fig. 3a):
+
+- ``seg``: the segmentor alone on uncompressed images (the reference for other codecs);
+- ``d1``: segmentor + discriminator D, no compression;
+- ``d2``: compressor C + g + s;  ``d3``: + D;  ``d4``: + rate loss (the shipped recipe);
+- ``autoseg``: C + an image decoder trained on pixel MSE; its reconstruction is segmented by
+  the task's ``seg`` model.
+
+``-rN`` after ``d4`` picks rate point N: the weight of ``loss_cr`` times 2**(N-1).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+TASKS = {
+    "isic": {
+        "task": "ISIC 2017 skin lesion segmentation (dermoscopy, RGB)",
+        "labels": ["background", "lesion"],
+        "arch": {"ndim": 2, "in_channels": 3, "latent_channels": 4, "c_widths": [16, 32, 48],
+                 "g_widths": [32, 16, 8], "s_widths": [16, 32, 64, 128], "s_norm": True,
+                 "n_classes": 2, "work_shape": [64, 64]},
+        "critic_widths": [32, 64, 128],
+        "batch": 16, "lr": 2e-3, "steps": 2400, "rate_weight": 0.2,
+    },
+    "hippocampus": {
+        "task": "MSD Task04 hippocampus segmentation (T1 MRI)",
+        "labels": ["background", "anterior hippocampus", "posterior hippocampus"],
+        "normalisation": {"kind": "zscore"},
+        "arch": {"ndim": 3, "in_channels": 1, "latent_channels": 2, "c_widths": [8, 16, 24],
+                 "g_widths": [32, 16, 8], "s_widths": [8, 16, 32], "s_norm": True,
+                 "n_classes": 3, "work_shape": [32, 48, 32]},
+        "critic_widths": [16, 32],
+        "batch": 8, "lr": 2e-3, "steps": 800, "rate_weight": 1.0,
+    },
+}
+
+DESIGNS = {
+    "seg": {"compress": False, "critic": False, "rate": False},
+    "d1": {"compress": False, "critic": True, "rate": False},
+    "d2": {"compress": True, "critic": False, "rate": False},
+    "d3": {"compress": True, "critic": True, "rate": False},
+    "d4": {"compress": True, "critic": True, "rate": True},
+    "autoseg": {"compress": True, "critic": False, "rate": False, "target": "image"},
+}
+
+_NAME = re.compile(r"^(?P<task>[a-z]+)-(?P<design>seg|d[1-4]|autoseg)(?:-r(?P<point>[1-9]))?$")
+
+
+def names() -> list[str]:
+    out = [f"{t}-{d}" for t in TASKS for d in DESIGNS]
+    return out + [f"{t}-d4-r{n}" for t in TASKS for n in (2, 3)]
+
+
+def config(name_or_path: str) -> dict:
+    """The named recipe, or a JSON config file."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" and path.exists():
+        return json.loads(path.read_text())
+    m = _NAME.match(name_or_path)
+    if not m or m["task"] not in TASKS or (m["point"] and m["design"] != "d4"):
+        raise ValueError(f"unknown training config {name_or_path!r}; "
+                         f"known: {', '.join(names())} or a .json file")
+    task, design = TASKS[m["task"]], DESIGNS[m["design"]]
+    point = int(m["point"] or 1)
+    return {
+        "name": name_or_path, "task_key": m["task"], "design": m["design"],
+        "task": task["task"], "labels": task["labels"],
+        "normalisation": task.get("normalisation"), "arch": dict(task["arch"]),
+        "critic_widths": task["critic_widths"], "batch": task["batch"], "lr": task["lr"],
+        "steps": task["steps"], "seed": 0,
+        "compress": design["compress"], "target": design.get("target", "labels"),
+        "dis_weight": 0.1 if design["critic"] else 0.0, "critic_clip": 0.05,
+        "rate_weight": task["rate_weight"] * 2 ** (point - 1) if design["rate"] else 0.0,
+        "dice_weight": 1.0,
+        # The rate loss ramps in over the first half so latents carry information first.
+        "rate_ramp": 0.5,
+    }
