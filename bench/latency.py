@@ -1,20 +1,28 @@
 """End-to-end latency through the real server, step by step, next to the paper's Table 2.
 
-    python -m bench.latency [--repeat 10] [--out bench/results]
+    python -m bench latency [--repeat 10] [--smoke] [--rate bench/results/rate.json]
+                            [--runs runs] [--out bench/results]
 
 For each fixture (ISIC photographs, hippocampus volumes): compression on the client
 (``segcodec.encode``), the request through ``segcodec serve`` on 127.0.0.1 (the server's own
 Server-Timing steps: entropy decoding, g and s, label coding), and label decoding on the
 client; medians over ``--repeat`` runs.  Loopback has no bandwidth to speak of, so the
 transmission is also modelled from the bytes on the wire (HTTP framing included) at uplinks of
-10 and 100 Mbit/s and at the paper's 300 MB / 13 s.  Writes latency.json and latency.md.
+10 and 100 Mbit/s and at the paper's 300 MB / 13 s.
+
+JPEG-2000 and H.264 rows for the same files: encode on the client, decode, segmentation by the
+reference segmentor (``runs/<task>-seg``, trained on uncompressed images; an untrained one,
+flagged, if missing) and label coding on the server, each timed in this process (no server
+runs them), sent with the same HTTP framing as the file's segcodec request.  Their setting is
+the one whose Dice in rate.json is closest to segcodec's (matched Dice), else a fixed one,
+flagged.  Dice of every row is measured on the files themselves.  ``--smoke``: one file per
+kind, 2 repeats.  Writes latency.json and latency.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,8 +35,14 @@ import segcodec
 from segcodec import labelcodec
 from segcodec.io import read as read_image
 from segcodec.remote import Client
+from segcodec.train import data as datasets
+from segcodec.train import loop, recipes
 
-from .load import FIXTURES, RESULTS, LocalServer
+from . import codecs
+from .evaluate import _dice
+from .load import RESULTS, LocalServer
+from .rate import NDIM, REPO, Segmentor, _chw, _smoke_normalisation, _untrained, smoke_pairs
+from .speed import FALLBACK, machine, peer_settings, samples
 
 LINKS = {"10 Mbit/s": 10e6, "100 Mbit/s": 100e6, "300 MB / 13 s (paper)": 300e6 * 8 / 13}
 PAPER = [  # Table 2 of Liu et al. (MICCAI 2020), as quoted in issue 5
@@ -38,6 +52,9 @@ PAPER = [  # Table 2 of Liu et al. (MICCAI 2020), as quoted in issue 5
      "compression_s": 0.003, "reconstruction_s": 0.0003, "segmentation_s": 0.1,
      "total_s": 0.2633},
 ]
+KINDS = {"isic": "2D ISIC 256x256 RGB", "hippocampus": "3D hippocampus MRI"}
+PEERS = {"jpeg2000": ("JPEG-2000", codecs.jpeg2000_encode, codecs.jpeg2000_decode),
+         "h264": ("H.264", codecs.h264_encode, codecs.h264_decode)}
 
 
 def wire_bytes(url: str, data: bytes) -> tuple[int, int]:
@@ -54,7 +71,12 @@ def wire_bytes(url: str, data: bytes) -> tuple[int, int]:
     return up, down
 
 
-def measure(url: str, path: Path, repeat: int) -> dict:
+def mean_dice(labels, truth, task: str) -> float:
+    classes = len(recipes.TASKS[task]["labels"])
+    return statistics.fmean(_dice(labels, truth, c) for c in range(1, classes))
+
+
+def measure(url: str, path: Path, truth, task: str, repeat: int) -> dict:
     loaded = read_image(path)
     encode = lambda: segcodec.encode(loaded.array, kind=loaded.kind, affine=loaded.affine,
                                      source=loaded.source)
@@ -77,8 +99,11 @@ def measure(url: str, path: Path, repeat: int) -> dict:
     up, down = wire_bytes(url, data)
     median = {k: statistics.median(v) for k, v in steps.items()}
     server = median["reconstruction"] + median["segmentation"] + median["label_coding"]
-    return {"file": path.name, "shape": list(segcodec.read_header(data).shape),
+    return {"method": "segcodec", "task": task, "file": path.name,
+            "shape": list(segcodec.read_header(data).shape),
+            "dice": round(mean_dice(segcodec.segment(data, device="cpu"), truth, task), 4),
             "input_file_bytes": path.stat().st_size, "sgc_bytes": len(data),
+            "payload_bytes": len(data),
             "labels_bytes": got.received, "wire_up_bytes": up, "wire_down_bytes": down,
             "median_s": {k: round(v, 6) for k, v in median.items()},
             "loopback_http_overhead_s": round(median["request"] - server, 6),
@@ -86,48 +111,127 @@ def measure(url: str, path: Path, repeat: int) -> dict:
                                       + median["label_decoding"], 6)}
 
 
+def reference_segmentor(task: str, runs: Path) -> tuple[Segmentor, str]:
+    path = runs / f"{task}-seg" / "checkpoint.pt"
+    if path.exists():
+        return Segmentor(*loop.load_checkpoint(path), "seg"), str(path)
+    net, cfg = _untrained(f"{task}-seg", _smoke_normalisation(task))
+    return Segmentor(net, cfg, "untrained"), (f"UNTRAINED {task}-seg ({path} missing): its "
+                                              "timings hold, its Dice means nothing")
+
+
+def measure_peer(peer: str, setting: dict, path: Path, truth, task: str, seg: Segmentor,
+                 ours: dict, repeat: int) -> dict:
+    """Client encode, server decode + reference segmentation + label coding, client label
+    decoding: each timed here (median after a warm-up), as ``measure`` times segcodec's."""
+    name, encode, decode = PEERS[peer]
+    (param,) = FALLBACK[peer]
+    loaded = read_image(path)
+    array, value = loaded.array, setting[param]
+    data = encode(array, value)
+    image = decode(data, array.shape, array.dtype)
+    x = _chw(image, NDIM[task])
+    labels = seg(x, truth.shape)
+    classes = len(recipes.TASKS[task]["labels"])
+    code = lambda: labelcodec.encode(labels, classes, affine=loaded.affine, source=loaded.source)
+    stream = code()
+    steps = {"compression": lambda: encode(array, value),
+             "reconstruction": lambda: decode(data, array.shape, array.dtype),
+             "segmentation": lambda: seg(x, truth.shape), "label_coding": code,
+             "label_decoding": lambda: labelcodec.decode(stream)}
+    median = {k: statistics.median(samples(f, repeat)) for k, f in steps.items()}
+    return {"method": peer, "task": task, "file": path.name, "shape": list(array.shape),
+            "setting": {param: value, "matched_dice": setting["matched"]},
+            "dice": round(mean_dice(labels, truth, task), 4),
+            "input_file_bytes": path.stat().st_size, "payload_bytes": len(data),
+            "labels_bytes": len(stream),
+            # the same HTTP framing as this file's segcodec request and answer
+            "wire_up_bytes": len(data) + ours["wire_up_bytes"] - ours["sgc_bytes"],
+            "wire_down_bytes": len(stream) + ours["wire_down_bytes"] - ours["labels_bytes"],
+            "median_s": {k: round(v, 6) for k, v in median.items()}}
+
+
+def method_name(group: list[dict]) -> str:
+    r = group[0]
+    if r["method"] == "segcodec":
+        return "segcodec"
+    (param, value), = ((k, v) for k, v in r["setting"].items() if k != "matched_dice")
+    return (f"{PEERS[r['method']][0]} {param} {value} + seg"
+            + ("" if r["setting"]["matched_dice"] else " (fixed setting, Dice NOT matched)"))
+
+
 def rows(results: list[dict]) -> list[dict]:
-    """Table 2's columns for each kind of fixture and link: means over the files of a kind."""
+    """Table 2's columns for each kind of file, method and link: means over the files."""
     out = [dict(p) for p in PAPER]
-    for kind, prefix in (("2D ISIC 256x256 RGB", "ISIC"), ("3D hippocampus MRI", "hippo")):
-        group = [r for r in results if r["file"].startswith(prefix)]
-        mean = lambda f: statistics.fmean(f(r) for r in group)
-        for link, bps in LINKS.items():
-            up = mean(lambda r: r["wire_up_bytes"]) * 8 / bps
-            down = mean(lambda r: r["wire_down_bytes"]) * 8 / bps
+    for task, kind in KINDS.items():
+        for method in ("segcodec", *PEERS):
+            group = [r for r in results if r["task"] == task and r["method"] == method]
+            if not group:
+                continue
+            mean = lambda f: statistics.fmean(f(r) for r in group)
             step = {k: mean(lambda r: r["median_s"][k]) for k in group[0]["median_s"]}
-            total = (step["compression"] + up + step["reconstruction"] + step["segmentation"]
-                     + step["label_coding"] + down + step["label_decoding"])
-            out.append({
-                "method": f"segcodec {kind}, {link}",
-                "data": f"{mean(lambda r: r['sgc_bytes']):.0f} B "
-                        f"({mean(lambda r: r['wire_up_bytes']):.0f} B with HTTP)",
-                "transmission_s": round(up, 6), "compression_s": round(step["compression"], 6),
-                "reconstruction_s": round(step["reconstruction"], 6),
-                "segmentation_s": round(step["segmentation"], 6),
-                "labels_back_s": round(step["label_coding"] + down + step["label_decoding"], 6),
-                "total_s": round(total, 6),
-                "send_the_image_s": round(mean(lambda r: r["input_file_bytes"]) * 8 / bps, 6)})
+            for link, bps in LINKS.items():
+                up = mean(lambda r: r["wire_up_bytes"]) * 8 / bps
+                down = mean(lambda r: r["wire_down_bytes"]) * 8 / bps
+                total = (step["compression"] + up + step["reconstruction"]
+                         + step["segmentation"] + step["label_coding"] + down
+                         + step["label_decoding"])
+                out.append({
+                    "method": f"{method_name(group)}, {kind}, {link}",
+                    "data": f"{mean(lambda r: r['payload_bytes']):.0f} B "
+                            f"({mean(lambda r: r['wire_up_bytes']):.0f} B with HTTP)",
+                    "dice": round(mean(lambda r: r["dice"]), 4),
+                    "transmission_s": round(up, 6),
+                    "compression_s": round(step["compression"], 6),
+                    "reconstruction_s": round(step["reconstruction"], 6),
+                    "segmentation_s": round(step["segmentation"], 6),
+                    "labels_back_s": round(step["label_coding"] + down
+                                           + step["label_decoding"], 6),
+                    "total_s": round(total, 6),
+                    "send_the_image_s": round(mean(lambda r: r["input_file_bytes"]) * 8 / bps,
+                                              6)})
     return out
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--smoke", action="store_true", help="one file per kind, 2 repeats")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--threads", type=int,
+                    help="torch threads here and in the server (default: torch's)")
+    ap.add_argument("--rate", type=Path, default=RESULTS / "rate.json",
+                    help="rate.json, to pick the baselines' setting at matched Dice")
+    ap.add_argument("--runs", type=Path, default=REPO / "runs",
+                    help="where <task>-seg/checkpoint.pt, the reference segmentor, lives")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    paths = sorted((FIXTURES / "isic").glob("ISIC_*[0-9].jpg"))
-    paths += sorted(p for p in (FIXTURES / "hippocampus").glob("*.nii.gz")
-                    if "labels" not in p.name)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by the server at start
+    repeat = 2 if args.smoke else args.repeat
+    pairs = {task: smoke_pairs(task)[:1 if args.smoke else None] for task in KINDS}
+    settings = peer_settings(args.rate)
+    segmentors = {task: reference_segmentor(task, args.runs) for task in KINDS}
+    results = []
     with LocalServer("--device", args.device) as server:
-        results = [measure(server.url, p, args.repeat) for p in paths]
+        for task, files in pairs.items():
+            for path, label_path in files:
+                results.append(measure(server.url, path, datasets.read_pair(path, label_path)[1],
+                                       task, repeat))
+    for task, files in pairs.items():
+        for path, label_path in files:
+            truth = datasets.read_pair(path, label_path)[1]
+            ours = next(r for r in results if r["file"] == path.name)
+            results += [measure_peer(peer, settings[task][peer], path, truth, task,
+                                     segmentors[task][0], ours, repeat) for peer in PEERS]
     result = {
-        "command": " ".join(["python -m bench.latency",
+        "command": " ".join(["python -m bench latency",
                              *(sys.argv[1:] if argv is None else argv)]),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "device": args.device},
+        "machine": {**machine(), "device": args.device},
         "models": [f"{m['name']} {m['id']}" for m in segcodec.list_models()],
+        "reference_segmentors": {task: s[1] for task, s in segmentors.items()},
+        "peer_settings": settings,
         "links_bit_per_s": LINKS, "files": results, "table": rows(results)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latency.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -137,30 +241,57 @@ def main(argv=None) -> None:
 
 def markdown(r: dict) -> str:
     s = lambda v: "" if v is None else f"{v:.4f}" if v >= 1e-3 else f"{v:.2g}"
+    m = r["machine"]
     lines = [f"# Latency, end to end through `segcodec serve` (`{r['command']}`)", "",
-             f"Client and server on one machine ({r['machine']['cpus']} CPUs, "
-             f"{r['machine']['device']}; models {', '.join(r['models'])}), over 127.0.0.1; "
-             "transmission modelled from the "
-             "bytes on the wire at each link rate; every other step measured (medians). "
-             "Reconstruction = entropy decoding of the latents on the server; segmentation = "
-             "g and s; labels back = label coding + download + decoding (the paper does not "
-             "count it). Paper rows as quoted in issue 5.", "",
-             "| method | data per image | transmission (s) | compression (s) | reconstruction (s) "
-             "| segmentation (s) | labels back (s) | total (s) | sending the input file (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"Client and server on one machine ({m['cpus']} CPUs, {m['device']}, torch "
+             f"{m['torch']} on {m['torch_threads']} threads; models {', '.join(r['models'])}), "
+             "over 127.0.0.1; transmission modelled from the bytes on the wire at each link "
+             "rate; every other step measured (medians). Reconstruction = entropy decoding of "
+             "the latents on the server (segcodec) or the codec's decoder (JPEG-2000, H.264); "
+             "segmentation = g and s (segcodec) or the reference segmentor on the decoded "
+             "image; labels back = label coding + download + decoding (the paper does not "
+             "count it). Paper rows as quoted in issue 5. Dice: mean over the foreground "
+             "classes and over the files below.", "",
+             "JPEG-2000 and H.264 steps are timed in-process (no server runs them) and sent "
+             "with the same HTTP framing as the file's segcodec request. Reference segmentor: "
+             + "; ".join(f"{t}: {v}" for t, v in r["reference_segmentors"].items()) + ".", "",
+             "Baseline settings: " + "; ".join(
+                 f"{t} {p}: " + (f"Dice-matched from {v['source']} (rate.json Dice "
+                                 f"{v['dice']:.3f} vs segcodec {v['segcodec_dice']:.3f})"
+                                 if v["matched"] else f"NOT matched, {v['source']}")
+                 for t, peers in r["peer_settings"].items() for p, v in peers.items()) + ".",
+             "",
+             "| method | data per image | Dice | transmission (s) | compression (s) "
+             "| reconstruction (s) | segmentation (s) | labels back (s) | total (s) "
+             "| sending the input file (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for x in r["table"]:
-        lines.append(f"| {x['method']} | {x['data']} | {s(x['transmission_s'])} | "
+        dice = "" if x.get("dice") is None else f"{x['dice']:.3f}"
+        lines.append(f"| {x['method']} | {x['data']} | {dice} | {s(x['transmission_s'])} | "
                      f"{s(x['compression_s'])} | {s(x['reconstruction_s'])} | "
                      f"{s(x['segmentation_s'])} | {s(x.get('labels_back_s'))} | "
                      f"{s(x['total_s'])} | {s(x.get('send_the_image_s'))} |")
     lines += ["", "| file | shape | input file (B) | .sgc (B) | labels (B) | on the wire up/down "
-              "(B) | measured loopback total (s) | HTTP + queueing on loopback (s) |",
-              "|---|---|---|---|---|---|---|---|"]
+              "(B) | Dice | measured loopback total (s) | HTTP + queueing on loopback (s) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for f in r["files"]:
-        lines.append(f"| {f['file']} | {'x'.join(map(str, f['shape']))} | "
-                     f"{f['input_file_bytes']} | {f['sgc_bytes']} | {f['labels_bytes']} | "
-                     f"{f['wire_up_bytes']}/{f['wire_down_bytes']} | {f['loopback_total_s']:.4f} "
-                     f"| {f['loopback_http_overhead_s']:.4f} |")
+        if f["method"] == "segcodec":
+            lines.append(f"| {f['file']} | {'x'.join(map(str, f['shape']))} | "
+                         f"{f['input_file_bytes']} | {f['sgc_bytes']} | {f['labels_bytes']} | "
+                         f"{f['wire_up_bytes']}/{f['wire_down_bytes']} | {f['dice']:.3f} | "
+                         f"{f['loopback_total_s']:.4f} | {f['loopback_http_overhead_s']:.4f} |")
+    lines += ["", "| file | codec | setting | bytes | labels (B) | Dice | compression (s) | "
+              "reconstruction (s) | segmentation (s) |", "|---|---|---|---|---|---|---|---|---|"]
+    for f in r["files"]:
+        if f["method"] != "segcodec":
+            t = f["median_s"]
+            lines.append(f"| {f['file']} | {PEERS[f['method']][0]} | "
+                         + " ".join(f"{k} {v}" for k, v in f["setting"].items()
+                                    if k != "matched_dice")
+                         + ("" if f["setting"]["matched_dice"] else " (fixed, not matched)")
+                         + f" | {f['payload_bytes']} | {f['labels_bytes']} | {f['dice']:.3f} | "
+                         f"{s(t['compression'])} | {s(t['reconstruction'])} | "
+                         f"{s(t['segmentation'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -47,6 +47,10 @@ def train(config, data, out, steps, seed, threads, cache):
         cfg["steps"] = steps
     if seed is not None:
         cfg["seed"] = seed
+    if cfg.get("init") and not Path(cfg["init"]).suffix:  # a recipe name: its run beside ours
+        cfg["init"] = str(out.parent / cfg["init"] / "checkpoint.pt")
+        if not Path(cfg["init"]).exists():
+            _fail(f"{cfg['name']} fine-tunes {cfg['init']}: train that first")
     t0 = time.time()
     cfg["normalisation"] = datasets.normalisation_for(cfg, data)
     x, t, _ = datasets.cached_set(cfg, data, "train", cache)

@@ -146,6 +146,12 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
 
     ckpt_path = out / "checkpoint.pt"
     step, elapsed = 0, 0.0
+    if cfg.get("init") and not ckpt_path.exists():
+        # Fine-tuning (rate points): weights and rate-model counts from the parent run.
+        parent = torch.load(Path(cfg["init"]), weights_only=False)
+        for key in ("net", "critic", "rate"):
+            if modules[key] is not None and key in parent:
+                modules[key].load_state_dict(parent[key])
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
         for key, module in modules.items():
@@ -201,7 +207,6 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
             d_opt.zero_grad()
             d_loss.backward()
             d_opt.step()
-            critic.clip_(cfg["critic_clip"])
         step += 1
         elapsed = time.time() - start
         if progress:

@@ -26,8 +26,11 @@ def loss_dis(critic, prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
     C and s minimise it; D maximises it.
     """
-    fake, real = critic(prob), critic(target)
-    return torch.stack([(a - b).abs().mean() for a, b in zip(fake, real)]).mean()
+    # One pass over both maps: a spectrally normalised D refines its weights on every
+    # training-mode call, and both maps must see the same D.
+    feats = critic(torch.cat([prob, target]))
+    n = len(prob)
+    return torch.stack([(f[:n] - f[n:]).abs().mean() for f in feats]).mean()
 
 
 def context_index(z: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,8 @@ keys works too.  Designs (Liu et al. 2020, Fig. 3a):
 - ``autoseg``: C + an image decoder trained on pixel MSE; its reconstruction is segmented by
   the task's ``seg`` model.
 
-``-rN`` after ``d4`` picks rate point N: the weight of ``loss_cr`` times 2**(N-1).
+``-rN`` after ``d4`` picks rate point N: ``d4`` fine-tuned for a quarter of its steps with the
+weight of ``loss_cr`` times 3**(N-1) (a curve costs a fraction of training each point anew).
 """
 from __future__ import annotations
 
@@ -68,16 +69,21 @@ def config(name_or_path: str) -> dict:
                          f"known: {', '.join(names())} or a .json file")
     task, design = TASKS[m["task"]], DESIGNS[m["design"]]
     point = int(m["point"] or 1)
-    return {
+    cfg = {
         "name": name_or_path, "task_key": m["task"], "design": m["design"],
         "task": task["task"], "labels": task["labels"],
         "normalisation": task.get("normalisation"), "arch": dict(task["arch"]),
         "critic_widths": task["critic_widths"], "batch": task["batch"], "lr": task["lr"],
         "steps": task["steps"], "seed": 0,
         "compress": design["compress"], "target": design.get("target", "labels"),
-        "dis_weight": 0.1 if design["critic"] else 0.0, "critic_clip": 0.05,
-        "rate_weight": task["rate_weight"] * 2 ** (point - 1) if design["rate"] else 0.0,
+        "dis_weight": 0.1 if design["critic"] else 0.0,
+        "rate_weight": task["rate_weight"] * 3 ** (point - 1) if design["rate"] else 0.0,
         "dice_weight": 1.0,
         # The rate loss ramps in over the first half so latents carry information first.
         "rate_ramp": 0.5,
+        "init": None,
     }
+    if point > 1:
+        cfg.update(init=f"{m['task']}-d4", steps=task["steps"] // 4, lr=task["lr"] / 4,
+                   rate_ramp=0.0)
+    return cfg

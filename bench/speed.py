@@ -1,0 +1,508 @@
+"""Encode and decode speed, peak memory and scaling of segcodec against JPEG-2000 and H.264.
+
+    python -m bench speed [--data ../shared/data] [--smoke] [--repeat 10] [--threads 1]
+                          [--out bench/results]
+
+On the same inputs in the same run (a few ISIC val images and hippocampus test volumes with
+--data, else fixtures/): segcodec's encode, segment and entropy decoding alone (the latents
+back from the payload), against OpenJPEG's and x264's encode and decode at the settings of
+``bench/codecs.py`` (x264 runs preset placebo, its best rate-distortion and its slowest).
+Times are medians after one warm-up call, reported as ratios segcodec / peer.  Also: where
+segcodec's encode time goes (stages timed one by one with the shipped models), peak memory
+of every operation in a fresh subprocess, and time against input size (table + log-log PNG).
+The peers' rate setting is the one whose Dice in rate.json is closest to segcodec's, when
+rate.json exists.  Writes speed.json, speed.md and speed_scaling.png.  No timing is checked.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import segcodec
+from segcodec import api, bits, container, entropy, zoo
+from segcodec.train import data as datasets
+from segcodec.transforms import labels_from_logits, normalise, resample
+
+from . import codecs
+from .load import RESULTS
+from .rate import smoke_pairs
+
+KIND = {"isic": "2d", "hippocampus": "3d"}
+PEERS = ("jpeg2000", "h264")
+# Used when rate.json is absent or lacks a codec: the paper's mean JPEG-2000 rate on ISIC
+# (0.12 bpp), and the x264 CRF that lands nearest it on the ISIC fixtures (0.08-0.10 bpp;
+# 0.43-0.46 bpp on the hippocampus ones).
+FALLBACK = {"jpeg2000": {"bpp": 0.12}, "h264": {"crf": 28}}
+SIZES = {"2d": [256, 512, 1024], "3d": [32, 64, 128, 256]}
+SMOKE_SIZES = {"2d": [128, 256], "3d": [16, 32]}
+SCALING_BUDGET_S = 20.0  # per operation and size: big volumes under x264 placebo take long
+
+
+@dataclass
+class Case:
+    name: str
+    task: str  # "isic" or "hippocampus"
+    array: np.ndarray  # as segcodec.encode takes it: (H, W, 3) uint8 or (I, J, K)
+    truth: np.ndarray | None = None
+
+    @property
+    def kind(self) -> str:
+        return KIND[self.task]
+
+
+def machine(threads: int | None = None) -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": threads or torch.get_num_threads()}
+
+
+def command(name: str, argv) -> str:
+    return " ".join([f"python -m bench {name}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def load_cases(data: Path | None, counts: dict[str, int]) -> list[Case]:
+    """The first ``counts[task]`` test cases of each task, from ``data`` or fixtures/."""
+    out = []
+    for task, n in counts.items():
+        pairs = datasets.task_pairs(task, data, "test") if data else smoke_pairs(task)
+        for image_path, label_path in pairs[:n]:
+            image, truth = datasets.read_pair(image_path, label_path)
+            array = np.ascontiguousarray(np.moveaxis(image, 0, -1) if task == "isic"
+                                         else image[0])
+            out.append(Case(image_path.name, task, array, truth))
+    return out
+
+
+def peer_settings(rate_path: Path = RESULTS / "rate.json") -> dict:
+    """Per task and peer: the rate setting whose mean Dice in rate.json is closest to that of
+    the installed default segcodec model (matched Dice); FALLBACK, flagged, where it has none.
+    """
+    result = json.loads(rate_path.read_text()) if rate_path.exists() else {"rows": []}
+    source = str(rate_path) + (" (smoke run: untrained networks)"
+                               if result.get("settings", {}).get("smoke") else "")
+    out = {}
+    for task, kind in KIND.items():
+        m = zoo.default_for(int(kind[0]))
+        ours = [r for r in result["rows"] if r["task"] == task and r["codec"] == "segcodec"]
+        # rate.json names a model by its training recipe or its name
+        ours = [r for r in ours if r["setting"] in (m.name, m.manifest.get("training", {})
+                                                    .get("recipe"))] or ours
+        out[task] = {}
+        for peer in PEERS:
+            (param, fallback), = FALLBACK[peer].items()
+            cand = [r for r in result["rows"] if r["task"] == task and r["codec"] == peer]
+            if ours and cand:
+                target = ours[0]["mean_dice"]
+                best = min(cand, key=lambda r: abs(r["mean_dice"] - target))
+                out[task][peer] = {param: best["setting"], "dice": best["mean_dice"],
+                                   "mean_bpp": best["mean_bpp"], "segcodec": ours[0]["setting"],
+                                   "segcodec_dice": target, "segcodec_bpp": ours[0]["mean_bpp"],
+                                   "matched": True, "source": source}
+            else:
+                out[task][peer] = {param: fallback, "matched": False,
+                                   "source": f"fixed fallback: no {peer} or segcodec row for "
+                                             f"{task} in {rate_path}"}
+    return out
+
+
+def coded(array: np.ndarray, kind: str, settings: dict) -> dict[str, bytes]:
+    return {"segcodec": segcodec.encode(array, kind=kind),
+            "jpeg2000": codecs.jpeg2000_encode(array, settings["jpeg2000"]["bpp"]),
+            "h264": codecs.h264_encode(array, settings["h264"]["crf"])}
+
+
+def operations(array: np.ndarray, kind: str, settings: dict, files: dict[str, bytes]) -> dict:
+    """Name -> zero-argument callable, for every timed operation on one input."""
+    data = files["segcodec"]
+    header, payload = container.read(data)
+    model = zoo.get(header.model_id)
+    shape, dtype = array.shape, array.dtype
+    bpp, crf = settings["jpeg2000"]["bpp"], settings["h264"]["crf"]
+    return {
+        "segcodec encode": lambda: segcodec.encode(array, kind=kind),
+        "segcodec segment": lambda: segcodec.segment(data, device="cpu"),
+        "segcodec entropy decode": lambda: entropy.decode(payload, model.table,
+                                                          header.latent_shape, header.ndim),
+        "jpeg2000 encode": lambda: codecs.jpeg2000_encode(array, bpp),
+        "jpeg2000 decode": lambda: codecs.jpeg2000_decode(files["jpeg2000"], shape, dtype),
+        "h264 encode": lambda: codecs.h264_encode(array, crf),
+        "h264 decode": lambda: codecs.h264_decode(files["h264"], shape, dtype),
+    }
+
+
+RATIO_OPS = ("segcodec encode", "segcodec segment", "segcodec entropy decode",
+             "jpeg2000 encode", "jpeg2000 decode", "h264 encode", "h264 decode")
+RATIOS = {  # name -> (segcodec operation, peer operation)
+    f"{ours} / {peer} {theirs}": (f"segcodec {ours}", f"{peer} {theirs}")
+    for peer in PEERS
+    for ours, theirs in (("encode", "encode"), ("segment", "decode"),
+                         ("entropy decode", "decode"))
+}
+
+
+def samples(fn, repeat: int, budget_s: float | None = None) -> list[float]:
+    """Seconds of ``repeat`` calls after one warm-up call (fewer if they would pass budget_s)."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    if budget_s is not None:
+        repeat = max(1, min(repeat, int(budget_s / max(first, 1e-9))))
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def time_case(case: Case, settings: dict, repeat: int) -> dict:
+    files = coded(case.array, case.kind, settings)
+    ops = operations(case.array, case.kind, settings, files)
+    times = {name: samples(fn, repeat) for name, fn in ops.items()}
+    median = {name: statistics.median(t) for name, t in times.items()}
+    return {"name": case.name, "task": case.task, "shape": list(case.array.shape),
+            "bytes": {k: len(v) for k, v in files.items()},
+            "median_ms": {k: round(1e3 * v, 3) for k, v in median.items()},
+            "samples_ms": {k: [round(1e3 * x, 3) for x in v] for k, v in times.items()},
+            "ratios": {k: round(median[a] / median[b], 4) for k, (a, b) in RATIOS.items()}}
+
+
+def stages(case: Case, repeat: int) -> dict:
+    """segcodec's encode and segment, stage by stage, as api.encode / api.segment run them.
+
+    The trailing-byte trim of entropy.encode (trial decodes, format_spec §4) is its time less
+    that of contexts and range coding.
+    """
+    m = zoo.default_for(int(case.kind[0]))
+    arch = m.manifest["architecture"]
+    data = segcodec.encode(case.array, kind=case.kind)
+    header, payload = container.read(data)
+    with torch.no_grad():
+        # api's private validation is part of what encode pays, so it is timed too.
+        prep = lambda: resample(normalise(api._as_image(case.array, case.kind)[0],
+                                          m.manifest["normalisation"]), arch["work_shape"])
+        x = prep()
+        logits = m.net.compressor(x)[0].numpy()
+        z = bits.threshold(logits)
+        sym, ctx = bits.coding_order(z, header.ndim)
+        latents = torch.from_numpy(z.astype(np.float32))[None]
+        feature = m.net.reconstructor(latents)
+        class_logits = m.net.segmentor(feature)
+        enc = {
+            "validate + normalise + resample": prep,
+            "C (network)": lambda: m.net.compressor(x),
+            "threshold": lambda: bits.threshold(logits),
+            "contexts (bits.coding_order)": lambda: bits.coding_order(z, header.ndim),
+            "range coding": lambda: entropy._range_code(sym, ctx, m.table),
+            "entropy.encode (contexts + range coding + trim)":
+                lambda: entropy.encode(z, m.table, header.ndim),
+            "container": lambda: container.write(header, payload),
+        }
+        seg = {
+            "container + entropy decode": lambda: segcodec.decode(data),
+            "g (network)": lambda: m.net.reconstructor(latents),
+            "s (network)": lambda: m.net.segmentor(feature),
+            "upsample + argmax": lambda: labels_from_logits(class_logits, header.shape),
+        }
+        e = {k: statistics.median(samples(f, repeat)) for k, f in enc.items()}
+        s = {k: statistics.median(samples(f, repeat)) for k, f in seg.items()}
+        e["trim (trial decodes)"] = max(0.0, e["entropy.encode (contexts + range coding + trim)"]
+                                        - e["contexts (bits.coding_order)"] - e["range coding"])
+        total = statistics.median(samples(lambda: segcodec.encode(case.array, kind=case.kind),
+                                          repeat))
+    coding = e["threshold"] + e["entropy.encode (contexts + range coding + trim)"]
+    parts = e["validate + normalise + resample"] + e["C (network)"] + coding + e["container"]
+    return {"case": case.name, "shape": list(case.array.shape),
+            "encode_stage_ms": {k: round(1e3 * v, 4) for k, v in e.items()},
+            "segment_stage_ms": {k: round(1e3 * v, 4) for k, v in s.items()},
+            "encode_total_ms": round(1e3 * total, 4),
+            "share_of_encode_stages": {
+                "bits + entropy coding": round(coding / parts, 4),
+                "C (network)": round(e["C (network)"] / parts, 4),
+                "preprocessing + container": round(1 - (coding + e["C (network)"]) / parts, 4)}}
+
+
+# Scaling with input size
+
+def resized(case: Case, n: int) -> np.ndarray:
+    """A real input resized to n x n (RGB, bicubic) or n x n x n (trilinear)."""
+    if case.kind == "2d":
+        return np.asarray(Image.fromarray(case.array).resize((n, n), Image.BICUBIC))
+    v = torch.from_numpy(case.array.astype(np.float32))[None, None]
+    return F.interpolate(v, size=(n, n, n), mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+SCALED_OPS = ("segcodec encode", "segcodec segment", "jpeg2000 encode", "jpeg2000 decode",
+              "h264 encode", "h264 decode")
+
+
+def scaling(cases: list[Case], sizes: dict, settings: dict, repeat: int) -> list[dict]:
+    rows = []
+    for kind, ns in sizes.items():
+        base = next((c for c in cases if c.kind == kind), None)
+        if base is None:
+            continue
+        for n in ns:
+            array = resized(base, n)
+            files = coded(array, kind, settings[base.task])
+            ops = operations(array, kind, settings[base.task], files)
+            t = {name: samples(ops[name], repeat, SCALING_BUDGET_S) for name in SCALED_OPS}
+            rows.append({"kind": kind, "from": base.name, "shape": list(array.shape),
+                         "pixels": int(np.prod(array.shape[:2] if kind == "2d" else array.shape)),
+                         "bytes": {k: len(v) for k, v in files.items()},
+                         "runs": {k: len(v) for k, v in t.items()},
+                         "median_ms": {k: round(1e3 * statistics.median(v), 3)
+                                       for k, v in t.items()}})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def plot_scaling(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    kinds = [k for k in ("2d", "3d") if any(r["kind"] == k for r in rows)]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4.2), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        sel = [r for r in rows if r["kind"] == kind]
+        for op in SCALED_OPS:
+            style = "-" if op.startswith("segcodec") else "--"
+            ax.loglog([r["pixels"] for r in sel], [r["median_ms"][op] / 1e3 for r in sel],
+                      style, marker="o", label=op)
+        ax.set_xlabel("pixels" if kind == "2d" else "voxels")
+        ax.set_ylabel("seconds (median)")
+        ax.set_title(f"{kind.upper()}: " + ", ".join("x".join(map(str, r["shape"])) for r in sel),
+                     fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# Peak memory, each operation in a fresh subprocess
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _settle() -> None:
+    """Give freed heap pages back to the OS, so that reusing them counts as new RSS again."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _peak(fn) -> dict:
+    """Peak RSS over the baseline during fn() (VmHWM, reset through clear_refs; ru_maxrss delta
+    where that is refused), then tracemalloc's peak in a second call: both after a warm-up."""
+    import resource
+    fn()
+    _settle()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (and ru_maxrss) to now
+        method = "VmHWM after clear_refs"
+    except OSError:
+        method = "ru_maxrss delta"
+    base_kb = _status_kb("VmRSS")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn()
+    if method == "ru_maxrss delta":
+        rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    else:
+        rss_kb = _status_kb("VmHWM") - base_kb
+    _settle()
+    tracemalloc.start()
+    fn()
+    traced = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"rss_peak_over_baseline_mb": round(rss_kb / 1024, 2),
+            "baseline_rss_mb": round(base_kb / 1024, 1),
+            "tracemalloc_peak_mb": round(traced / 2**20, 3), "rss_method": method}
+
+
+def memory_child(job_path: str) -> None:
+    """Subprocess side of ``memory``: measure every job of the JSON file, print JSON lines."""
+    jobs = json.loads(Path(job_path).read_text())
+    torch.set_num_threads(jobs["threads"])
+    zoo.installed()
+    for job in jobs["jobs"]:
+        array = np.load(job["array"])
+        ops = operations(array, job["kind"], job["settings"],
+                         coded(array, job["kind"], job["settings"]))
+        for name in jobs["ops"]:
+            print(json.dumps({"input": job["label"], "shape": list(array.shape), "op": name,
+                              **_peak(ops[name])}), flush=True)
+
+
+def memory(inputs: list[tuple[str, str, np.ndarray, dict]], ops, threads: int) -> list[dict]:
+    """(label, kind, array, settings) -> peak memory rows, all in one fresh Python process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = []
+        for i, (label, kind, array, settings) in enumerate(inputs):
+            np.save(f"{tmp}/{i}.npy", array)
+            jobs.append({"label": label, "kind": kind, "array": f"{tmp}/{i}.npy",
+                         "settings": settings})
+        Path(tmp, "jobs.json").write_text(json.dumps({"threads": threads, "ops": list(ops),
+                                                      "jobs": jobs}))
+        out = subprocess.run([sys.executable, "-c", "import sys, bench.speed as s; "
+                              "s.memory_child(sys.argv[1])", f"{tmp}/jobs.json"],
+                             capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[1], check=False)
+    if out.returncode:
+        raise RuntimeError(f"memory subprocess failed: {out.stderr[-800:]}")
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+# Entry point
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, help="../shared/data; without it, fixtures/")
+    ap.add_argument("--smoke", action="store_true",
+                    help="fixtures, 2 repeats, small scaling sizes: seconds, for the tests")
+    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--cases", type=int, default=4, help="inputs per task with --data")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: x264 is pinned to one thread and "
+                         "OpenJPEG runs on one); 0 keeps torch's default")
+    ap.add_argument("--rate", type=Path, default=RESULTS / "rate.json")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = None if args.smoke else args.data
+    repeat = 2 if args.smoke else args.repeat
+    n = args.cases if data else 3  # every fixture: 3 ISIC images, 2 volumes
+    cases = load_cases(data, {"isic": n, "hippocampus": n})
+    settings = peer_settings(args.rate)
+    per_case = []
+    for case in cases:
+        per_case.append(time_case(case, settings[case.task], repeat))
+        print(json.dumps({k: per_case[-1][k] for k in ("name", "median_ms", "ratios")}),
+              flush=True)
+    summary = {task: {k: round(statistics.median(c["ratios"][k] for c in per_case
+                                                 if c["task"] == task), 4) for k in RATIOS}
+               for task in KIND if any(c["task"] == task for c in per_case)}
+    firsts = [next(c for c in cases if c.kind == k) for k in ("2d", "3d")
+              if any(c.kind == k for c in cases)]
+    sizes = SMOKE_SIZES if args.smoke else SIZES
+    scale_rows = scaling(cases, sizes, settings, repeat)
+    mem_inputs = [(c.name, c.kind, c.array, settings[c.task]) for c in firsts]
+    if not args.smoke:  # the largest scaled inputs too: where memory starts to matter
+        mem_inputs += [(f"{f.name} resized to {sizes[f.kind][-1]}", f.kind,
+                        resized(f, sizes[f.kind][-1]), settings[f.task]) for f in firsts]
+    result = {
+        "command": command("speed", argv),
+        "machine": machine(args.threads or None),
+        "models": [f"{m['name']} {m['id']}" for m in segcodec.list_models()],
+        "repeat": repeat, "peer_settings": settings,
+        "cases": per_case, "median_ratios": summary,
+        "encode_stages": [stages(c, repeat) for c in firsts],
+        "memory": memory(mem_inputs, RATIO_OPS, args.threads or torch.get_num_threads()),
+        "scaling": scale_rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot_scaling(scale_rows, args.out / "speed_scaling.png")
+    (args.out / "speed.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "speed.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def _ms(v: float) -> str:
+    return f"{v:.3g}" if v < 100 else f"{v:.0f}"
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"# Speed against JPEG-2000 and H.264 (`{r['command']}`)", "",
+             f"{m['cpus']} CPUs ({m['platform']}), torch {m['torch']} on {m['torch_threads']} "
+             f"thread(s); OpenJPEG through Pillow and x264 through PyAV, one thread each, at the "
+             f"settings of bench/codecs.py (x264 preset placebo: its slowest). Models: "
+             f"{', '.join(r['models'])}. Medians of {r['repeat']} runs after a warm-up; "
+             "ratios are segcodec time / peer time (below 1: segcodec is faster).", "",
+             "Peer settings: " + "; ".join(
+                 f"{task} {peer} {param}={s[param]}" + (
+                     f" (Dice {s['dice']:.3f}, segcodec {s['segcodec_dice']:.3f}; "
+                     f"{s['source']})"
+                     if s["matched"] else " (fixed fallback: Dice not matched)")
+                 for task, t in r["peer_settings"].items() for peer, s in t.items()
+                 for param in FALLBACK[peer]) + ".", "",
+             "## Median ratios per task", "",
+             "| task | " + " | ".join(RATIOS) + " |", "|---|" + "---|" * len(RATIOS)]
+    for task, v in r["median_ratios"].items():
+        lines.append(f"| {task} | " + " | ".join(f"{v[k]:.3g}" for k in RATIOS) + " |")
+    lines += ["", "## Per input (ms, median)", "",
+              "| input | shape | bytes sgc / j2k / h264 | " + " | ".join(RATIO_OPS) + " |",
+              "|---|---|---|" + "---|" * len(RATIO_OPS)]
+    for c in r["cases"]:
+        b = c["bytes"]
+        lines.append(f"| {c['name']} | {'x'.join(map(str, c['shape']))} | "
+                     f"{b['segcodec']} / {b['jpeg2000']} / {b['h264']} | "
+                     + " | ".join(_ms(c["median_ms"][k]) for k in RATIO_OPS) + " |")
+    lines += ["", "## Where segcodec's time goes (ms, median; stages timed separately)", ""]
+    for s in r["encode_stages"]:
+        share = s["share_of_encode_stages"]
+        lines += [f"**{s['case']}** ({'x'.join(map(str, s['shape']))}): encode "
+                  f"{s['encode_total_ms']:.3g} ms; of the stages, bits + entropy coding "
+                  f"{100 * share['bits + entropy coding']:.0f}%, C "
+                  f"{100 * share['C (network)']:.0f}%, preprocessing + container "
+                  f"{100 * share['preprocessing + container']:.0f}%.", "",
+                  "| encode stage | ms |", "|---|---|"]
+        lines += [f"| {k} | {v:.3g} |" for k, v in s["encode_stage_ms"].items()]
+        lines += ["", "| segment stage | ms |", "|---|---|"]
+        lines += [f"| {k} | {v:.3g} |" for k, v in s["segment_stage_ms"].items()]
+        lines.append("")
+    lines += ["## Peak memory", "",
+              "One fresh Python process; for each operation a warm-up call, then freed heap "
+              "handed back to the OS (malloc_trim), the peak reset, and one call measured. "
+              "RSS: peak resident memory over the baseline (everything: torch, codecs, numpy); "
+              "tracemalloc: Python objects and numpy buffers only (not torch tensors or the "
+              "C libraries' own buffers), in a separate call.", "",
+              "| input | shape | operation | RSS peak over baseline (MB) | tracemalloc peak (MB) "
+              "| baseline RSS (MB) |", "|---|---|---|---|---|---|"]
+    for x in r["memory"]:
+        lines.append(f"| {x['input']} | {'x'.join(map(str, x['shape']))} | {x['op']} | "
+                     f"{x['rss_peak_over_baseline_mb']} | {x['tracemalloc_peak_mb']} | "
+                     f"{x['baseline_rss_mb']} |")
+    method = {x["rss_method"] for x in r["memory"]}
+    lines += ["", f"RSS method: {', '.join(sorted(method))}.", "",
+              "## Time against input size (ms, median)", "",
+              "Real inputs resized (2D bicubic RGB, 3D trilinear); segcodec resamples every "
+              "input to its working grid, so its network cost is flat and only the resampling "
+              f"grows. Runs per point: up to {r['repeat']}, fewer where they would pass "
+              f"{SCALING_BUDGET_S:.0f} s. Plot: speed_scaling.png.", "",
+              "| shape | pixels | bytes sgc / j2k / h264 | " + " | ".join(SCALED_OPS) + " |",
+              "|---|---|---|" + "---|" * len(SCALED_OPS)]
+    for x in r["scaling"]:
+        b = x["bytes"]
+        lines.append(f"| {'x'.join(map(str, x['shape']))} | {x['pixels']} | "
+                     f"{b['segcodec']} / {b['jpeg2000']} / {b['h264']} | "
+                     + " | ".join(_ms(x["median_ms"][k]) for k in SCALED_OPS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

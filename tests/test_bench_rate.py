@@ -1,0 +1,117 @@
+"""bench/rate.py in --smoke mode (fixtures, untrained nets) and the codecs of bench/codecs.py."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench import codecs, rate
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FAMILIES = {"uncompressed", "png", "nifti-gz", "zstd", "jpeg2000", "h264", "segcodec",
+            "autoseg", "labels"}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rate")
+    rate.main(["--smoke", "--out", str(out)])
+    return out, json.loads((out / "rate.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    return np.asarray(Image.open(FIXTURES / "isic" / "ISIC_0001769.jpg").convert("RGB"))
+
+
+def test_smoke_outputs(smoke):
+    out, result = smoke
+    for name in ("rate.md", "rate_isic.png", "rate_hippocampus.png"):
+        assert (out / name).stat().st_size > 0
+    assert {r["codec"] for r in result["rows"]} == FAMILIES
+    for task in ("isic", "hippocampus"):
+        codecs_of_task = {r["codec"] for r in result["rows"] if r["task"] == task}
+        assert FAMILIES - codecs_of_task == ({"nifti-gz"} if task == "isic" else {"png"})
+    assert result["machine"]["torch"] and result["command"].startswith("python -m bench rate")
+    assert {h["against"] for h in result["headline"]} == {"jpeg2000", "h264"}
+
+
+def test_smoke_rows_are_consistent(smoke):
+    _, result = smoke
+    for r in result["rows"]:
+        pixels = result["cases"][r["task"]]["pixels"]
+        assert r["cases"] == len(pixels) == len(r["case_bytes"])
+        assert math.isfinite(r["mean_bpp"]) and r["mean_bpp"] > 0
+        bpp = np.mean([8 * b / p for b, p in zip(r["case_bytes"], pixels)])
+        assert r["mean_bpp"] == pytest.approx(bpp, rel=1e-5)
+        assert r["mean_bytes"] == pytest.approx(np.mean(r["case_bytes"]), abs=0.05)
+        for v in [*r["dice"].values(), *r["iou"].values(), r["mean_dice"]]:
+            assert 0.0 <= v <= 1.0
+        if r["codec"] == "labels":
+            assert r["mean_dice"] == 1.0
+    raw = [r for r in result["rows"] if r["task"] == "isic" and r["codec"] == "uncompressed"]
+    assert raw[0]["mean_bpp"] == 24
+
+
+def test_smoke_jpeg2000_rate_grows_with_target(smoke):
+    _, result = smoke
+    for task in ("isic", "hippocampus"):
+        pts = sorted((r["setting"], r["mean_bytes"]) for r in result["rows"]
+                     if r["task"] == task and r["codec"] == "jpeg2000")
+        assert len(pts) >= 2 and all(a[1] < b[1] for a, b in zip(pts, pts[1:]))
+
+
+def test_jpeg2000_more_target_more_bytes(rgb):
+    sizes = [len(codecs.jpeg2000_encode(rgb, bpp)) for bpp in (0.05, 0.2, 1.0)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    assert len(codecs.jpeg2000_encode(rgb, 1.0)) * 8 / (256 * 256) == pytest.approx(1.0, rel=0.1)
+
+
+def _cases():
+    smooth = np.add.outer(np.arange(37.0), np.arange(51.0))
+    yield np.stack([smooth * 2, smooth * 3 % 255, 255 - smooth * 2], -1).astype(np.uint8)
+    yield (smooth * 2).astype(np.uint8)  # gray, odd sides
+    vol = np.stack([smooth * (1 + k) for k in range(5)]).astype(np.float32) * 7.5 - 300
+    yield vol  # float volume, odd sides, negative values
+    yield (vol / 3).astype(np.int16)
+
+
+@pytest.mark.parametrize("codec", ["jpeg2000", "h264"])
+def test_round_trip_shapes_and_dtypes(codec):
+    enc, dec = {"jpeg2000": (codecs.jpeg2000_encode, codecs.jpeg2000_decode),
+                "h264": (codecs.h264_encode, codecs.h264_decode)}[codec]
+    setting = 2.0 if codec == "jpeg2000" else 10
+    for array in _cases():
+        data = enc(array, setting)
+        assert enc(array, setting) == data  # deterministic
+        back = dec(data, array.shape, array.dtype)
+        assert back.shape == array.shape and back.dtype == array.dtype
+        span = float(array.max()) - float(array.min())
+        err = np.abs(back.astype(np.float64) - array).mean()
+        assert err < 0.1 * span, (codec, array.shape, array.dtype, err)
+
+
+def test_sei_stripped_and_stream_decodes(rgb):
+    frames = codecs._pad_even(rgb[None])
+    raw = codecs._x264(frames, 30, "yuv444p", "rgb24", codecs._X264_OPTIONS)
+    assert b"x264" in raw
+    stripped = codecs.strip_sei(raw)
+    assert b"x264" not in stripped and len(raw) - len(stripped) > 300
+    assert 6 in map(codecs.nal_type, codecs.nal_units(raw))
+    assert 6 not in map(codecs.nal_type, codecs.nal_units(stripped))
+    assert codecs.h264_encode(rgb, 30) == stripped
+    a = codecs.h264_decode(raw, rgb.shape, rgb.dtype)
+    b = codecs.h264_decode(stripped, rgb.shape, rgb.dtype)
+    assert np.array_equal(a, b)
+
+
+def test_lossless_references(rgb):
+    png = codecs.png_bytes(rgb)
+    assert np.array_equal(np.asarray(Image.open(__import__("io").BytesIO(png))), rgb)
+    import zstandard
+    assert zstandard.ZstdDecompressor().decompress(codecs.zstd_bytes(rgb)) == rgb.tobytes()
+    vol = np.arange(60, dtype=np.int16).reshape(3, 4, 5)
+    assert len(codecs.nifti_gz_bytes(vol, np.eye(4))) > 0
+    assert codecs.nifti_gz_bytes(vol, np.eye(4)) == codecs.nifti_gz_bytes(vol, np.eye(4))

@@ -1,0 +1,158 @@
+"""The training recipe on fixtures: losses finite and falling, resume exact, export round-trips."""
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import segcodec
+from segcodec import bits, entropy, zoo
+from segcodec.train import data, export, loop, recipes
+from segcodec.train.critic import Critic
+from segcodec.train.losses import ContextRate, context_index, loss_dis
+
+from conftest import FIXTURES, HIPPO, ISIC
+
+ISIC_NORM = {"kind": "fixed", "scale": 1 / 255, "mean": [0.7, 0.55, 0.5], "std": [0.15, 0.15, 0.17]}
+
+
+def smoke_config(name: str, **overrides) -> dict:
+    cfg = recipes.config(name)
+    cfg.update({"steps": 30, "batch": 4, "rate_ramp": 0.0, **overrides})
+    if cfg["normalisation"] is None:
+        cfg["normalisation"] = ISIC_NORM
+    return cfg
+
+
+def fixture_set(cfg: dict):
+    if cfg["task_key"] == "isic":
+        pairs = [(p, p.with_name(p.stem + "_segmentation.png")) for p in ISIC]
+    else:
+        pairs = [(p, FIXTURES / "hippocampus" / p.name.replace(".nii.gz", "_labels.nii.gz"))
+                 for p in HIPPO]
+    return data.load_set(pairs, cfg["normalisation"], cfg["arch"]["n_classes"],
+                         tuple(cfg["arch"]["work_shape"]))
+
+
+def read_log(path):
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(open(path))]
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_context_index_matches_the_coder(ndim):
+    rng = np.random.default_rng(ndim)
+    z = rng.integers(0, 2, (3, 4) + ((6, 7) if ndim == 2 else (4, 5, 6)), dtype=np.uint8)
+    ctx = context_index(torch.from_numpy(z).float()).numpy()
+    for i in range(len(z)):
+        z4 = bits.as_grid4(z[i])
+        for k in range(z.shape[1]):
+            for phase in (0, 1):
+                pos, expected = bits.phase_contexts(z4, k, phase, ndim)
+                np.testing.assert_array_equal(ctx[i, k].reshape(-1)[pos], expected)
+
+
+def test_rate_estimate_is_the_exported_tables_code_length():
+    rng = np.random.default_rng(0)
+    smooth = torch.nn.functional.avg_pool2d(torch.from_numpy(rng.random((64, 3, 16, 16))),
+                                            3, 1, 1)
+    z = (smooth > 0.5).float()
+    rate = ContextRate(3, 2, decay=0.0)  # counts from this batch alone, like fit_table
+    bpp = rate(z, z, n_pixels=1000).item()
+    table = entropy.fit_table([zi.numpy().astype(np.uint8) for zi in z], 2)
+    ideal = sum(entropy.ideal_bits(zi.numpy().astype(np.uint8), table, 2) for zi in z)
+    assert bpp * 64 * 1000 == pytest.approx(ideal, rel=0.01)
+
+
+def test_loss_dis_is_zero_for_the_truth_and_positive_otherwise():
+    critic = Critic(2, 2, [8, 16])
+    t = torch.zeros(2, 2, 16, 16)
+    t[:, 0] = 1
+    assert loss_dis(critic, t, t).item() == 0
+    assert loss_dis(critic, t.flip(1), t).item() > 0
+
+
+@pytest.mark.parametrize("name", ["isic-d4", "hippocampus-d4", "isic-d1", "isic-autoseg"])
+def test_smoke_training_losses_finite_and_falling(name, tmp_path):
+    cfg = smoke_config(name)
+    x, t, _ = fixture_set(cfg)
+    loop.train(cfg, x, t, tmp_path, log_every=1)
+    rows = read_log(tmp_path / "log.csv")
+    assert len(rows) == cfg["steps"]
+    for row in rows:
+        assert all(math.isfinite(v) for k, v in row.items() if k != "dice"), row
+    if cfg["dis_weight"]:
+        assert all(r["loss_dis"] > 0 for r in rows)
+    if cfg["rate_weight"]:
+        assert all(r["loss_cr_bpp"] > 0 for r in rows)
+    first = np.mean([r["loss"] for r in rows[:5]])
+    last = np.mean([r["loss"] for r in rows[-5:]])
+    assert last < first, (first, last)
+    assert (tmp_path / "losses.png").stat().st_size > 0
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    cfg = smoke_config("isic-d4", steps=8)
+    x, t, _ = fixture_set(cfg)
+    loop.train(cfg, x, t, tmp_path / "straight")
+
+    def interrupt(step, total):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(cfg, x, t, tmp_path / "resumed", save_every_s=0, progress=interrupt)
+    loop.train(cfg, x, t, tmp_path / "resumed")
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    assert b["step"] == 8
+    for key in ("net", "critic", "rate"):
+        for name, value in a[key].items():
+            assert torch.equal(value, b[key][name]), (key, name)
+
+
+def test_export_then_encode_segment_matches_the_trained_network(tmp_path, monkeypatch):
+    cfg = smoke_config("isic-d4", steps=5)
+    x, t, full = fixture_set(cfg)
+    loop.train(cfg, x, t, tmp_path / "run")
+    net, _ = loop.load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    manifest, state, table, _ = export.build_model(net, cfg, x, "smoke-d4", False,
+                                                   {"recipe": cfg["name"]})
+    path = zoo.write_model_file(tmp_path / "models", manifest, state, table)
+    monkeypatch.setenv(zoo.PATH_ENV, str(path.parent))
+    zoo.reload()
+    try:
+        from conftest import isic_image
+        for i in range(len(full)):
+            labels = segcodec.segment(segcodec.encode(isic_image(i), model="smoke-d4"))
+            with torch.no_grad():
+                logits, _, _ = net(x[i:i + 1], stochastic=False)
+            expected = segcodec.transforms.labels_from_logits(logits, full[i].shape)
+            np.testing.assert_array_equal(labels, expected)
+    finally:
+        monkeypatch.delenv(zoo.PATH_ENV)
+        zoo.reload()
+
+
+def test_unknown_config_names_the_known_ones():
+    with pytest.raises(ValueError, match="isic-d4"):
+        recipes.config("isic-d9")
+
+
+def test_rate_point_fine_tunes_its_parent_run(tmp_path):
+    cfg = recipes.config("isic-d4-r2")
+    assert cfg["init"] == "isic-d4" and cfg["rate_weight"] > recipes.config("isic-d4")["rate_weight"]
+    (tmp_path / "isic2017").mkdir()
+    from click.testing import CliRunner
+    from segcodec.cli.main import main
+    result = CliRunner().invoke(main, ["train", "isic-d4-r2", "--data", str(tmp_path),
+                                       "--out", str(tmp_path / "runs" / "isic-d4-r2")])
+    assert result.exit_code == 1
+    assert "train that first" in result.output and "Traceback" not in result.output
+
+
+def test_train_without_data_is_one_line_error(tmp_path):
+    from click.testing import CliRunner
+    from segcodec.cli.main import main
+    result = CliRunner().invoke(main, ["train", "isic-d4", "--data", str(tmp_path)])
+    assert result.exit_code == 1 and "no isic2017/" in result.output
