@@ -195,7 +195,7 @@ def _luma(frame) -> np.ndarray:
 
 
 H264_RGB_PIX_FMT = "yuv444p"  # see h264_encode
-_X264_OPTIONS = {"preset": "placebo", "tune": "psnr"}
+X264_OPTIONS = {"preset": "placebo", "tune": "psnr"}
 
 
 def h264_encode(frames: np.ndarray, crf: int) -> bytes:
@@ -216,9 +216,9 @@ def h264_encode(frames: np.ndarray, crf: int) -> bytes:
         rgb = frames.ndim == 3
         padded = _pad_even(np.asarray(frames, np.uint8)[None])
         return strip_sei(_x264(padded, crf, H264_RGB_PIX_FMT if rgb else "gray",
-                               "rgb24" if rgb else "gray", _X264_OPTIONS))
+                               "rgb24" if rgb else "gray", X264_OPTIONS))
     q, side = _to_uint8(frames)
-    return side + strip_sei(_x264(_pad_even(q), crf, "gray", "gray", _X264_OPTIONS))
+    return side + strip_sei(_x264(_pad_even(q), crf, "gray", "gray", X264_OPTIONS))
 
 
 def h264_decode(data: bytes, shape, dtype) -> np.ndarray:

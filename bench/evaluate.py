@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +19,9 @@ from torch.utils.flop_counter import FlopCounterMode
 import segcodec
 from segcodec import entropy, zoo
 from segcodec.train import data as datasets
+from segcodec.train import loop
 
-
-def _dice(pred, truth, label):
-    a, b = pred == label, truth == label
-    return 1.0 if a.sum() + b.sum() == 0 else 2.0 * (a & b).sum() / (a.sum() + b.sum())
-
-
-def _median_time(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from .common import RESULTS, command, from_chw, machine, median_seconds
 
 
 def compressor_cost(model: zoo.Model, shape) -> dict:
@@ -76,7 +61,7 @@ def evaluate(model: zoo.Model, pairs, kind: str, geometry: bool) -> dict:
     header_bytes = None
     for image_path, label_path in pairs:
         image, truth = datasets.read_pair(image_path, label_path)
-        array = np.moveaxis(image, 0, -1) if kind == "2d" else image[0]
+        array = from_chw(image, model.ndim)
         affine = None
         if geometry:
             import nibabel as nib
@@ -89,7 +74,7 @@ def evaluate(model: zoo.Model, pairs, kind: str, geometry: bool) -> dict:
         payloads.append(len(data) - header_bytes)
         sizes.append(len(data))
         bpp.append(len(data) * 8 / truth.size)
-        scores.append([_dice(labels, truth, c) for c in range(1, len(model.labels))])
+        scores.append(loop.scores(labels, truth, len(model.labels))["dice"])
     scores = np.asarray(scores)
     return {"cases": len(pairs), "geometry": geometry, "mean_bpp": round(float(np.mean(bpp)), 5),
             "mean_bytes": round(float(np.mean(sizes)), 1), "max_bytes": int(max(sizes)),
@@ -101,30 +86,29 @@ def evaluate(model: zoo.Model, pairs, kind: str, geometry: bool) -> dict:
 
 
 def timings(model: zoo.Model, array, kind: str, repeat: int) -> dict:
-    segcodec.segment(segcodec.encode(array, model=model, kind=kind))  # warm up (JIT, caches)
+    """Median encode and segment times, each after a warm-up call (JIT, caches)."""
     data = segcodec.encode(array, model=model, kind=kind)
     return {"shape": list(array.shape),
-            "encode_ms": round(1e3 * _median_time(
+            "encode_ms": round(1e3 * median_seconds(
                 lambda: segcodec.encode(array, model=model, kind=kind), repeat), 2),
-            "segment_ms": round(1e3 * _median_time(lambda: segcodec.segment(data), repeat), 2),
+            "segment_ms": round(1e3 * median_seconds(lambda: segcodec.segment(data), repeat), 2),
             "repeat": repeat, "torch_threads": torch.get_num_threads()}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results"))
+    ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args(argv)
     m2, m3 = zoo.default_for(2), zoo.default_for(3)
     isic = datasets.isic_files(args.data, "val")
     hippo = datasets.hippocampus_files(args.data, "test")
-    image = np.moveaxis(datasets.read_pair(*isic[0])[0], 0, -1)
-    volume = datasets.read_pair(*hippo[0])[0][0]
+    image = from_chw(datasets.read_pair(*isic[0])[0], 2)
+    volume = from_chw(datasets.read_pair(*hippo[0])[0], 3)
     result = {
-        "command": "python -m bench.evaluate " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": torch.get_num_threads(), "torch": torch.__version__},
+        "command": command("evaluate", argv),
+        "machine": machine(),
         "models": {"2d": m2.describe(), "3d": m3.describe()},
         "isic2017_val": evaluate(m2, isic, "2d", geometry=False),
         "hippocampus_test": evaluate(m3, hippo, "3d", geometry=True),

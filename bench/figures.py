@@ -12,7 +12,6 @@ and figures.md.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +19,9 @@ import torch
 
 import segcodec
 from segcodec import api
-from segcodec.train import recipes
 
-from .load import RESULTS
-from .latency import mean_dice
-from .speed import Case, command, load_cases, machine
+from .common import (RESULTS, Case, command, load_cases, machine, mean_dice, model_names,
+                     n_classes, write_outputs)
 
 
 def reconstruct(case: Case) -> dict:
@@ -61,7 +58,7 @@ def plot(cases: list[Case], outs: list[dict], path: Path) -> None:
             image, labels, truth = _middle(image), _middle(labels), _middle(truth)
             feature = _middle(feature, depth)
         h, w = truth.shape
-        top = len(recipes.TASKS[case.task]["labels"]) - 1
+        top = n_classes(case.task) - 1
         row[0].imshow(image, cmap=None if image.ndim == 3 else "gray")
         # the feature map keeps its own (working-grid) pixels, drawn over the input's extent;
         # percentiles, as a few extreme border values would otherwise flatten its contrast
@@ -90,16 +87,13 @@ def main(argv=None) -> None:
     data = None if args.smoke else args.data
     cases = load_cases(data, {"isic": 4 if data else 2, "hippocampus": 2})
     outs = [reconstruct(c) for c in cases]
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot(cases, outs, args.out / "figures.png")
     result = {"command": command("figures", argv), "machine": machine(),
-              "models": [f"{m['name']} {m['id']}" for m in segcodec.list_models()],
+              "models": model_names(),
               "cases": [{"name": c.name, "task": c.task, "shape": list(c.array.shape),
                          "model": o["model"], "bytes": o["bytes"], "bpp": round(o["bpp"], 5),
                          "dice": round(o["dice"], 4),
                          "feature_map_shape": list(o["feature"].shape)}
                         for c, o in zip(cases, outs)]}
-    (args.out / "figures.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# Fig. 4-style pictures (`{result['command']}`)", "",
              "![figures](figures.png)", "",
              "Rows: cases; columns: the original, g's feature map reconstructed from the "
@@ -109,8 +103,8 @@ def main(argv=None) -> None:
              "|---|---|---|---|---|---|"]
     lines += [f"| {c['name']} | {'x'.join(map(str, c['shape']))} | {c['model']} | {c['bytes']} "
               f"| {c['bpp']:.4f} | {c['dice']:.3f} |" for c in result["cases"]]
-    (args.out / "figures.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_outputs(args.out, "figures", result, "\n".join(lines) + "\n")
+    plot(cases, outs, args.out / "figures.png")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,8 @@ kind, 2 repeats.  Writes latency.json and latency.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -36,13 +34,11 @@ from segcodec import labelcodec
 from segcodec.io import read as read_image
 from segcodec.remote import Client
 from segcodec.train import data as datasets
-from segcodec.train import loop, recipes
 
 from . import codecs
-from .evaluate import _dice
-from .load import RESULTS, LocalServer
-from .rate import NDIM, REPO, Segmentor, _chw, _smoke_normalisation, _untrained, smoke_pairs
-from .speed import FALLBACK, machine, peer_settings, samples
+from .common import (FALLBACK, NDIM, RESULTS, RUNS, LocalServer, Segmentor, command,
+                     fixture_pairs, machine, mean_dice, median_seconds, model_names,
+                     n_classes, peer_settings, reference_segmentor, to_chw, write_outputs)
 
 LINKS = {"10 Mbit/s": 10e6, "100 Mbit/s": 100e6, "300 MB / 13 s (paper)": 300e6 * 8 / 13}
 PAPER = [  # Table 2 of Liu et al. (MICCAI 2020), as quoted in issue 5
@@ -69,11 +65,6 @@ def wire_bytes(url: str, data: bytes) -> tuple[int, int]:
     down = head(f"HTTP/1.1 {response.status_code} {response.reason_phrase}",
                 response.headers.raw) + len(response.content)
     return up, down
-
-
-def mean_dice(labels, truth, task: str) -> float:
-    classes = len(recipes.TASKS[task]["labels"])
-    return statistics.fmean(_dice(labels, truth, c) for c in range(1, classes))
 
 
 def measure(url: str, path: Path, truth, task: str, repeat: int) -> dict:
@@ -111,35 +102,26 @@ def measure(url: str, path: Path, truth, task: str, repeat: int) -> dict:
                                       + median["label_decoding"], 6)}
 
 
-def reference_segmentor(task: str, runs: Path) -> tuple[Segmentor, str]:
-    path = runs / f"{task}-seg" / "checkpoint.pt"
-    if path.exists():
-        return Segmentor(*loop.load_checkpoint(path), "seg"), str(path)
-    net, cfg = _untrained(f"{task}-seg", _smoke_normalisation(task))
-    return Segmentor(net, cfg, "untrained"), (f"UNTRAINED {task}-seg ({path} missing): its "
-                                              "timings hold, its Dice means nothing")
-
-
 def measure_peer(peer: str, setting: dict, path: Path, truth, task: str, seg: Segmentor,
                  ours: dict, repeat: int) -> dict:
     """Client encode, server decode + reference segmentation + label coding, client label
     decoding: each timed here (median after a warm-up), as ``measure`` times segcodec's."""
-    name, encode, decode = PEERS[peer]
+    _, encode, decode = PEERS[peer]
     (param,) = FALLBACK[peer]
     loaded = read_image(path)
     array, value = loaded.array, setting[param]
     data = encode(array, value)
     image = decode(data, array.shape, array.dtype)
-    x = _chw(image, NDIM[task])
+    x = to_chw(image, NDIM[task])
     labels = seg(x, truth.shape)
-    classes = len(recipes.TASKS[task]["labels"])
-    code = lambda: labelcodec.encode(labels, classes, affine=loaded.affine, source=loaded.source)
+    code = lambda: labelcodec.encode(labels, n_classes(task), affine=loaded.affine,
+                                     source=loaded.source)
     stream = code()
     steps = {"compression": lambda: encode(array, value),
              "reconstruction": lambda: decode(data, array.shape, array.dtype),
              "segmentation": lambda: seg(x, truth.shape), "label_coding": code,
              "label_decoding": lambda: labelcodec.decode(stream)}
-    median = {k: statistics.median(samples(f, repeat)) for k, f in steps.items()}
+    median = {k: median_seconds(f, repeat) for k, f in steps.items()}
     return {"method": peer, "task": task, "file": path.name, "shape": list(array.shape),
             "setting": {param: value, "matched_dice": setting["matched"]},
             "dice": round(mean_dice(labels, truth, task), 4),
@@ -202,7 +184,7 @@ def main(argv=None) -> None:
                     help="torch threads here and in the server (default: torch's)")
     ap.add_argument("--rate", type=Path, default=RESULTS / "rate.json",
                     help="rate.json, to pick the baselines' setting at matched Dice")
-    ap.add_argument("--runs", type=Path, default=REPO / "runs",
+    ap.add_argument("--runs", type=Path, default=RUNS,
                     help="where <task>-seg/checkpoint.pt, the reference segmentor, lives")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -210,33 +192,29 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by the server at start
     repeat = 2 if args.smoke else args.repeat
-    pairs = {task: smoke_pairs(task)[:1 if args.smoke else None] for task in KINDS}
+    pairs = {task: fixture_pairs(task)[:1 if args.smoke else None] for task in KINDS}
     settings = peer_settings(args.rate)
     segmentors = {task: reference_segmentor(task, args.runs) for task in KINDS}
+    truths = {path: datasets.read_pair(path, label_path)[1]
+              for files in pairs.values() for path, label_path in files}
     results = []
     with LocalServer("--device", args.device) as server:
         for task, files in pairs.items():
-            for path, label_path in files:
-                results.append(measure(server.url, path, datasets.read_pair(path, label_path)[1],
-                                       task, repeat))
+            for path, _ in files:
+                results.append(measure(server.url, path, truths[path], task, repeat))
     for task, files in pairs.items():
-        for path, label_path in files:
-            truth = datasets.read_pair(path, label_path)[1]
+        for path, _ in files:
             ours = next(r for r in results if r["file"] == path.name)
-            results += [measure_peer(peer, settings[task][peer], path, truth, task,
+            results += [measure_peer(peer, settings[task][peer], path, truths[path], task,
                                      segmentors[task][0], ours, repeat) for peer in PEERS]
     result = {
-        "command": " ".join(["python -m bench latency",
-                             *(sys.argv[1:] if argv is None else argv)]),
+        "command": command("latency", argv),
         "machine": {**machine(), "device": args.device},
-        "models": [f"{m['name']} {m['id']}" for m in segcodec.list_models()],
+        "models": model_names(),
         "reference_segmentors": {task: s[1] for task, s in segmentors.items()},
         "peer_settings": settings,
         "links_bit_per_s": LINKS, "files": results, "table": rows(results)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latency.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "latency.md").write_text(markdown(result))
-    print(markdown(result))
+    write_outputs(args.out, "latency", result, markdown(result))
 
 
 def markdown(r: dict) -> str:

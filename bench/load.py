@@ -14,12 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,15 +25,13 @@ import segcodec
 from segcodec import labelcodec
 from segcodec.io import read as read_image
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-RESULTS = Path(__file__).with_name("results")
+from .common import (NDIM, RESULTS, LocalServer, command, fixture_pairs, machine, model_names,
+                     status_kb, write_outputs)
 
 
 def fixture_files() -> list[tuple[str, bytes]]:
     """(name, .sgc bytes) of every fixture image, encoded as `segcodec encode` would."""
-    paths = sorted((FIXTURES / "isic").glob("ISIC_*[0-9].jpg"))
-    paths += sorted(p for p in (FIXTURES / "hippocampus").glob("*.nii.gz")
-                    if "labels" not in p.name)
+    paths = [image for task in NDIM for image, _ in fixture_pairs(task)]
     out = []
     for p in paths:
         loaded = read_image(p)
@@ -48,42 +41,8 @@ def fixture_files() -> list[tuple[str, bytes]]:
 
 
 def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-class LocalServer:
-    """``segcodec serve`` as a subprocess on a free loopback port."""
-
-    def __init__(self, *args: str):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        # The serve command itself, whether or not `segcodec` has it registered yet.
-        self.cmd = [sys.executable, "-c", "from segcodec.cli.service import serve; serve()",
-                    "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
-                    *args]
-
-    def __enter__(self):
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-500:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start within 120 s")
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        self.proc.wait(10)
-        self.proc.stderr.close()
+    """Resident memory of process ``pid`` in bytes."""
+    return status_kb("VmRSS", pid) * 1024
 
 
 async def run_level(url: str, files, expected, concurrency: int, requests: int,
@@ -174,12 +133,10 @@ def main(argv=None) -> None:
         rss_burst = rss(server.proc.pid)
         health = httpx.get(server.url + "/healthz").json()
     result = {
-        "command": " ".join(["python -m bench.load",
-                             *(sys.argv[1:] if argv is None else argv)]),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version()},
+        "command": command("load", argv),
+        "machine": machine(),
         "server": {"url": "127.0.0.1 (loopback)", "device": health["device"], "max_queue": 64,
-                   "models": [f"{m['name']} {m['id']}" for m in segcodec.list_models()]},
+                   "models": model_names()},
         "files": {name: len(data) for name, data in files},
         "levels": levels,
         "malformed": burst,
@@ -188,10 +145,7 @@ def main(argv=None) -> None:
                           "after_malformed": round(rss_burst / 2**20, 1)},
         "healthy_after": health["status"] == "ok",
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "load.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "load.md").write_text(markdown(result))
-    print(markdown(result))
+    write_outputs(args.out, "load", result, markdown(result))
 
 
 def markdown(r: dict) -> str:

@@ -14,11 +14,8 @@ Writes rate.json (every point), rate.md (tables, headline) and rate_<task>.png.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +28,14 @@ from segcodec.train import export, loop, recipes
 from segcodec.transforms import labels_from_logits, normalise, resample
 
 from . import codecs
+from .common import (NDIM, PEERS, RESULTS, RUNS, Segmentor, checkpoint, command,
+                     fixture_pairs, from_chw, machine, n_classes, timed, to_chw, untrained,
+                     untrained_segmentor, write_outputs)
 
-REPO = Path(__file__).resolve().parents[1]
 J2K_BPP = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0)
 H264_CRF = (51, 48, 45, 42, 39, 36, 33, 30, 25, 20)
 SMOKE_J2K_BPP, SMOKE_H264_CRF = (0.05, 0.2), (45, 30)
-NDIM = {"isic": 2, "hippocampus": 3}
 TITLES = {"isic": "ISIC 2017 val", "hippocampus": "hippocampus test split"}
-CURVES = ("jpeg2000", "h264")  # the codecs the headline compares segcodec against
 
 
 class Case:
@@ -48,62 +45,28 @@ class Case:
         image, self.truth = datasets.read_pair(image_path, label_path)
         self.name = image_path.name
         self.chw = image
+        self.array = from_chw(image, NDIM[task])
         self.affine = None
         if NDIM[task] == 2:
-            self.array, self.raw_bits = np.ascontiguousarray(np.moveaxis(image, 0, -1)), 24
+            self.raw_bits = 24
         else:
             import nibabel as nib
             nii = nib.load(image_path)
-            self.array, self.affine = image[0], nii.affine
+            self.affine = nii.affine
             self.stored = self.array.astype(nii.get_data_dtype())
             self.raw_bits = 8 * self.stored.dtype.itemsize
         self.pixels = self.truth.size
 
 
-class Segmentor:
-    """A reference network on the working grid: image (channels first) -> labels at full size."""
-
-    def __init__(self, net, cfg, name: str):
-        self.net, self.cfg, self.name = net, cfg, name
-
-    @torch.no_grad()
-    def __call__(self, image_chw: np.ndarray, shape) -> np.ndarray:
-        return labels_from_logits(self.net(self.grid(image_chw)), shape)
-
-    def grid(self, image_chw: np.ndarray) -> torch.Tensor:
-        return resample(normalise(image_chw, self.cfg["normalisation"]),
-                        self.cfg["arch"]["work_shape"])
-
-
-def _chw(array: np.ndarray, ndim: int) -> np.ndarray:
-    return np.moveaxis(array, -1, 0) if ndim == 2 else array[None].astype(np.float32)
-
-
-def _timed(fn, *args):
-    t0 = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - t0
-
-
 # Networks, trained or (--smoke) untrained and seeded
 
-def _untrained(recipe: str, normalisation: dict):
-    torch.manual_seed(0)
-    cfg = recipes.config(recipe)
-    cfg["normalisation"] = normalisation
-    return loop.build_net(cfg).eval(), cfg
-
-
-def _smoke_normalisation(task: str) -> dict:
-    return zoo.default_for(2).manifest["normalisation"] if task == "isic" else {"kind": "zscore"}
-
-
 def reference_segmentors(task: str, runs: Path, smoke: bool) -> list[Segmentor]:
+    """The seg and D1 references that ``runs`` holds (--smoke: an untrained seg one)."""
     if smoke:
-        return [Segmentor(*_untrained(f"{task}-seg", _smoke_normalisation(task)), "seg")]
+        return [untrained_segmentor(task, "seg")]
     out = []
     for design in ("seg", "d1"):
-        path = runs / f"{task}-{design}" / "checkpoint.pt"
+        path = checkpoint(runs, task, design)
         if path.exists():
             out.append(Segmentor(*loop.load_checkpoint(path), design))
         else:
@@ -125,10 +88,10 @@ class AutoSeg:
     @classmethod
     def load(cls, task, runs, data, cache, smoke, seg: Segmentor, cases):
         if smoke:  # no training set: fit the table on the fixtures themselves
-            net, cfg = _untrained(f"{task}-autoseg", seg.cfg["normalisation"])
+            net, cfg = untrained(f"{task}-autoseg", seg.cfg["normalisation"])
             x = torch.cat([seg.grid(c.chw) for c in cases])
         else:
-            path = runs / f"{task}-autoseg" / "checkpoint.pt"
+            path = checkpoint(runs, task, "autoseg")
             if not path.exists():
                 print(f"note: {path} missing; no Auto/Seg row for {task}", file=sys.stderr)
                 return None
@@ -197,7 +160,7 @@ def model_labels(models: list[zoo.Model]) -> dict[str, str]:
 def measure(task: str, cases: list[Case], segs: list[Segmentor], models, autoseg,
             j2k_rates, crfs) -> list[dict]:
     ndim = NDIM[task]
-    n_classes = len(recipes.TASKS[task]["labels"])
+    classes = n_classes(task)
     names = model_labels(models)
     points: dict[tuple, dict] = {}
 
@@ -207,7 +170,7 @@ def measure(task: str, cases: list[Case], segs: list[Segmentor], models, autoseg
                                     "encode_s": [], "decode_s": [], "segment_s": []})
         p["bytes"].append(size)
         p["bpp"].append(size * 8 / case.pixels)
-        s = loop.scores(labels, case.truth, n_classes)
+        s = loop.scores(labels, case.truth, classes)
         p["dice"].append(s["dice"])
         p["iou"].append(s["iou"])
         for k, v in (("encode_s", enc), ("decode_s", dec), ("segment_s", seg)):
@@ -215,15 +178,15 @@ def measure(task: str, cases: list[Case], segs: list[Segmentor], models, autoseg
                 p[k].append(v)
 
     def traditional(case, codec, setting, enc_fn, dec_fn):
-        data, t_enc = _timed(enc_fn, case.array, setting)
-        image, t_dec = _timed(dec_fn, data, case.array.shape, case.array.dtype)
+        data, t_enc = timed(enc_fn, case.array, setting)
+        image, t_dec = timed(dec_fn, data, case.array.shape, case.array.dtype)
         ref = segs[0]  # the seg reference (d1 if seg is missing) segments every codec's output
-        labels, t_seg = _timed(ref, _chw(image, ndim), case.truth.shape)
+        labels, t_seg = timed(ref, to_chw(image, ndim), case.truth.shape)
         add(codec, setting, ref.name, case, len(data), labels, t_enc, t_dec, t_seg)
 
     def one(case):
         for s in segs:
-            labels, t_seg = _timed(s, case.chw, case.truth.shape)
+            labels, t_seg = timed(s, case.chw, case.truth.shape)
             # raw bits of the stored pixels: 24 for RGB, the NIfTI's dtype (some cases are
             # uint8, most float32), so the setting is not per-case
             add("uncompressed", "raw", s.name, case,
@@ -233,28 +196,28 @@ def measure(task: str, cases: list[Case], segs: list[Segmentor], models, autoseg
                 refs = [("png", codecs.png_bytes, (stored,))] if ndim == 2 else \
                     [("nifti-gz", codecs.nifti_gz_bytes, (stored, case.affine))]
                 for name, fn, args in refs + [("zstd", codecs.zstd_bytes, (stored,))]:
-                    data, t_enc = _timed(fn, *args)
+                    data, t_enc = timed(fn, *args)
                     add(name, "lossless", s.name, case, len(data), labels, t_enc, seg=t_seg)
         for bpp in j2k_rates:
             traditional(case, "jpeg2000", bpp, codecs.jpeg2000_encode, codecs.jpeg2000_decode)
         for crf in crfs:
             traditional(case, "h264", crf, codecs.h264_encode, codecs.h264_decode)
         for m in models:
-            data, t_enc = _timed(lambda: segcodec.encode(case.array, model=m,
-                                                         kind=f"{ndim}d", affine=case.affine))
-            decoded, t_dec = _timed(segcodec.decode, data)
-            labels, t_seg = _timed(api.labels_from_latents, decoded, "cpu")
+            data, t_enc = timed(lambda: segcodec.encode(case.array, model=m,
+                                                        kind=f"{ndim}d", affine=case.affine))
+            decoded, t_dec = timed(segcodec.decode, data)
+            labels, t_seg = timed(api.labels_from_latents, decoded, "cpu")
             add("segcodec", names[m.model_id.hex()], None, case, len(data), labels,
                 t_enc, t_dec, t_seg)
         if autoseg:
-            data, t_enc = _timed(autoseg.encode, case)
-            recon, t_dec = _timed(autoseg.decode, data)
-            labels, t_seg = _timed(autoseg.segment, recon, case.truth.shape)
+            data, t_enc = timed(autoseg.encode, case)
+            recon, t_dec = timed(autoseg.decode, data)
+            labels, t_seg = timed(autoseg.segment, recon, case.truth.shape)
             add("autoseg", autoseg.cfg["name"], "seg", case, len(data), labels,
                 t_enc, t_dec, t_seg)
-        data, t_enc = _timed(lambda: labelcodec.encode(case.truth, n_classes,
-                                                       affine=case.affine))
-        labels, t_dec = _timed(lambda: labelcodec.decode(data).labels)
+        data, t_enc = timed(lambda: labelcodec.encode(case.truth, classes,
+                                                      affine=case.affine))
+        labels, t_dec = timed(lambda: labelcodec.decode(data).labels)
         add("labels", "lossless", None, case, len(data), labels, t_enc, t_dec)
 
     if cases:
@@ -316,7 +279,7 @@ def headline(rows) -> list[dict]:
     for r in rows:
         if r["codec"] != "segcodec":
             continue
-        for codec in CURVES:
+        for codec in PEERS:
             bpp, dice = _curve([x for x in rows if x["task"] == r["task"]], codec)
             at, note = bpp_at_dice(bpp, dice, r["mean_dice"])
             d, dnote = dice_at_bpp(bpp, dice, r["mean_bpp"])
@@ -418,15 +381,6 @@ def plot(rows, task: str, path: Path) -> None:
     plt.close(fig)
 
 
-def smoke_pairs(task: str) -> list[tuple[Path, Path]]:
-    base = REPO / "fixtures" / task
-    if task == "isic":
-        return [(p, p.with_name(p.stem + "_segmentation.png"))
-                for p in sorted(base.glob("ISIC_*.jpg"))]
-    return [(p, p.with_name(p.name.replace(".nii.gz", "_labels.nii.gz")))
-            for p in sorted(base.glob("*.nii.gz")) if not p.name.endswith("_labels.nii.gz")]
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, help="../shared/data (not needed with --smoke)")
@@ -436,31 +390,30 @@ def main(argv=None) -> dict:
                     help="fixtures/, untrained seeded networks, 2 rate points per codec")
     ap.add_argument("--models", type=Path, nargs="*",
                     help="extra folders of .sgm models (default: RUNS/models if present)")
-    ap.add_argument("--runs", type=Path, default=REPO / "runs")
+    ap.add_argument("--runs", type=Path, default=RUNS)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "segcodec")
     ap.add_argument("--threads", type=int,
                     help="torch threads (default: torch's; 1 with --smoke)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results"))
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if not args.smoke and args.data is None:
         ap.error("--data is required (or --smoke)")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads or (1 if args.smoke else threads))
     try:
-        return _run(args, "python -m bench rate " + " ".join(
-            sys.argv[1:] if argv is None else argv))
+        return _run(args, command("rate", argv))
     finally:
         torch.set_num_threads(threads)  # main() may run inside a test process
 
 
-def _run(args, command: str) -> dict:
+def _run(args, command_line: str) -> dict:
     if args.models is None:  # smoke: the built-in models only, whatever runs/ holds
         found = (args.runs / "models").is_dir() and not args.smoke
         args.models = [args.runs / "models"] if found else []
     j2k_rates, crfs = (SMOKE_J2K_BPP, SMOKE_H264_CRF) if args.smoke else (J2K_BPP, H264_CRF)
     rows, test_cases = [], {}
     for task in args.tasks:
-        pairs = smoke_pairs(task) if args.smoke else datasets.task_pairs(task, args.data, "test")
+        pairs = fixture_pairs(task) if args.smoke else datasets.task_pairs(task, args.data, "test")
         cases = [Case(task, *p) for p in pairs[:args.limit]]
         segs = reference_segmentors(task, args.runs, args.smoke)
         if not segs:
@@ -474,21 +427,16 @@ def _run(args, command: str) -> dict:
         test_cases[task] = {"names": [c.name for c in cases],
                             "pixels": [c.pixels for c in cases]}
     result = {
-        "command": command,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads()},
+        "command": command_line,
+        "machine": machine(),
         "settings": {"jpeg2000_target_bpp": list(j2k_rates), "h264_crf": list(crfs),
-                     "h264_options": codecs._X264_OPTIONS, "h264_rgb": codecs.H264_RGB_PIX_FMT,
+                     "h264_options": codecs.X264_OPTIONS, "h264_rgb": codecs.H264_RGB_PIX_FMT,
                      "smoke": args.smoke, "limit": args.limit},
         "tasks": args.tasks, "cases": test_cases, "rows": rows, "headline": headline(rows),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "rate.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "rate.md").write_text(markdown(result))
+    write_outputs(args.out, "rate", result, markdown(result))
     for task in args.tasks:
         plot(rows, task, args.out / f"rate_{task}.png")
-    print(markdown(result))
     return result
 
 

@@ -19,15 +19,11 @@ import argparse
 import ctypes
 import gc
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import tracemalloc
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,89 +33,16 @@ from PIL import Image
 
 import segcodec
 from segcodec import api, bits, container, entropy, zoo
-from segcodec.train import data as datasets
 from segcodec.transforms import labels_from_logits, normalise, resample
 
 from . import codecs
-from .load import RESULTS
-from .rate import smoke_pairs
+from .common import (FALLBACK, KIND, NDIM, PEERS, REPO, RESULTS, Case, command, load_cases,
+                     machine, median_seconds, model_names, peer_settings, samples, status_kb,
+                     write_outputs)
 
-KIND = {"isic": "2d", "hippocampus": "3d"}
-PEERS = ("jpeg2000", "h264")
-# Used when rate.json is absent or lacks a codec: the paper's mean JPEG-2000 rate on ISIC
-# (0.12 bpp), and the x264 CRF that lands nearest it on the ISIC fixtures (0.08-0.10 bpp;
-# 0.43-0.46 bpp on the hippocampus ones).
-FALLBACK = {"jpeg2000": {"bpp": 0.12}, "h264": {"crf": 28}}
 SIZES = {"2d": [256, 512, 1024], "3d": [32, 64, 128, 256]}
 SMOKE_SIZES = {"2d": [128, 256], "3d": [16, 32]}
 SCALING_BUDGET_S = 20.0  # per operation and size: big volumes under x264 placebo take long
-
-
-@dataclass
-class Case:
-    name: str
-    task: str  # "isic" or "hippocampus"
-    array: np.ndarray  # as segcodec.encode takes it: (H, W, 3) uint8 or (I, J, K)
-    truth: np.ndarray | None = None
-
-    @property
-    def kind(self) -> str:
-        return KIND[self.task]
-
-
-def machine(threads: int | None = None) -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor(),
-            "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": threads or torch.get_num_threads()}
-
-
-def command(name: str, argv) -> str:
-    return " ".join([f"python -m bench {name}", *(sys.argv[1:] if argv is None else argv)])
-
-
-def load_cases(data: Path | None, counts: dict[str, int]) -> list[Case]:
-    """The first ``counts[task]`` test cases of each task, from ``data`` or fixtures/."""
-    out = []
-    for task, n in counts.items():
-        pairs = datasets.task_pairs(task, data, "test") if data else smoke_pairs(task)
-        for image_path, label_path in pairs[:n]:
-            image, truth = datasets.read_pair(image_path, label_path)
-            array = np.ascontiguousarray(np.moveaxis(image, 0, -1) if task == "isic"
-                                         else image[0])
-            out.append(Case(image_path.name, task, array, truth))
-    return out
-
-
-def peer_settings(rate_path: Path = RESULTS / "rate.json") -> dict:
-    """Per task and peer: the rate setting whose mean Dice in rate.json is closest to that of
-    the installed default segcodec model (matched Dice); FALLBACK, flagged, where it has none.
-    """
-    result = json.loads(rate_path.read_text()) if rate_path.exists() else {"rows": []}
-    source = str(rate_path) + (" (smoke run: untrained networks)"
-                               if result.get("settings", {}).get("smoke") else "")
-    out = {}
-    for task, kind in KIND.items():
-        m = zoo.default_for(int(kind[0]))
-        ours = [r for r in result["rows"] if r["task"] == task and r["codec"] == "segcodec"]
-        # rate.json names a model by its training recipe or its name
-        ours = [r for r in ours if r["setting"] in (m.name, m.manifest.get("training", {})
-                                                    .get("recipe"))] or ours
-        out[task] = {}
-        for peer in PEERS:
-            (param, fallback), = FALLBACK[peer].items()
-            cand = [r for r in result["rows"] if r["task"] == task and r["codec"] == peer]
-            if ours and cand:
-                target = ours[0]["mean_dice"]
-                best = min(cand, key=lambda r: abs(r["mean_dice"] - target))
-                out[task][peer] = {param: best["setting"], "dice": best["mean_dice"],
-                                   "mean_bpp": best["mean_bpp"], "segcodec": ours[0]["setting"],
-                                   "segcodec_dice": target, "segcodec_bpp": ours[0]["mean_bpp"],
-                                   "matched": True, "source": source}
-            else:
-                out[task][peer] = {param: fallback, "matched": False,
-                                   "source": f"fixed fallback: no {peer} or segcodec row for "
-                                             f"{task} in {rate_path}"}
-    return out
 
 
 def coded(array: np.ndarray, kind: str, settings: dict) -> dict[str, bytes]:
@@ -157,21 +80,6 @@ RATIOS = {  # name -> (segcodec operation, peer operation)
 }
 
 
-def samples(fn, repeat: int, budget_s: float | None = None) -> list[float]:
-    """Seconds of ``repeat`` calls after one warm-up call (fewer if they would pass budget_s)."""
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    if budget_s is not None:
-        repeat = max(1, min(repeat, int(budget_s / max(first, 1e-9))))
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def time_case(case: Case, settings: dict, repeat: int) -> dict:
     files = coded(case.array, case.kind, settings)
     ops = operations(case.array, case.kind, settings, files)
@@ -190,7 +98,7 @@ def stages(case: Case, repeat: int) -> dict:
     The trailing-byte trim of entropy.encode (trial decodes, format_spec §4) is its time less
     that of contexts and range coding.
     """
-    m = zoo.default_for(int(case.kind[0]))
+    m = zoo.default_for(NDIM[case.task])
     arch = m.manifest["architecture"]
     data = segcodec.encode(case.array, kind=case.kind)
     header, payload = container.read(data)
@@ -221,12 +129,11 @@ def stages(case: Case, repeat: int) -> dict:
             "s (network)": lambda: m.net.segmentor(feature),
             "upsample + argmax": lambda: labels_from_logits(class_logits, header.shape),
         }
-        e = {k: statistics.median(samples(f, repeat)) for k, f in enc.items()}
-        s = {k: statistics.median(samples(f, repeat)) for k, f in seg.items()}
+        e = {k: median_seconds(f, repeat) for k, f in enc.items()}
+        s = {k: median_seconds(f, repeat) for k, f in seg.items()}
         e["trim (trial decodes)"] = max(0.0, e["entropy.encode (contexts + range coding + trim)"]
                                         - e["contexts (bits.coding_order)"] - e["range coding"])
-        total = statistics.median(samples(lambda: segcodec.encode(case.array, kind=case.kind),
-                                          repeat))
+        total = median_seconds(lambda: segcodec.encode(case.array, kind=case.kind), repeat)
     coding = e["threshold"] + e["entropy.encode (contexts + range coding + trim)"]
     parts = e["validate + normalise + resample"] + e["C (network)"] + coding + e["container"]
     return {"case": case.name, "shape": list(case.array.shape),
@@ -299,13 +206,6 @@ def plot_scaling(rows: list[dict], path: Path) -> None:
 
 # Peak memory, each operation in a fresh subprocess
 
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def _settle() -> None:
     """Give freed heap pages back to the OS, so that reusing them counts as new RSS again."""
     gc.collect()
@@ -326,13 +226,13 @@ def _peak(fn) -> dict:
         method = "VmHWM after clear_refs"
     except OSError:
         method = "ru_maxrss delta"
-    base_kb = _status_kb("VmRSS")
+    base_kb = status_kb("VmRSS")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     fn()
     if method == "ru_maxrss delta":
         rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     else:
-        rss_kb = _status_kb("VmHWM") - base_kb
+        rss_kb = status_kb("VmHWM") - base_kb
     _settle()
     tracemalloc.start()
     fn()
@@ -370,7 +270,7 @@ def memory(inputs: list[tuple[str, str, np.ndarray, dict]], ops, threads: int) -
         out = subprocess.run([sys.executable, "-c", "import sys, bench.speed as s; "
                               "s.memory_child(sys.argv[1])", f"{tmp}/jobs.json"],
                              capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parents[1], check=False)
+                             cwd=REPO, check=False)
     if out.returncode:
         raise RuntimeError(f"memory subprocess failed: {out.stderr[-800:]}")
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
@@ -417,22 +317,30 @@ def main(argv=None) -> None:
     result = {
         "command": command("speed", argv),
         "machine": machine(args.threads or None),
-        "models": [f"{m['name']} {m['id']}" for m in segcodec.list_models()],
+        "models": model_names(),
         "repeat": repeat, "peer_settings": settings,
         "cases": per_case, "median_ratios": summary,
         "encode_stages": [stages(c, repeat) for c in firsts],
         "memory": memory(mem_inputs, RATIO_OPS, args.threads or torch.get_num_threads()),
         "scaling": scale_rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
+    write_outputs(args.out, "speed", result, markdown(result))
     plot_scaling(scale_rows, args.out / "speed_scaling.png")
-    (args.out / "speed.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "speed.md").write_text(markdown(result))
-    print(markdown(result))
 
 
 def _ms(v: float) -> str:
     return f"{v:.3g}" if v < 100 else f"{v:.0f}"
+
+
+def _shape(row: dict) -> str:
+    return "x".join(map(str, row["shape"]))
+
+
+def _bytes_and_times(row: dict, ops) -> str:
+    """The last cells of a per-input or scaling row: bytes of each codec, then op times."""
+    b = row["bytes"]
+    return (f"{b['segcodec']} / {b['jpeg2000']} / {b['h264']} | "
+            + " | ".join(_ms(row["median_ms"][k]) for k in ops) + " |")
 
 
 def markdown(r: dict) -> str:
@@ -457,15 +365,12 @@ def markdown(r: dict) -> str:
     lines += ["", "## Per input (ms, median)", "",
               "| input | shape | bytes sgc / j2k / h264 | " + " | ".join(RATIO_OPS) + " |",
               "|---|---|---|" + "---|" * len(RATIO_OPS)]
-    for c in r["cases"]:
-        b = c["bytes"]
-        lines.append(f"| {c['name']} | {'x'.join(map(str, c['shape']))} | "
-                     f"{b['segcodec']} / {b['jpeg2000']} / {b['h264']} | "
-                     + " | ".join(_ms(c["median_ms"][k]) for k in RATIO_OPS) + " |")
+    lines += [f"| {c['name']} | {_shape(c)} | {_bytes_and_times(c, RATIO_OPS)}"
+              for c in r["cases"]]
     lines += ["", "## Where segcodec's time goes (ms, median; stages timed separately)", ""]
     for s in r["encode_stages"]:
         share = s["share_of_encode_stages"]
-        lines += [f"**{s['case']}** ({'x'.join(map(str, s['shape']))}): encode "
+        lines += [f"**{s['case']}** ({_shape(s)}): encode "
                   f"{s['encode_total_ms']:.3g} ms; of the stages, bits + entropy coding "
                   f"{100 * share['bits + entropy coding']:.0f}%, C "
                   f"{100 * share['C (network)']:.0f}%, preprocessing + container "
@@ -484,7 +389,7 @@ def markdown(r: dict) -> str:
               "| input | shape | operation | RSS peak over baseline (MB) | tracemalloc peak (MB) "
               "| baseline RSS (MB) |", "|---|---|---|---|---|---|"]
     for x in r["memory"]:
-        lines.append(f"| {x['input']} | {'x'.join(map(str, x['shape']))} | {x['op']} | "
+        lines.append(f"| {x['input']} | {_shape(x)} | {x['op']} | "
                      f"{x['rss_peak_over_baseline_mb']} | {x['tracemalloc_peak_mb']} | "
                      f"{x['baseline_rss_mb']} |")
     method = {x["rss_method"] for x in r["memory"]}
@@ -496,11 +401,8 @@ def markdown(r: dict) -> str:
               f"{SCALING_BUDGET_S:.0f} s. Plot: speed_scaling.png.", "",
               "| shape | pixels | bytes sgc / j2k / h264 | " + " | ".join(SCALED_OPS) + " |",
               "|---|---|---|" + "---|" * len(SCALED_OPS)]
-    for x in r["scaling"]:
-        b = x["bytes"]
-        lines.append(f"| {'x'.join(map(str, x['shape']))} | {x['pixels']} | "
-                     f"{b['segcodec']} / {b['jpeg2000']} / {b['h264']} | "
-                     + " | ".join(_ms(x["median_ms"][k]) for k in SCALED_OPS) + " |")
+    lines += [f"| {_shape(x)} | {x['pixels']} | {_bytes_and_times(x, SCALED_OPS)}"
+              for x in r["scaling"]]
     return "\n".join(lines) + "\n"
 
 

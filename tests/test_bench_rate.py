@@ -1,15 +1,14 @@
 """bench/rate.py in --smoke mode (fixtures, untrained nets) and the codecs of bench/codecs.py."""
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from bench import codecs, rate
+from bench.common import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FAMILIES = {"uncompressed", "png", "nifti-gz", "zstd", "jpeg2000", "h264", "segcodec",
             "autoseg", "labels"}
 
@@ -95,7 +94,7 @@ def test_round_trip_shapes_and_dtypes(codec):
 
 def test_sei_stripped_and_stream_decodes(rgb):
     frames = codecs._pad_even(rgb[None])
-    raw = codecs._x264(frames, 30, "yuv444p", "rgb24", codecs._X264_OPTIONS)
+    raw = codecs._x264(frames, 30, "yuv444p", "rgb24", codecs.X264_OPTIONS)
     assert b"x264" in raw
     stripped = codecs.strip_sei(raw)
     assert b"x264" not in stripped and len(raw) - len(stripped) > 300

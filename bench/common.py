@@ -1,0 +1,276 @@
+"""What several benchmark modules share: paths, tasks, provenance, test cases, the reference
+segmentor, Dice, timing, the peers' matched-Dice settings and ``segcodec serve`` on loopback."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+import segcodec
+from segcodec import zoo
+from segcodec.train import data as datasets
+from segcodec.train import loop, recipes
+from segcodec.transforms import labels_from_logits, normalise, resample
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+FIXTURES = REPO / "fixtures"
+RUNS = REPO / "runs"
+
+
+# Tasks
+
+NDIM = {"isic": 2, "hippocampus": 3}
+KIND = {task: f"{ndim}d" for task, ndim in NDIM.items()}  # segcodec.encode's kind
+
+
+def n_classes(task: str) -> int:
+    """The task's classes, background included."""
+    return len(recipes.TASKS[task]["labels"])
+
+
+# Provenance
+
+def machine(threads: int | None = None) -> dict:
+    """The machine and torch a result was measured with (``threads``: as set for the run)."""
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": threads or torch.get_num_threads()}
+
+
+def command(name: str, argv) -> str:
+    """The command line that reproduces a run of ``python -m bench NAME`` (argv None: sys.argv)."""
+    return " ".join([f"python -m bench {name}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def model_names() -> list[str]:
+    """``name id`` of every installed segcodec model."""
+    return [f"{m['name']} {m['id']}" for m in segcodec.list_models()]
+
+
+def write_outputs(out: Path, name: str, result: dict, markdown: str) -> None:
+    """NAME.json and NAME.md under ``out``, and the markdown on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{name}.md").write_text(markdown)
+    print(markdown)
+
+
+# Test cases
+
+def fixture_pairs(task: str) -> list[tuple[Path, Path]]:
+    """(image, labels) paths of the task's files in fixtures/, sorted."""
+    base = FIXTURES / task
+    if task == "isic":
+        return [(p, p.with_name(p.stem + "_segmentation.png"))
+                for p in sorted(base.glob("ISIC_*.jpg"))]
+    return [(p, p.with_name(p.name.replace(".nii.gz", "_labels.nii.gz")))
+            for p in sorted(base.glob("*.nii.gz")) if not p.name.endswith("_labels.nii.gz")]
+
+
+def to_chw(array: np.ndarray, ndim: int) -> np.ndarray:
+    """A user's array ((H, W, 3) image or volume) channels first, as the networks take it."""
+    return np.moveaxis(array, -1, 0) if ndim == 2 else array[None].astype(np.float32)
+
+
+def from_chw(image: np.ndarray, ndim: int) -> np.ndarray:
+    """A channels-first image (as ``datasets.read_pair`` gives it) as ``segcodec.encode``
+    takes it: (H, W, 3) or (I, J, K), contiguous."""
+    return np.ascontiguousarray(np.moveaxis(image, 0, -1) if ndim == 2 else image[0])
+
+
+@dataclass
+class Case:
+    """One test input as a user would code it, and its true labels."""
+
+    name: str
+    task: str  # "isic" or "hippocampus"
+    array: np.ndarray  # as segcodec.encode takes it: (H, W, 3) uint8 or (I, J, K)
+    truth: np.ndarray | None = None
+
+    @property
+    def kind(self) -> str:
+        return KIND[self.task]
+
+
+def load_cases(data: Path | None, counts: dict[str, int]) -> list[Case]:
+    """The first ``counts[task]`` test cases of each task, from ``data`` or fixtures/."""
+    out = []
+    for task, n in counts.items():
+        pairs = datasets.task_pairs(task, data, "test") if data else fixture_pairs(task)
+        for image_path, label_path in pairs[:n]:
+            image, truth = datasets.read_pair(image_path, label_path)
+            out.append(Case(image_path.name, task, from_chw(image, NDIM[task]), truth))
+    return out
+
+
+# The reference segmentor: a network trained on uncompressed images that segments what the
+# traditional codecs decode
+
+class Segmentor:
+    """A reference network on the working grid: image (channels first) -> labels at full size."""
+
+    def __init__(self, net, cfg, name: str):
+        self.net, self.cfg, self.name = net, cfg, name
+
+    @torch.no_grad()
+    def __call__(self, image_chw: np.ndarray, shape) -> np.ndarray:
+        return labels_from_logits(self.net(self.grid(image_chw)), shape)
+
+    def grid(self, image_chw: np.ndarray) -> torch.Tensor:
+        return resample(normalise(image_chw, self.cfg["normalisation"]),
+                        self.cfg["arch"]["work_shape"])
+
+
+def checkpoint(runs: Path, task: str, design: str) -> Path:
+    """Where ``segcodec train`` leaves the ``<task>-<design>`` recipe's network."""
+    return runs / f"{task}-{design}" / "checkpoint.pt"
+
+
+def untrained(recipe: str, normalisation: dict):
+    """(net, cfg) of ``recipe`` with seeded random weights: same every run."""
+    torch.manual_seed(0)
+    cfg = recipes.config(recipe)
+    cfg["normalisation"] = normalisation
+    return loop.build_net(cfg).eval(), cfg
+
+
+def smoke_normalisation(task: str) -> dict:
+    """Normalisation for untrained networks, which have no training set to fit one on: the
+    shipped 2D model's for ISIC, z-score for volumes."""
+    return zoo.default_for(2).manifest["normalisation"] if task == "isic" else {"kind": "zscore"}
+
+
+def untrained_segmentor(task: str, name: str) -> Segmentor:
+    return Segmentor(*untrained(f"{task}-seg", smoke_normalisation(task)), name)
+
+
+def reference_segmentor(task: str, runs: Path) -> tuple[Segmentor, str]:
+    """(segmentor, where it came from): ``runs/<task>-seg``, else an untrained one, flagged."""
+    path = checkpoint(runs, task, "seg")
+    if path.exists():
+        return Segmentor(*loop.load_checkpoint(path), "seg"), str(path)
+    return untrained_segmentor(task, "untrained"), (f"UNTRAINED {task}-seg ({path} missing): "
+                                                    "its timings hold, its Dice means nothing")
+
+
+def mean_dice(labels: np.ndarray, truth: np.ndarray, task: str) -> float:
+    """Dice averaged over the task's foreground classes (1.0 for a class both lack)."""
+    return statistics.fmean(loop.scores(labels, truth, n_classes(task))["dice"])
+
+
+# Timing and memory
+
+def timed(fn, *args):
+    """(fn(*args), seconds it took)."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t0
+
+
+def samples(fn, repeat: int, budget_s: float | None = None) -> list[float]:
+    """Seconds of ``repeat`` calls after one warm-up call (fewer if they would pass budget_s)."""
+    first = timed(fn)[1]
+    if budget_s is not None:
+        repeat = max(1, min(repeat, int(budget_s / max(first, 1e-9))))
+    return [timed(fn)[1] for _ in range(repeat)]
+
+
+def median_seconds(fn, repeat: int) -> float:
+    """Median of ``samples(fn, repeat)``."""
+    return statistics.median(samples(fn, repeat))
+
+
+def status_kb(field: str, pid: int | str = "self") -> int:
+    """A kB field (VmRSS, VmHWM, ...) of /proc/PID/status."""
+    path = Path(f"/proc/{pid}/status")
+    for line in path.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in {path}")
+
+
+# Peers: the traditional codecs at the setting that matches segcodec's Dice
+
+PEERS = ("jpeg2000", "h264")
+# Used when rate.json is absent or lacks a codec: the paper's mean JPEG-2000 rate on ISIC
+# (0.12 bpp), and the x264 CRF that lands nearest it on the ISIC fixtures (0.08-0.10 bpp;
+# 0.43-0.46 bpp on the hippocampus ones).
+FALLBACK = {"jpeg2000": {"bpp": 0.12}, "h264": {"crf": 28}}
+
+
+def peer_settings(rate_path: Path = RESULTS / "rate.json") -> dict:
+    """Per task and peer: the rate setting whose mean Dice in rate.json is closest to that of
+    the installed default segcodec model (matched Dice); FALLBACK, flagged, where it has none.
+    """
+    result = json.loads(rate_path.read_text()) if rate_path.exists() else {"rows": []}
+    source = str(rate_path) + (" (smoke run: untrained networks)"
+                               if result.get("settings", {}).get("smoke") else "")
+    out = {}
+    for task, ndim in NDIM.items():
+        m = zoo.default_for(ndim)
+        ours = [r for r in result["rows"] if r["task"] == task and r["codec"] == "segcodec"]
+        # rate.json names a model by its training recipe or its name
+        ours = [r for r in ours if r["setting"] in (m.name, m.manifest.get("training", {})
+                                                    .get("recipe"))] or ours
+        out[task] = {}
+        for peer in PEERS:
+            (param, fallback), = FALLBACK[peer].items()
+            cand = [r for r in result["rows"] if r["task"] == task and r["codec"] == peer]
+            if ours and cand:
+                target = ours[0]["mean_dice"]
+                best = min(cand, key=lambda r: abs(r["mean_dice"] - target))
+                out[task][peer] = {param: best["setting"], "dice": best["mean_dice"],
+                                   "mean_bpp": best["mean_bpp"], "segcodec": ours[0]["setting"],
+                                   "segcodec_dice": target, "segcodec_bpp": ours[0]["mean_bpp"],
+                                   "matched": True, "source": source}
+            else:
+                out[task][peer] = {param: fallback, "matched": False,
+                                   "source": f"fixed fallback: no {peer} or segcodec row for "
+                                             f"{task} in {rate_path}"}
+    return out
+
+
+# The real server
+
+class LocalServer:
+    """``segcodec serve`` as a subprocess on a free loopback port."""
+
+    def __init__(self, *args: str):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        # The serve command itself, whether or not `segcodec` has it registered yet.
+        self.cmd = [sys.executable, "-c", "from segcodec.cli.service import serve; serve()",
+                    "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+                    *args]
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-500:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not start within 120 s")
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.proc.stderr.close()
