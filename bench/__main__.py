@@ -1,6 +1,7 @@
 """python -m bench NAME [options]: run one benchmark module of this folder.
 
     python -m bench rate --data ../shared/data      # rate against Dice, every codec
+    python -m bench ablation                        # D1-D4 table from rate.json and runs/
     python -m bench speed --data ../shared/data     # encode/decode time, memory, scaling
     python -m bench latency                         # the paper's Table 2, end to end
     python -m bench figures --data ../shared/data   # Fig. 4-style pictures
@@ -12,7 +13,7 @@ Each module's --help lists its options; ``--smoke`` (where offered) runs on fixt
 import importlib
 import sys
 
-COMMANDS = ("rate", "speed", "latency", "figures", "evaluate", "load")
+COMMANDS = ("rate", "ablation", "speed", "latency", "figures", "evaluate", "load")
 
 
 def main() -> None:
