@@ -94,18 +94,21 @@ def test_smoke_training_losses_finite_and_falling(name, tmp_path):
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     cfg = smoke_config("isic-d4", steps=8)
     x, t, _ = fixture_set(cfg)
-    loop.train(cfg, x, t, tmp_path / "straight")
+    loop.train(cfg, x, t, tmp_path / "straight", log_every=1)
 
     def interrupt(step, total):
         if step == 5:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        loop.train(cfg, x, t, tmp_path / "resumed", save_every_s=0, progress=interrupt)
-    loop.train(cfg, x, t, tmp_path / "resumed")
+        loop.train(cfg, x, t, tmp_path / "resumed", save_every_s=0, progress=interrupt,
+                   log_every=1)
+    loop.train(cfg, x, t, tmp_path / "resumed", log_every=1)
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
     assert b["step"] == 8
+    steps = [int(r["step"]) for r in read_log(tmp_path / "resumed" / "log.csv")]
+    assert steps == [int(r["step"]) for r in read_log(tmp_path / "straight" / "log.csv")]
     for key in ("net", "critic", "rate"):
         for name, value in a[key].items():
             assert torch.equal(value, b[key][name]), (key, name)

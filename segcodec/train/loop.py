@@ -170,11 +170,13 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
 
     (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
     log_path = out / "log.csv"
-    new_log = step == 0 or not log_path.exists()
-    log = open(log_path, "w" if step == 0 else "a", newline="")
+    # On resume, drop rows logged after the checkpoint: those steps are about to be redone.
+    kept = [r for r in csv.DictReader(open(log_path)) if int(r["step"]) <= step] \
+        if step and log_path.exists() else []
+    log = open(log_path, "w", newline="")
     writer = csv.writer(log)
-    if new_log:
-        writer.writerow(LOG_COLUMNS)
+    writer.writerow(LOG_COLUMNS)
+    writer.writerows([r[c] for c in LOG_COLUMNS] for r in kept)
     row: dict = {}
     start, last_save = time.time() - elapsed, time.time()
     net.train()
