@@ -47,10 +47,11 @@ def train(config, data, out, steps, seed, threads, cache):
         cfg["steps"] = steps
     if seed is not None:
         cfg["seed"] = seed
-    if cfg.get("init") and not Path(cfg["init"]).suffix:  # a recipe name: its run beside ours
-        cfg["init"] = str(out.parent / cfg["init"] / "checkpoint.pt")
-        if not Path(cfg["init"]).exists():
-            _fail(f"{cfg['name']} fine-tunes {cfg['init']}: train that first")
+    for key in ("init", "init_segmentor"):  # a recipe name: its run beside ours
+        if cfg.get(key) and not Path(cfg[key]).suffix:
+            cfg[key] = str(out.parent / cfg[key] / "checkpoint.pt")
+            if not Path(cfg[key]).exists():
+                _fail(f"{cfg['name']} starts from {cfg[key]}: train that first")
     t0 = time.time()
     cfg["normalisation"] = datasets.normalisation_for(cfg, data)
     x, t, _ = datasets.cached_set(cfg, data, "train", cache)

@@ -159,3 +159,17 @@ def test_train_without_data_is_one_line_error(tmp_path):
     from segcodec.cli.main import main
     result = CliRunner().invoke(main, ["train", "isic-d4", "--data", str(tmp_path)])
     assert result.exit_code == 1 and "no isic2017/" in result.output
+
+
+def test_hippocampus_d4_starts_its_segmentor_from_the_seg_run(tmp_path):
+    seg_cfg = smoke_config("hippocampus-seg", steps=2)
+    x, t, _ = fixture_set(seg_cfg)
+    loop.train(seg_cfg, x, t, tmp_path / "seg")
+    seg, _ = loop.load_checkpoint(tmp_path / "seg" / "checkpoint.pt")
+    cfg = smoke_config("hippocampus-d4", steps=1, lr=0.0,
+                       init_segmentor=str(tmp_path / "seg" / "checkpoint.pt"))
+    loop.train(cfg, x, t, tmp_path / "d4")
+    net, _ = loop.load_checkpoint(tmp_path / "d4" / "checkpoint.pt")
+    for name, value in seg.state_dict().items():
+        if "running" not in name and "num_batches" not in name:  # BN statistics move
+            assert torch.equal(value, net.segmentor.state_dict()[name]), name

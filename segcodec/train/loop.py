@@ -152,6 +152,9 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
         for key in ("net", "critic", "rate"):
             if modules[key] is not None and key in parent:
                 modules[key].load_state_dict(parent[key])
+    elif cfg.get("init_segmentor") and not ckpt_path.exists():
+        net.segmentor.load_state_dict(torch.load(Path(cfg["init_segmentor"]),
+                                                 weights_only=False)["net"])
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
         for key, module in modules.items():

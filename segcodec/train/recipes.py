@@ -10,6 +10,9 @@ keys works too.  Designs (Liu et al. 2020, Fig. 3a):
 - ``autoseg``: C + an image decoder trained on pixel MSE; its reconstruction is segmented by
   the task's ``seg`` model.
 
+Where g's feature map has the image's channel count (hippocampus), D2-D4 start s from the
+trained ``seg`` run (``init_segmentor``).
+
 ``-rN`` after ``d4`` picks rate point N: ``d4`` fine-tuned for a quarter of its steps with the
 weight of ``loss_cr`` times 3**(N-1) (a curve costs a fraction of training each point anew).
 """
@@ -38,6 +41,10 @@ TASKS = {
                  "n_classes": 3, "work_shape": [32, 48, 32]},
         "critic_widths": [16, 32],
         "batch": 8, "lr": 2e-3, "steps": 800, "rate_weight": 1.0,
+        # g's one-channel feature map stands where the one-channel MRI stood, so s starts
+        # from the uncompressed segmentor: from scratch, 800 CPU steps left D4 at mean Dice
+        # 0.776 against the reference's 0.876.
+        "segmentor_init": True,
     },
 }
 
@@ -82,6 +89,8 @@ def config(name_or_path: str) -> dict:
         # The rate loss ramps in over the first half so latents carry information first.
         "rate_ramp": 0.5,
         "init": None,
+        "init_segmentor": f"{m['task']}-seg" if task.get("segmentor_init") and
+        design["compress"] and "target" not in design else None,
     }
     if point > 1:
         cfg.update(init=f"{m['task']}-d4", steps=task["steps"] // 4, lr=task["lr"] / 4,
