@@ -158,6 +158,18 @@ def _pad_even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, pad, mode="edge") if h % 2 or w % 2 else frames
 
 
+# cpu-independent=1: x264 propagates its macroblock tree (mbtree, on in preset placebo) with
+# its C code rather than this CPU's SIMD; all other SIMD stays.  The AVX-512 propagation
+# (mbtree_propagate_list, seen in x264 cores 164 and 165) takes macroblocks 8 at a time and
+# also adds in the entries past the end of a row that is not a multiple of 8 macroblocks
+# (128 pixels) wide; on the last row those lie past the end of its buffers, in uninitialised
+# heap.  So on AVX-512 CPUs the per-macroblock quantisers of a multi-frame stream, and with
+# them its bytes (~2%) and decoded frames, changed with whatever the process's heap held; a
+# lone intra frame has no tree to propagate and was not affected.  With it the bytes are
+# those of x264's AVX2 and plain-C code paths, at the same speed.
+X264_DETERMINISTIC = "cpu-independent=1"
+
+
 def _x264(frames: np.ndarray, crf: int, pix_fmt: str, in_fmt: str, options: dict) -> bytes:
     """The raw Annex-B stream, SEI included."""
     import av
@@ -166,8 +178,10 @@ def _x264(frames: np.ndarray, crf: int, pix_fmt: str, in_fmt: str, options: dict
     ctx.pix_fmt = pix_fmt
     ctx.time_base = Fraction(1, 25)
     ctx.framerate = Fraction(25)
-    # threads=1: x264's sliced/frame threads change the stream with the core count.
-    ctx.options = {"crf": str(crf), "threads": "1", **options}
+    # threads=1: x264's sliced/frame threads change the stream with the core count (the SEI
+    # confirms threads=1 lookahead_threads=1 sliced_threads=0).
+    params = ":".join(filter(None, [X264_DETERMINISTIC, options.get("x264-params")]))
+    ctx.options = {"crf": str(crf), "threads": "1", **options, "x264-params": params}
     out = bytearray()
     for i, f in enumerate(frames):
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format=in_fmt)

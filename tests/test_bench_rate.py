@@ -1,13 +1,16 @@
 """bench/rate.py in --smoke mode (fixtures, untrained nets) and the codecs of bench/codecs.py."""
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from bench import codecs, rate
-from bench.common import FIXTURES
+from bench.common import FIXTURES, REPO
 
 FAMILIES = {"uncompressed", "png", "nifti-gz", "zstd", "jpeg2000", "h264", "segcodec",
             "autoseg", "labels"}
@@ -104,6 +107,36 @@ def test_sei_stripped_and_stream_decodes(rgb):
     a = codecs.h264_decode(raw, rgb.shape, rgb.dtype)
     b = codecs.h264_decode(stripped, rgb.shape, rgb.dtype)
     assert np.array_equal(a, b)
+
+
+_H264_VOLUME_DIGEST = """
+import hashlib, sys
+import nibabel as nib, numpy as np
+from bench import codecs
+vol = np.asarray(nib.load(sys.argv[1]).dataobj)
+digest = hashlib.sha256()
+for crf in (45, 36, 30):
+    for _ in range(2):
+        data = codecs.h264_encode(vol, crf)
+        digest.update(data)
+        digest.update(codecs.h264_decode(data, vol.shape, vol.dtype).tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_h264_volume_same_bytes_in_every_process():
+    """A volume (odd sides, so edge-padded) codes to the same bytes and decodes to the same
+    voxels in two fresh processes whose heaps start out different (glibc fills freed and new
+    blocks with MALLOC_PERTURB_): x264 must not read uninitialised memory into the stream."""
+    volume = FIXTURES / "hippocampus" / "hippocampus_019.nii.gz"
+    digests = []
+    for perturb in ("0", "165"):
+        env = {**os.environ, "MALLOC_PERTURB_": perturb}
+        proc = subprocess.run([sys.executable, "-c", _H264_VOLUME_DIGEST, str(volume)], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        digests.append(proc.stdout.strip())
+    assert digests[0] == digests[1]
 
 
 def test_lossless_references(rgb):
