@@ -19,8 +19,9 @@ DESIGNS = [  # (recipe suffix, what it is, how rate.json names its row)
     ("d2", "D2: C + g + s", ("segcodec", "{task}-d2", None)),
     ("d3", "D3: C + g + s + D", ("segcodec", "{task}-d3", None)),
     ("d4", "D4: C + g + s + D + rate loss", ("segcodec", "{task}-d4", None)),
-    ("d4-r2", "D4, rate point 2", ("segcodec", "{task}-d4-r2", None)),
-    ("d4-r3", "D4, rate point 3", ("segcodec", "{task}-d4-r3", None)),
+    ("d4-r0", "D4 fine-tuned, rate weight / 3", ("segcodec", "{task}-d4-r0", None)),
+    ("d4-r2", "D4 fine-tuned, rate weight x 3", ("segcodec", "{task}-d4-r2", None)),
+    ("d4-r3", "D4 fine-tuned, rate weight x 9", ("segcodec", "{task}-d4-r3", None)),
     ("autoseg", "Auto/Seg: autoencoder (pixel MSE) + s", ("autoseg", "{task}-autoseg", "seg")),
 ]
 

@@ -57,12 +57,12 @@ DESIGNS = {
     "autoseg": {"compress": True, "critic": False, "rate": False, "target": "image"},
 }
 
-_NAME = re.compile(r"^(?P<task>[a-z]+)-(?P<design>seg|d[1-4]|autoseg)(?:-r(?P<point>[1-9]))?$")
+_NAME = re.compile(r"^(?P<task>[a-z]+)-(?P<design>seg|d[1-4]|autoseg)(?:-r(?P<point>[0-9]))?$")
 
 
 def names() -> list[str]:
     out = [f"{t}-{d}" for t in TASKS for d in DESIGNS]
-    return out + [f"{t}-d4-r{n}" for t in TASKS for n in (2, 3)]
+    return out + [f"{t}-d4-r{n}" for t in TASKS for n in (0, 2, 3)]
 
 
 def config(name_or_path: str) -> dict:
@@ -75,7 +75,7 @@ def config(name_or_path: str) -> dict:
         raise ValueError(f"unknown training config {name_or_path!r}; "
                          f"known: {', '.join(names())} or a .json file")
     task, design = TASKS[m["task"]], DESIGNS[m["design"]]
-    point = int(m["point"] or 1)
+    point = int(m["point"] if m["point"] is not None else 1)
     cfg = {
         "name": name_or_path, "task_key": m["task"], "design": m["design"],
         "task": task["task"], "labels": task["labels"],
@@ -92,7 +92,7 @@ def config(name_or_path: str) -> dict:
         "init_segmentor": f"{m['task']}-seg" if task.get("segmentor_init") and
         design["compress"] and "target" not in design else None,
     }
-    if point > 1:
+    if point != 1:
         cfg.update(init=f"{m['task']}-d4", steps=task["steps"] // 4, lr=task["lr"] / 4,
                    rate_ramp=0.0)
     return cfg
