@@ -14,6 +14,7 @@ Writes rate.json (every point), rate.md (tables, headline) and rate_<task>.png.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -298,7 +299,8 @@ def _fmt(v, nd=4):
 
 
 def markdown(result: dict) -> str:
-    lines = ["# Rate against Dice", "", f"`{result['command']}`", "",
+    commands = sorted(set(result.get("commands", {}).values())) or [result["command"]]
+    lines = ["# Rate against Dice", "", *(f"`{c}`" for c in commands), "",
              f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, "
              f"torch {result['machine']['torch']} ({result['machine']['torch_threads']} "
              f"threads).  bpp = whole-file bytes x 8 / input pixels, headers included; "
@@ -426,16 +428,26 @@ def _run(args, command_line: str) -> dict:
                         j2k_rates if segs else (), crfs if segs else ())
         test_cases[task] = {"names": [c.name for c in cases],
                             "pixels": [c.pixels for c in cases]}
+    commands = {task: command_line for task in args.tasks}
+    previous = args.out / "rate.json"
+    if previous.exists():  # a run of some tasks keeps the other tasks' rows
+        old = json.loads(previous.read_text())
+        kept = [t for t in old["tasks"] if t not in args.tasks and old["settings"]["smoke"]
+                == args.smoke]
+        rows = [r for r in old["rows"] if r["task"] in kept] + rows
+        test_cases.update({t: old["cases"][t] for t in kept})
+        commands.update({t: old.get("commands", {}).get(t, old["command"]) for t in kept})
+    tasks = [t for t in NDIM if t in commands]
     result = {
-        "command": command_line,
+        "command": command_line, "commands": commands,
         "machine": machine(),
         "settings": {"jpeg2000_target_bpp": list(j2k_rates), "h264_crf": list(crfs),
                      "h264_options": codecs.X264_OPTIONS, "h264_rgb": codecs.H264_RGB_PIX_FMT,
                      "smoke": args.smoke, "limit": args.limit},
-        "tasks": args.tasks, "cases": test_cases, "rows": rows, "headline": headline(rows),
+        "tasks": tasks, "cases": test_cases, "rows": rows, "headline": headline(rows),
     }
     write_outputs(args.out, "rate", result, markdown(result))
-    for task in args.tasks:
+    for task in tasks:
         plot(rows, task, args.out / f"rate_{task}.png")
     return result
 

@@ -40,6 +40,17 @@ def test_smoke_outputs(smoke):
     assert {h["against"] for h in result["headline"]} == {"jpeg2000", "h264"}
 
 
+def test_one_task_rerun_keeps_the_other_tasks_rows(smoke, tmp_path):
+    out, result = smoke
+    (tmp_path / "rate.json").write_text((out / "rate.json").read_text())
+    rate.main(["--smoke", "--tasks", "isic", "--out", str(tmp_path)])
+    merged = json.loads((tmp_path / "rate.json").read_text())
+    assert merged["tasks"] == ["isic", "hippocampus"]
+    hippo = [r for r in result["rows"] if r["task"] == "hippocampus"]
+    assert [r for r in merged["rows"] if r["task"] == "hippocampus"] == hippo
+    assert merged["commands"]["isic"].endswith("--tasks isic --out " + str(tmp_path))
+
+
 def test_smoke_rows_are_consistent(smoke):
     _, result = smoke
     for r in result["rows"]:
