@@ -71,7 +71,8 @@ class Model:
     def describe(self) -> dict:
         return {"id": self.model_id.hex(), "name": self.name, "task": self.manifest["task"],
                 "ndim": self.ndim, "input_channels": self.in_channels,
-                "labels": self.labels, "default": self.manifest.get("default", False),
+                "labels": self.labels,
+                "default": default_for(self.ndim).model_id == self.model_id,
                 "normalisation": self.manifest["normalisation"],
                 "work_shape": self.manifest["architecture"]["work_shape"],
                 "latent_shape": list(self.latent_shape), "file": str(self.path)}
@@ -166,7 +167,8 @@ def find(name_or_id: str) -> Model:
 
 
 def default_for(ndim: int) -> Model:
-    """The model picked for a 2D image or a 3D volume when none is named."""
+    """The model picked for a 2D image or a 3D volume when none is named: of those whose
+    manifest says ``default``, the last by name (so ``-v1`` supersedes ``-v0``)."""
     candidates = [m for m in installed().values() if m.ndim == ndim]
     preferred = [m for m in candidates if m.manifest.get("default")]
     pick = (preferred or candidates)

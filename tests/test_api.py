@@ -23,7 +23,7 @@ def test_2d_round_trip(rgb):
 def test_2d_labels_find_the_lesion():
     scores = [dice(segcodec.segment(segcodec.encode(isic_image(i))), isic_mask(i), 1)
               for i in range(3)]
-    assert np.mean(scores) > 0.6, scores
+    assert np.mean(scores) > 0.85, scores  # isic-lesion-v1: 0.914, 0.938, 0.927
 
 
 def test_3d_round_trip_keeps_geometry(volume):
@@ -41,7 +41,7 @@ def test_3d_labels_find_the_hippocampus():
         pred = segcodec.segment(segcodec.encode(hippo_volume(i)[0]))
         truth = hippo_labels(i)
         scores += [dice(pred, truth, 1), dice(pred, truth, 2)]
-    assert np.mean(scores) > 0.4, scores
+    assert np.mean(scores) > 0.75, scores  # hippocampus-v1: 0.832, 0.815, 0.818, 0.816
 
 
 def test_decode_gives_the_latents_the_encoder_made(rgb):

@@ -70,3 +70,10 @@ def test_colliding_ids_are_refused(extra_models):
 def test_unknown_names():
     with pytest.raises(UnknownModelError, match="unknown model"):
         zoo.find("no-such-model")
+
+
+def test_models_list_one_default_per_kind():
+    found = segcodec.list_models()
+    for ndim in (2, 3):
+        defaults = [m["name"] for m in found if m["ndim"] == ndim and m["default"]]
+        assert defaults == [zoo.default_for(ndim).name]
