@@ -19,7 +19,9 @@ ISIC_NORM = {"kind": "fixed", "scale": 1 / 255, "mean": [0.7, 0.55, 0.5], "std":
 
 def smoke_config(name: str, **overrides) -> dict:
     cfg = recipes.config(name)
-    cfg.update({"steps": 30, "batch": 4, "rate_ramp": 0.0, **overrides})
+    # Recipes name parent runs (init, init_segmentor) that the CLI resolves; tests pass paths.
+    cfg.update({"steps": 30, "batch": 4, "rate_ramp": 0.0, "init": None,
+                "init_segmentor": None, **overrides})
     if cfg["normalisation"] is None:
         cfg["normalisation"] = ISIC_NORM
     return cfg
