@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from segcodec import zoo
+
 from .common import RESULTS, RUNS, command, write_outputs
 
 DESIGNS = [  # (recipe suffix, what it is, how rate.json names its row)
@@ -26,7 +28,14 @@ DESIGNS = [  # (recipe suffix, what it is, how rate.json names its row)
 ]
 
 
+def shipped() -> dict[str, str]:
+    """Recipe -> name of the installed model exported from it."""
+    return {m.manifest.get("training", {}).get("recipe"): m.name
+            for m in zoo.installed().values()}
+
+
 def table(rate: dict, runs: Path) -> list[dict]:
+    ships = shipped()
     out = []
     for task in rate["tasks"]:
         rows = {(r["codec"], str(r["setting"]), r["segmentor"]): r
@@ -38,6 +47,7 @@ def table(rate: dict, runs: Path) -> list[dict]:
             if row is None and not summary:
                 continue
             out.append({"task": task, "design": suffix, "what": what,
+                        "shipped_as": ships.get(f"{task}-{suffix}"),
                         "mean_bpp": row and row["mean_bpp"], "dice": row and row["dice"],
                         "mean_dice": row and row["mean_dice"], "iou": row and row["iou"],
                         "mean_iou": row and row["mean_iou"], "steps": summary.get("steps"),
@@ -61,7 +71,8 @@ def markdown(rows: list[dict], cmd: str) -> str:
             bpp = "uncompressed" if r["design"] in ("seg", "d1") else \
                 ("—" if r["mean_bpp"] is None else f"{r['mean_bpp']:.4f}")
             minutes = "—" if r["train_minutes"] is None else f"{r['train_minutes']} min"
-            lines.append(f"| {r['what']} | {bpp} | {per_class(r['dice'])} | "
+            what = r["what"] + (f" = `{r['shipped_as']}`" if r.get("shipped_as") else "")
+            lines.append(f"| {what} | {bpp} | {per_class(r['dice'])} | "
                          f"{per_class(r['iou'])} | {r['steps'] or '—'} | {minutes} |")
     return "\n".join(lines) + "\n"
 
