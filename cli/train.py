@@ -14,9 +14,10 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def _need_data(data: Path) -> None:
-    if not (data / "isic2017").is_dir() and not (data / "msd_hippocampus").is_dir():
-        _fail(f"{data}: no isic2017/ or msd_hippocampus/ inside (see ../shared/data/README)")
+def _need_data(data: Path, task_key: str) -> None:
+    from segcodec.train.data import FOLDERS
+    if not (data / FOLDERS[task_key]).is_dir():
+        _fail(f"{data}: no {FOLDERS[task_key]}/ inside (see ../shared/data/README)")
 
 
 @click.command()
@@ -36,36 +37,48 @@ def train(config, data, out, steps, seed, threads, cache):
 
     Writes checkpoint.pt (resumable), log.csv, losses.png and summary.json to the run folder.
     """
+    import torch
+
     from segcodec.train import data as datasets, loop, recipes
     try:
         cfg = recipes.config(config)
-    except ValueError as exc:
-        _fail(str(exc))
-    _need_data(data)
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(f"{config}: {exc}")
+    _need_data(data, cfg["task_key"])
     out = out or Path("runs") / cfg["name"]
     if steps:
         cfg["steps"] = steps
     if seed is not None:
         cfg["seed"] = seed
+    if cfg.get("init"):
+        cfg["init_segmentor"] = None  # the parent run already holds a trained s
+    resuming = (out / "checkpoint.pt").exists()
     for key in ("init", "init_segmentor"):  # a recipe name: its run beside ours
         if cfg.get(key) and not Path(cfg[key]).suffix:
             cfg[key] = str(out.parent / cfg[key] / "checkpoint.pt")
-            if not Path(cfg[key]).exists():
-                _fail(f"{cfg['name']} starts from {cfg[key]}: train that first")
+        if cfg.get(key) and not resuming and not Path(cfg[key]).exists():
+            _fail(f"{cfg['name']} starts from {cfg[key]}: train that first")
     t0 = time.time()
-    cfg["normalisation"] = datasets.normalisation_for(cfg, data)
-    x, t, _ = datasets.cached_set(cfg, data, "train", cache)
-    xt, _, test_labels = datasets.cached_set(cfg, data, "test", cache)
+    try:
+        cfg["normalisation"] = datasets.normalisation_for(cfg, data)
+        x, t, _ = datasets.cached_set(cfg, data, "train", cache)
+        xt, _, test_labels = datasets.cached_set(cfg, data, "test", cache)
+    except (OSError, ValueError) as exc:
+        _fail(f"reading {data}: {exc}")
     click.echo(f"{cfg['name']}: {len(x)} training / {len(xt)} test cases loaded in "
                f"{time.time() - t0:.0f} s", err=True)
-    with click.progressbar(length=cfg["steps"], label=cfg["name"], file=sys.stderr) as bar:
-        def progress(step, total):
-            bar.update(step - bar.pos)
-        row = loop.train(cfg, x, t, out, threads=threads, progress=progress)
+    try:
+        with click.progressbar(length=cfg["steps"], label=cfg["name"], file=sys.stderr) as bar:
+            def progress(step, total):
+                bar.update(step - bar.pos)
+            loop.train(cfg, x, t, out, threads=threads, progress=progress)
+    except ValueError as exc:
+        _fail(str(exc))
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
     net, _ = loop.load_checkpoint(out / "checkpoint.pt")
-    summary = {"config": cfg["name"], "design": cfg["design"], "steps": cfg["steps"],
-               "train_seconds": round(row.get("elapsed_s", 0)), "train_cases": len(x),
-               "test_cases": len(xt), "last": row}
+    summary = {"config": cfg["name"], "design": cfg["design"], "steps": ck["step"],
+               "train_seconds": round(ck["elapsed"]), "train_cases": len(x),
+               "test_cases": len(xt), "last": loop.last_logged(out / "log.csv")}
     if cfg["target"] == "labels":
         summary["test"] = loop.evaluate(net, xt, test_labels, cfg["arch"]["n_classes"])
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -86,9 +99,8 @@ def train(config, data, out, steps, seed, threads, cache):
 def export(checkpoint, data, name, out, is_default, cache):
     """Turn a C+g+s training checkpoint into a zoo model file (.sgm)."""
     from segcodec.train import export as exporter
-    _need_data(data)
     try:
         result = exporter.export(checkpoint, data, name, out, is_default, cache)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         _fail(str(exc))
     click.echo(json.dumps(result))

@@ -175,3 +175,22 @@ def test_hippocampus_d4_starts_its_segmentor_from_the_seg_run(tmp_path):
     for name, value in seg.state_dict().items():
         if "running" not in name and "num_batches" not in name:  # BN statistics move
             assert torch.equal(value, net.segmentor.state_dict()[name]), name
+
+
+def test_resuming_under_another_config_is_refused(tmp_path):
+    cfg = smoke_config("isic-d2", steps=2)
+    x, t, _ = fixture_set(cfg)
+    loop.train(cfg, x, t, tmp_path)
+    with pytest.raises(ValueError, match="steps=2"):
+        loop.train({**cfg, "steps": 3}, x, t, tmp_path)
+
+
+def test_export_of_a_non_checkpoint_is_one_line_error(tmp_path):
+    from click.testing import CliRunner
+    from segcodec.cli.main import main
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(main, ["export", str(bogus), "--data", str(tmp_path),
+                                       "--name", "x"])
+    assert result.exit_code == 1 and "not a segcodec training checkpoint" in result.output
+    assert "Traceback" not in result.output

@@ -18,6 +18,7 @@ from PIL import Image
 from ..transforms import normalise, resample
 
 SPLIT_FILE = Path(__file__).with_name("hippocampus_split.json")
+FOLDERS = {"isic": "isic2017", "hippocampus": "msd_hippocampus"}  # under --data
 
 
 def isic_files(root: Path, split: str) -> list[tuple[Path, Path]]:

@@ -23,6 +23,9 @@ from ..transforms import labels_from_logits
 from .critic import Critic
 from .losses import ContextRate, loss_dis, loss_seg
 
+# A run resumes only under the config it started with.
+RESUME_KEYS = ("arch", "steps", "seed", "lr", "batch", "compress", "target", "dis_weight",
+               "rate_weight", "dice_weight", "rate_ramp")
 LOG_COLUMNS = ["step", "elapsed_s", "loss", "loss_seg", "loss_dis", "loss_cr_bpp", "dice"]
 
 
@@ -157,6 +160,10 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
                                                  weights_only=False)["net"])
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
+        changed = [k for k in RESUME_KEYS if ck["config"].get(k) != cfg.get(k)]
+        if changed:
+            was = ", ".join(f"{k}={ck['config'].get(k)}" for k in changed)
+            raise ValueError(f"{out} holds a run started with {was}; use another --out")
         for key, module in modules.items():
             if module is not None:
                 module.load_state_dict(ck[key])
@@ -214,8 +221,6 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
             d_opt.step()
         step += 1
         elapsed = time.time() - start
-        if progress:
-            progress(step, steps)
         if step % log_every == 0 or step == steps:
             dice = float("nan")
             if prob is not None:
@@ -232,6 +237,12 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
         if time.time() - last_save > save_every_s:
             save()
             last_save = time.time()
+        try:
+            if progress:
+                progress(step, steps)
+        except KeyboardInterrupt:
+            save()  # every finished step is kept; the random states are consistent here
+            raise
     save()
     log.close()
     try:
@@ -239,6 +250,12 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
     except ImportError:
         pass  # curves stay in log.csv
     return row
+
+
+def last_logged(log_path: Path) -> dict:
+    """The last row of a run's log.csv, as numbers."""
+    rows = list(csv.DictReader(open(log_path)))
+    return {k: float(v) for k, v in rows[-1].items()} if rows else {}
 
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, dict]:
