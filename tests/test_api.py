@@ -41,7 +41,7 @@ def test_3d_labels_find_the_hippocampus():
         pred = segcodec.segment(segcodec.encode(hippo_volume(i)[0]))
         truth = hippo_labels(i)
         scores += [dice(pred, truth, 1), dice(pred, truth, 2)]
-    assert np.mean(scores) > 0.75, scores  # hippocampus-v1: 0.832, 0.815, 0.818, 0.816
+    assert np.mean(scores) > 0.75, scores  # hippocampus-v1: 0.866, 0.836, 0.848, 0.812
 
 
 def test_decode_gives_the_latents_the_encoder_made(rgb):
