@@ -14,12 +14,6 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def _need_data(data: Path, task_key: str) -> None:
-    from segcodec.train.data import FOLDERS
-    if not (data / FOLDERS[task_key]).is_dir():
-        _fail(f"{data}: no {FOLDERS[task_key]}/ inside (see ../shared/data/README)")
-
-
 @click.command()
 @click.argument("config")
 @click.option("--data", type=click.Path(path_type=Path), required=True,
@@ -44,7 +38,10 @@ def train(config, data, out, steps, seed, threads, cache):
         cfg = recipes.config(config)
     except (ValueError, OSError, KeyError) as exc:
         _fail(f"{config}: {exc}")
-    _need_data(data, cfg["task_key"])
+    try:
+        datasets.check_root(data, cfg["task_key"])
+    except ValueError as exc:
+        _fail(str(exc))
     out = out or Path("runs") / cfg["name"]
     if steps:
         cfg["steps"] = steps

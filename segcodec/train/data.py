@@ -21,17 +21,23 @@ SPLIT_FILE = Path(__file__).with_name("hippocampus_split.json")
 FOLDERS = {"isic": "isic2017", "hippocampus": "msd_hippocampus"}  # under --data
 
 
+def check_root(root: Path, task_key: str) -> None:
+    """ValueError unless ``root`` holds the task's data set."""
+    if not (root / FOLDERS[task_key]).is_dir():
+        raise ValueError(f"{root}: no {FOLDERS[task_key]}/ inside (see ../shared/data/README)")
+
+
 def isic_files(root: Path, split: str) -> list[tuple[Path, Path]]:
-    images = sorted((root / "isic2017" / split / "images").glob("ISIC_*.jpg"))
-    return [(p, root / "isic2017" / split / "masks" / f"{p.stem}_segmentation.png")
-            for p in images]
+    base = root / FOLDERS["isic"] / split
+    return [(p, base / "masks" / f"{p.stem}_segmentation.png")
+            for p in sorted((base / "images").glob("ISIC_*.jpg"))]
 
 
 def hippocampus_split(root: Path, n_test: int = 40, seed: int = 2020) -> dict:
     """The fixed train/test split, written once into the repo and read from there after."""
     if SPLIT_FILE.exists():
         return json.loads(SPLIT_FILE.read_text())
-    names = sorted(p.name for p in (root / "msd_hippocampus" / "imagesTr").glob("*.nii.gz"))
+    names = sorted(p.name for p in (root / FOLDERS["hippocampus"] / "imagesTr").glob("*.nii.gz"))
     order = np.random.default_rng(seed).permutation(len(names))
     split = {"seed": seed, "test": sorted(names[i] for i in order[:n_test]),
              "train": sorted(names[i] for i in order[n_test:])}
@@ -41,7 +47,7 @@ def hippocampus_split(root: Path, n_test: int = 40, seed: int = 2020) -> dict:
 
 def hippocampus_files(root: Path, split: str) -> list[tuple[Path, Path]]:
     names = hippocampus_split(root)[split]
-    base = root / "msd_hippocampus"
+    base = root / FOLDERS["hippocampus"]
     return [(base / "imagesTr" / n, base / "labelsTr" / n) for n in names]
 
 

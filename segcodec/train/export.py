@@ -44,9 +44,7 @@ def export(checkpoint: Path, root: Path, name: str, out: Path | None = None,
         cfg = ck["config"]
     except Exception as exc:  # pickle, zip and key errors alike: not a training checkpoint
         raise ValueError(f"{checkpoint}: not a segcodec training checkpoint ({exc})") from None
-    if not (root / data.FOLDERS[cfg["task_key"]]).is_dir():
-        raise ValueError(f"{root}: no {data.FOLDERS[cfg['task_key']]}/ inside "
-                         "(the tables are fitted on the training set)")
+    data.check_root(root, cfg["task_key"])  # the tables are fitted on the training set
     if not cfg["compress"] or cfg["target"] != "labels":
         raise ValueError(f"{checkpoint}: design {cfg['design']!r} has no C+g+s to export")
     net, _ = loop.load_checkpoint(checkpoint)

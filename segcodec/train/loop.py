@@ -127,7 +127,7 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
           log_every: int = 25, save_every_s: float = 120.0, progress=None) -> dict:
     """Train ``cfg`` on working-grid images ``x`` and soft targets ``t``; resume from ``out``.
 
-    ``progress(step, total)`` is called after every step.  Returns the last logged row.
+    ``progress(step, total)`` is called after every step.
     """
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,7 +187,6 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
     writer = csv.writer(log)
     writer.writerow(LOG_COLUMNS)
     writer.writerows([r[c] for c in LOG_COLUMNS] for r in kept)
-    row: dict = {}
     start, last_save = time.time() - elapsed, time.time()
     net.train()
     while step < steps:
@@ -203,7 +202,9 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
         loss = l_seg
         l_dis = l_cr = torch.zeros(())
         if critic is not None:
+            critic.requires_grad_(False)  # D is fixed in this step; its own step follows
             l_dis = loss_dis(critic, prob, tb)
+            critic.requires_grad_(True)
             loss = loss + cfg["dis_weight"] * l_dis
         if rate is not None:
             l_cr = rate(p, z, n_pix)
@@ -249,7 +250,6 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
         plot_losses(log_path, out / "losses.png")
     except ImportError:
         pass  # curves stay in log.csv
-    return row
 
 
 def last_logged(log_path: Path) -> dict:
