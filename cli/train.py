@@ -50,7 +50,7 @@ def train(config, data, out, steps, seed, threads, cache):
     if cfg.get("init"):
         cfg["init_segmentor"] = None  # the parent run already holds a trained s
     resuming = (out / "checkpoint.pt").exists()
-    for key in ("init", "init_segmentor"):  # a recipe name: its run beside ours
+    for key in ("init", "init_segmentor", "teacher"):  # a recipe name: its run beside ours
         if cfg.get(key) and not Path(cfg[key]).suffix:
             cfg[key] = str(out.parent / cfg[key] / "checkpoint.pt")
         if cfg.get(key) and not resuming and not Path(cfg[key]).exists():
@@ -58,24 +58,29 @@ def train(config, data, out, steps, seed, threads, cache):
     t0 = time.time()
     try:
         cfg["normalisation"] = datasets.normalisation_for(cfg, data)
-        x, t, _ = datasets.cached_set(cfg, data, "train", cache)
+        x, t, _ = datasets.cached_set(cfg, data, "fit", cache)
+        xv, _, val_labels = datasets.cached_set(cfg, data, "val", cache)
         xt, _, test_labels = datasets.cached_set(cfg, data, "test", cache)
     except (OSError, ValueError) as exc:
         _fail(f"reading {data}: {exc}")
-    click.echo(f"{cfg['name']}: {len(x)} training / {len(xt)} test cases loaded in "
-               f"{time.time() - t0:.0f} s", err=True)
+    click.echo(f"{cfg['name']}: {len(x)} training / {len(xv)} validation / {len(xt)} test "
+               f"cases loaded in {time.time() - t0:.0f} s", err=True)
+    val = (xv, val_labels) if cfg["target"] == "labels" else None
     try:
         with click.progressbar(length=cfg["steps"], label=cfg["name"], file=sys.stderr) as bar:
             def progress(step, total):
                 bar.update(step - bar.pos)
-            loop.train(cfg, x, t, out, threads=threads, progress=progress)
+            loop.train(cfg, x, t, out, val=val, threads=threads, progress=progress)
     except ValueError as exc:
         _fail(str(exc))
     ck = torch.load(out / "checkpoint.pt", weights_only=False)
-    net, _ = loop.load_checkpoint(out / "checkpoint.pt")
+    net, _ = loop.load_checkpoint(out / "checkpoint.pt", best=True)
     summary = {"config": cfg["name"], "design": cfg["design"], "steps": ck["step"],
                "train_seconds": round(ck["elapsed"]), "train_cases": len(x),
-               "test_cases": len(xt), "last": loop.last_logged(out / "log.csv")}
+               "val_cases": len(xv), "test_cases": len(xt),
+               "last": loop.last_logged(out / "log.csv")}
+    if ck.get("best"):  # the weights chosen on the validation cases; test scores are theirs
+        summary["picked"] = {"step": ck["best"]["step"], "val_dice": ck["best"]["val_dice"]}
     if cfg["target"] == "labels":
         summary["test"] = loop.evaluate(net, xt, test_labels, cfg["arch"]["n_classes"])
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -92,7 +92,9 @@ class Segmentor(nn.Module):
                                 for wd, wu in zip(reversed(widths[1:]), reversed(widths[:-1])))
         self.head = _conv(ndim, widths[0], n_classes, k=1)
 
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
+    def forward(self, f: torch.Tensor, features: list | None = None) -> torch.Tensor:
+        """Class logits; ``features``, when given, collects the bottleneck's activations
+        (what distillation matches)."""
         pool = F.max_pool2d if self.ndim == 2 else F.max_pool3d
         mode = "bilinear" if self.ndim == 2 else "trilinear"
         skips = []
@@ -102,6 +104,8 @@ class Segmentor(nn.Module):
                 h = pool(h, 2)
             h = block(h)
             skips.append(h)
+        if features is not None:
+            features.append(h)
         for block, skip in zip(self.up, reversed(skips[:-1])):
             h = F.interpolate(h, size=skip.shape[2:], mode=mode, align_corners=False)
             h = block(torch.cat([h, skip], 1))
@@ -117,9 +121,13 @@ class SegCodecNet(nn.Module):
         self.arch = dict(arch)
         self.compressor = Compressor(nd, arch["in_channels"], arch["latent_channels"],
                                      arch["c_widths"])
-        self.reconstructor = Reconstructor(nd, arch["latent_channels"], arch["g_widths"])
+        # ``g_channels``: g's map has the image's channel count where s starts from the
+        # uncompressed segmentor (v2); one channel, as in the paper's Fig. 2b, before.
+        g_channels = arch.get("g_channels", 1)
+        self.reconstructor = Reconstructor(nd, arch["latent_channels"], arch["g_widths"],
+                                           out_channels=g_channels)
         self.segmentor = Segmentor(nd, arch["n_classes"], arch["s_widths"],
-                                   norm=arch.get("s_norm", False))
+                                   in_channels=g_channels, norm=arch.get("s_norm", False))
 
     @property
     def downsample(self) -> int:
@@ -129,16 +137,16 @@ class SegCodecNet(nn.Module):
         return (self.arch["latent_channels"],
                 *(s // self.downsample for s in self.arch["work_shape"]))
 
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_logits(self, z: torch.Tensor, features: list | None = None) -> torch.Tensor:
         """g then s: binary latents (float 0/1) -> class logits at the working resolution."""
-        return self.segmentor(self.reconstructor(z))
+        return self.segmentor(self.reconstructor(z), features)
 
-    def forward(self, x: torch.Tensor, stochastic: bool = True):
+    def forward(self, x: torch.Tensor, stochastic: bool = True, features: list | None = None):
         """Training path: returns (class logits, bit probabilities, bits)."""
         p = torch.sigmoid(self.compressor(x))
         z = binarize(p) if stochastic else (p > 0.5).to(p.dtype)
         z = p + (z - p).detach()  # straight-through gradient
-        return self.decode_logits(z), p, z
+        return self.decode_logits(z, features), p, z
 
 
 def binarize(p: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ def smoke_config(name: str, **overrides) -> dict:
     cfg = recipes.config(name)
     # Recipes name parent runs (init, init_segmentor) that the CLI resolves; tests pass paths.
     cfg.update({"steps": 30, "batch": 4, "rate_ramp": 0.0, "init": None,
-                "init_segmentor": None, **overrides})
+                "init_segmentor": None, "teacher": None, "distil_weight": 0.0, **overrides})
     if cfg["normalisation"] is None:
         cfg["normalisation"] = ISIC_NORM
     return cfg
@@ -175,6 +175,27 @@ def test_hippocampus_d4_starts_its_segmentor_from_the_seg_run(tmp_path):
     for name, value in seg.state_dict().items():
         if "running" not in name and "num_batches" not in name:  # BN statistics move
             assert torch.equal(value, net.segmentor.state_dict()[name]), name
+
+
+def test_isic_d4_is_taught_by_the_seg_run_and_keeps_its_best_validation_weights(tmp_path):
+    seg_cfg = smoke_config("isic-seg", steps=3)
+    x, t, full = fixture_set(seg_cfg)
+    loop.train(seg_cfg, x, t, tmp_path / "seg")
+    teacher = str(tmp_path / "seg" / "checkpoint.pt")
+    cfg = smoke_config("isic-d4", steps=6, rate_ramp=0.5, init_segmentor=teacher,
+                       teacher=teacher, distil_weight=1.0)
+    loop.train(cfg, x, t, tmp_path / "d4", val=(x, full))
+    rows = read_log(tmp_path / "d4" / "log.csv")
+    assert all(r["loss_distil"] > 0 for r in rows)
+    val = list(csv.DictReader(open(tmp_path / "d4" / "val.csv")))
+    assert [int(r["step"]) for r in val] == [1, 2, 3, 4, 5, 6]
+    ck = torch.load(tmp_path / "d4" / "checkpoint.pt", weights_only=False)
+    # Only weights past the rate ramp (step 3 of 6) may be picked: their rate is the final one.
+    eligible = {int(r["step"]): float(r["val_dice"]) for r in val if int(r["step"]) >= 3}
+    assert ck["best"]["step"] == max(eligible, key=eligible.get)
+    picked, _ = loop.load_checkpoint(tmp_path / "d4" / "checkpoint.pt", best=True)
+    for name, value in ck["best"]["net"].items():
+        assert torch.equal(picked.state_dict()[name], value), name
 
 
 def test_resuming_under_another_config_is_refused(tmp_path):

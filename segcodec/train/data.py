@@ -89,11 +89,28 @@ def channel_stats(pairs, limit: int = 400) -> tuple[list[float], list[float]]:
     return [round(float(v), 4) for v in acc.mean(1)], [round(float(v), 4) for v in acc.std(1)]
 
 
+VALIDATION_CASES = {"isic": 150, "hippocampus": 20}
+VALIDATION_SEED = 7
+
+
 def task_pairs(task_key: str, root: Path, split: str) -> list[tuple[Path, Path]]:
-    """``split`` is "train" or "test" (ISIC's val set is the test set, as in the paper)."""
-    if task_key == "isic":
-        return isic_files(root, "train" if split == "train" else "val")
-    return hippocampus_files(root, split)
+    """The cases of ``split``:
+
+    - "train": every training case; "test": the reported test set (ISIC's official val set,
+      as in the paper; the hippocampus split in the repo);
+    - "fit" and "val": "train" carved in two by a seeded draw of ``VALIDATION_CASES``. Models,
+      epochs and rate points are chosen on "val", never on "test".
+    """
+    if split == "test":
+        return isic_files(root, "val") if task_key == "isic" else hippocampus_files(root, "test")
+    pairs = isic_files(root, "train") if task_key == "isic" else hippocampus_files(root, "train")
+    if split == "train":
+        return pairs
+    order = np.random.default_rng(VALIDATION_SEED).permutation(len(pairs))
+    held = set(order[:VALIDATION_CASES[task_key]].tolist())
+    if split not in ("fit", "val"):
+        raise ValueError(f"unknown split {split!r}")
+    return [p for i, p in enumerate(pairs) if (i in held) == (split == "val")]
 
 
 def normalisation_for(cfg: dict, root: Path) -> dict:

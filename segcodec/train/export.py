@@ -47,9 +47,10 @@ def export(checkpoint: Path, root: Path, name: str, out: Path | None = None,
     data.check_root(root, cfg["task_key"])  # the tables are fitted on the training set
     if not cfg["compress"] or cfg["target"] != "labels":
         raise ValueError(f"{checkpoint}: design {cfg['design']!r} has no C+g+s to export")
-    net, _ = loop.load_checkpoint(checkpoint)
-    x, _, _ = data.cached_set(cfg, root, "train", cache)
-    training = {"recipe": cfg["name"], "steps": ck["step"], "seed": cfg["seed"],
+    net, _ = loop.load_checkpoint(checkpoint, best=True)
+    x, _, _ = data.cached_set(cfg, root, "fit", cache)
+    picked = ck.get("best") or {"step": ck["step"]}
+    training = {"recipe": cfg["name"], "steps": picked["step"], "seed": cfg["seed"],
                 "train_seconds": round(ck["elapsed"]), "train_cases": len(x)}
     manifest, state, table, latents = build_model(net, cfg, x, name, is_default, training)
     path = write_model_file(out or BUILTIN_DIR, manifest, state, table)

@@ -21,12 +21,14 @@ from torch import nn
 from ..networks import Compressor, Reconstructor, SegCodecNet, Segmentor, binarize
 from ..transforms import labels_from_logits
 from .critic import Critic
-from .losses import ContextRate, loss_dis, loss_seg
+from .losses import ContextRate, loss_dis, loss_distil, loss_seg
 
 # A run resumes only under the config it started with.
 RESUME_KEYS = ("arch", "steps", "seed", "lr", "batch", "compress", "target", "dis_weight",
-               "rate_weight", "dice_weight", "rate_ramp")
-LOG_COLUMNS = ["step", "elapsed_s", "loss", "loss_seg", "loss_dis", "loss_cr_bpp", "dice"]
+               "rate_weight", "dice_weight", "rate_ramp", "distil_weight", "teacher")
+LOG_COLUMNS = ["step", "elapsed_s", "loss", "loss_seg", "loss_dis", "loss_cr_bpp", "loss_distil",
+               "dice"]
+VAL_COLUMNS = ["step", "val_dice", "val_dice_classes", "val_bpp_estimate"]
 
 
 class AutoEncoder(nn.Module):
@@ -57,11 +59,15 @@ def build_net(cfg: dict) -> nn.Module:
                      in_channels=arch["in_channels"], norm=arch.get("s_norm", False))
 
 
-def run_net(net: nn.Module, x: torch.Tensor, stochastic: bool = True):
-    """(output, bit probabilities or None, bits or None) for any design."""
-    if isinstance(net, (SegCodecNet, AutoEncoder)):
+def run_net(net: nn.Module, x: torch.Tensor, stochastic: bool = True,
+            features: list | None = None):
+    """(output, bit probabilities or None, bits or None) for any design; ``features``
+    collects s's bottleneck activations where there is an s."""
+    if isinstance(net, SegCodecNet):
+        return net(x, stochastic, features)
+    if isinstance(net, AutoEncoder):
         return net(x, stochastic)
-    return net(x), None, None
+    return net(x, features), None, None
 
 
 def augment(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator):
@@ -123,10 +129,14 @@ def plot_losses(log_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
-def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: int = 1,
-          log_every: int = 25, save_every_s: float = 120.0, progress=None) -> dict:
+def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
+          threads: int = 1, log_every: int = 25, save_every_s: float = 120.0,
+          progress=None) -> None:
     """Train ``cfg`` on working-grid images ``x`` and soft targets ``t``; resume from ``out``.
 
+    ``val`` = (working-grid images, full-size labels) of the validation cases: scored 20
+    times a run (``val.csv``), and the best-scoring weights are kept in the checkpoint as
+    ``best`` (among those past the rate ramp, whose rate is the final one).
     ``progress(step, total)`` is called after every step.
     """
     torch.set_num_threads(threads)
@@ -136,28 +146,35 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
     gen = torch.Generator().manual_seed(cfg["seed"])
     net = build_net(cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
+    # A warm-up of at least 3 steps: OneCycleLR divides by zero when its first phase is empty.
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=steps,
-                                                pct_start=0.05)
+                                                pct_start=max(0.05, 3 / steps))
     critic = d_opt = None
     if cfg["dis_weight"]:
         critic = Critic(arch["ndim"], arch["n_classes"], cfg["critic_widths"])
         d_opt = torch.optim.RMSprop(critic.parameters(), lr=cfg["lr"] / 4)
     rate = ContextRate(arch["latent_channels"], arch["ndim"]) if cfg["compress"] else None
+    teacher = None
+    if cfg.get("distil_weight"):
+        # The uncompressed segmentor on the image teaches s on g(latents); it stays frozen.
+        teacher = load_checkpoint(Path(cfg["teacher"]), best=True)[0].requires_grad_(False)
     n_pix = int(np.prod(arch["work_shape"]))
     modules = {"net": net, "opt": opt, "sched": sched, "critic": critic, "d_opt": d_opt,
                "rate": rate}
 
     ckpt_path = out / "checkpoint.pt"
-    step, elapsed = 0, 0.0
+    step, elapsed, best = 0, 0.0, None
     if cfg.get("init") and not ckpt_path.exists():
         # Fine-tuning (rate points): weights and rate-model counts from the parent run.
         parent = torch.load(Path(cfg["init"]), weights_only=False)
+        if parent.get("best"):  # the parent's validation pick, not its last step
+            parent["net"] = parent["best"]["net"]
         for key in ("net", "critic", "rate"):
             if modules[key] is not None and key in parent:
                 modules[key].load_state_dict(parent[key])
     elif cfg.get("init_segmentor") and not ckpt_path.exists():
-        net.segmentor.load_state_dict(torch.load(Path(cfg["init_segmentor"]),
-                                                 weights_only=False)["net"])
+        seg = load_checkpoint(Path(cfg["init_segmentor"]), best=True)[0]
+        net.segmentor.load_state_dict(seg.state_dict())
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
         changed = [k for k in RESUME_KEYS if ck["config"].get(k) != cfg.get(k)]
@@ -169,14 +186,38 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
                 module.load_state_dict(ck[key])
         gen.set_state(ck["gen"])
         torch.set_rng_state(ck["rng"])
-        step, elapsed = ck["step"], ck["elapsed"]
+        step, elapsed, best = ck["step"], ck["elapsed"], ck.get("best")
 
     def save():
         state = {k: m.state_dict() for k, m in modules.items() if m is not None}
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({**state, "config": cfg, "gen": gen.get_state(),
-                    "rng": torch.get_rng_state(), "step": step, "elapsed": elapsed}, tmp)
+                    "rng": torch.get_rng_state(), "step": step, "elapsed": elapsed,
+                    "best": best}, tmp)
         tmp.replace(ckpt_path)
+
+    val_every = max(1, steps // 20)
+    selectable_from = int(cfg["rate_ramp"] * steps) if cfg["rate_weight"] else 0
+
+    def validate():
+        nonlocal best
+        scores_ = evaluate(net, val[0], val[1], arch["n_classes"])
+        mean = float(np.mean(scores_["dice"]))
+        bpp = float("nan")
+        if rate is not None:
+            with torch.no_grad():
+                net.eval()
+                rate.eval()
+                _, p_, z_ = run_net(net, val[0], stochastic=False)
+                bpp = float(rate(p_, z_, n_pix))
+                net.train()
+                rate.train()
+        with open(val_path, "a", newline="") as f:
+            csv.writer(f).writerow([step, f"{mean:.5f}", " ".join(map(str, scores_["dice"])),
+                                    f"{bpp:.5g}"])
+        if step >= selectable_from and (best is None or mean > best["val_dice"]):
+            best = {"step": step, "val_dice": mean,
+                    "net": {k: v.clone() for k, v in net.state_dict().items()}}
 
     (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
     log_path = out / "log.csv"
@@ -186,13 +227,19 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
     log = open(log_path, "w", newline="")
     writer = csv.writer(log)
     writer.writerow(LOG_COLUMNS)
-    writer.writerows([r[c] for c in LOG_COLUMNS] for r in kept)
+    writer.writerows([r.get(c, "0") for c in LOG_COLUMNS] for r in kept)
+    val_path = out / "val.csv"
+    kept_val = [r for r in csv.DictReader(open(val_path)) if int(r["step"]) <= step] \
+        if step and val_path.exists() else []
+    with open(val_path, "w", newline="") as f:
+        csv.writer(f).writerows([VAL_COLUMNS] + [[r[c] for c in VAL_COLUMNS] for r in kept_val])
     start, last_save = time.time() - elapsed, time.time()
     net.train()
     while step < steps:
         idx = torch.randint(len(x), (cfg["batch"],), generator=gen)
         xb, tb = augment(x[idx], t[idx], gen)
-        out_b, p, z = run_net(net, xb)
+        feats: list = []
+        out_b, p, z = run_net(net, xb, features=feats)
         if cfg["target"] == "image":
             l_seg = F.mse_loss(out_b, xb)
             prob = None
@@ -200,7 +247,13 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
             prob = torch.softmax(out_b, 1)
             l_seg = loss_seg(prob, tb, cfg["dice_weight"])
         loss = l_seg
-        l_dis = l_cr = torch.zeros(())
+        l_dis = l_cr = l_distil = torch.zeros(())
+        if teacher is not None:
+            t_feats: list = []
+            with torch.no_grad():
+                t_logits = teacher(xb, t_feats)
+            l_distil = loss_distil(out_b, t_logits, feats[0], t_feats[0])
+            loss = loss + cfg["distil_weight"] * l_distil
         if critic is not None:
             critic.requires_grad_(False)  # D is fixed in this step; its own step follows
             l_dis = loss_dis(critic, prob, tb)
@@ -231,10 +284,12 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, threads: in
                              .mean())
             row = {"step": step, "elapsed_s": round(elapsed, 1), "loss": loss.item(),
                    "loss_seg": l_seg.item(), "loss_dis": l_dis.item(),
-                   "loss_cr_bpp": l_cr.item(), "dice": dice}
+                   "loss_cr_bpp": l_cr.item(), "loss_distil": l_distil.item(), "dice": dice}
             writer.writerow([row[c] if isinstance(row[c], int) else f"{row[c]:.5g}"
                              for c in LOG_COLUMNS])
             log.flush()
+        if val is not None and (step % val_every == 0 or step == steps):
+            validate()
         if time.time() - last_save > save_every_s:
             save()
             last_save = time.time()
@@ -258,9 +313,10 @@ def last_logged(log_path: Path) -> dict:
     return {k: float(v) for k, v in rows[-1].items()} if rows else {}
 
 
-def load_checkpoint(path: Path) -> tuple[nn.Module, dict]:
-    """The trained network (eval mode) and config of a checkpoint."""
+def load_checkpoint(path: Path, best: bool = False) -> tuple[nn.Module, dict]:
+    """The trained network (eval mode) and config of a checkpoint: its last weights, or with
+    ``best`` those that scored best on the validation cases (where the run kept them)."""
     ck = torch.load(path, weights_only=False)
     net = build_net(ck["config"])
-    net.load_state_dict(ck["net"])
+    net.load_state_dict(ck["best"]["net"] if best and ck.get("best") else ck["net"])
     return net.eval(), ck["config"]

@@ -21,6 +21,21 @@ def loss_seg(prob: torch.Tensor, target: torch.Tensor, dice_weight: float = 0.0)
     return loss
 
 
+def loss_distil(logits: torch.Tensor, teacher_logits: torch.Tensor, features: torch.Tensor,
+                teacher_features: torch.Tensor, temperature: float = 2.0,
+                feature_weight: float = 0.02) -> torch.Tensor:
+    """Distillation from the uncompressed segmentor on the image to s on g(latents).
+
+    The squared distance between the softened class probabilities (Eq. 2's form, so it weighs
+    like ``loss_seg``) plus ``feature_weight`` x the bottleneck features' squared distance
+    relative to the teacher's feature energy (scale-free across tasks).
+    """
+    soft = F.mse_loss(torch.softmax(logits / temperature, 1),
+                      torch.softmax(teacher_logits / temperature, 1))
+    feat = F.mse_loss(features, teacher_features) / (teacher_features.pow(2).mean() + 1e-6)
+    return soft + feature_weight * feat
+
+
 def loss_dis(critic, prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean L1 distance between D's multi-scale features of predicted and true label maps.
 
