@@ -7,13 +7,15 @@
     python -m bench figures --data ../shared/data   # Fig. 4-style pictures
     python -m bench evaluate --data ../shared/data  # the shipped models alone
     python -m bench load                            # the server under concurrent clients
+    python -m bench references                      # ship runs/<task>-seg as the references
 
 Each module's --help lists its options; ``--smoke`` (where offered) runs on fixtures/.
 """
 import importlib
 import sys
 
-COMMANDS = ("rate", "ablation", "speed", "latency", "figures", "evaluate", "load")
+COMMANDS = ("rate", "ablation", "speed", "latency", "figures", "evaluate", "load",
+            "references")
 
 
 def main() -> None:

@@ -156,15 +156,6 @@ def untrained_segmentor(task: str, name: str) -> Segmentor:
     return Segmentor(*untrained(f"{task}-seg", smoke_normalisation(task)), name)
 
 
-def reference_segmentor(task: str, runs: Path) -> tuple[Segmentor, str]:
-    """(segmentor, where it came from): ``runs/<task>-seg``, else an untrained one, flagged."""
-    path = checkpoint(runs, task, "seg")
-    if path.exists():
-        return Segmentor(*loop.load_checkpoint(path), "seg"), str(path)
-    return untrained_segmentor(task, "untrained"), (f"UNTRAINED {task}-seg ({path} missing): "
-                                                    "its timings hold, its Dice means nothing")
-
-
 def mean_dice(labels: np.ndarray, truth: np.ndarray, task: str) -> float:
     """Dice averaged over the task's foreground classes (1.0 for a class both lack)."""
     return statistics.fmean(loop.scores(labels, truth, n_classes(task))["dice"])

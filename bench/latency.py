@@ -1,7 +1,7 @@
 """End-to-end latency through the real server, step by step, next to the paper's Table 2.
 
     python -m bench latency [--repeat 10] [--smoke] [--rate bench/results/rate.json]
-                            [--runs runs] [--out bench/results]
+                            [--references bench/references] [--out bench/results]
 
 For each fixture (ISIC photographs, hippocampus volumes): compression on the client
 (``segcodec.encode``), the request through ``segcodec serve`` on 127.0.0.1 (the server's own
@@ -11,8 +11,8 @@ transmission is also modelled from the bytes on the wire (HTTP framing included)
 10 and 100 Mbit/s and at the paper's 300 MB / 13 s.
 
 JPEG-2000 and H.264 rows for the same files: encode on the client, decode, segmentation by the
-reference segmentor (``runs/<task>-seg``, trained on uncompressed images; an untrained one,
-flagged, if missing) and label coding on the server, each timed in this process (no server
+shipped reference segmentor (``bench/references``, trained on uncompressed images; with
+``--smoke`` an untrained one, flagged) and label coding on the server, each timed in this process (no server
 runs them), sent with the same HTTP framing as the file's segcodec request.  Their setting is
 the one whose Dice in rate.json is closest to segcodec's (matched Dice), else a fixed one,
 flagged.  Dice of every row is measured on the files themselves.  ``--smoke``: one file per
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -35,10 +36,10 @@ from segcodec.io import read as read_image
 from segcodec.remote import Client
 from segcodec.train import data as datasets
 
-from . import codecs
-from .common import (FALLBACK, NDIM, RESULTS, RUNS, LocalServer, Segmentor, command,
+from . import codecs, references
+from .common import (FALLBACK, NDIM, RESULTS, LocalServer, Segmentor, command,
                      fixture_pairs, machine, mean_dice, median_seconds, model_names,
-                     n_classes, peer_settings, reference_segmentor, to_chw, write_outputs)
+                     n_classes, peer_settings, to_chw, untrained_segmentor, write_outputs)
 
 LINKS = {"10 Mbit/s": 10e6, "100 Mbit/s": 100e6, "300 MB / 13 s (paper)": 300e6 * 8 / 13}
 PAPER = [  # Table 2 of Liu et al. (MICCAI 2020), as quoted in issue 5
@@ -184,8 +185,8 @@ def main(argv=None) -> None:
                     help="torch threads here and in the server (default: torch's)")
     ap.add_argument("--rate", type=Path, default=RESULTS / "rate.json",
                     help="rate.json, to pick the baselines' setting at matched Dice")
-    ap.add_argument("--runs", type=Path, default=RUNS,
-                    help="where <task>-seg/checkpoint.pt, the reference segmentor, lives")
+    ap.add_argument("--references", type=Path, default=references.FOLDER,
+                    help="where the reference segmentors <task>-seg.safetensors live")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.threads:
@@ -194,7 +195,17 @@ def main(argv=None) -> None:
     repeat = 2 if args.smoke else args.repeat
     pairs = {task: fixture_pairs(task)[:1 if args.smoke else None] for task in KINDS}
     settings = peer_settings(args.rate)
-    segmentors = {task: reference_segmentor(task, args.runs) for task in KINDS}
+    if args.smoke:
+        segmentors = {task: (untrained_segmentor(task, "untrained"),
+                             f"UNTRAINED {task}-seg (--smoke): its Dice means nothing")
+                      for task in KINDS}
+    else:
+        try:
+            segmentors = {task: (references.load(task, args.references),
+                                 str(references.path_for(task, args.references)))
+                          for task in KINDS}
+        except FileNotFoundError as exc:
+            sys.exit(f"bench latency: error: {exc}")
     truths = {path: datasets.read_pair(path, label_path)[1]
               for files in pairs.values() for path, label_path in files}
     results = []

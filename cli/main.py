@@ -1,4 +1,4 @@
-"""segcodec encode | segment | info | models | serve | send | train | export."""
+"""segcodec encode | segment | info | models | serve | send | train | reproduce | export."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ import segcodec
 from segcodec import io as sgio
 
 from .service import read_token, segment_remote_file, send, serve
-from .train import export, train
+from .train import export, reproduce, train
 
 _INPUT_SUFFIXES = sgio.RASTER_SUFFIXES + sgio.NIFTI_SUFFIXES + sgio.NPY_SUFFIXES
 
@@ -200,6 +200,7 @@ main.add_command(serve)
 main.add_command(send)
 main.add_command(train)
 main.add_command(export)
+main.add_command(reproduce)
 
 if __name__ == "__main__":
     main()

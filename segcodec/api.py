@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import bits, container, entropy, zoo
+from . import bits, container, entropy, orientation, zoo
 from . import io as sgio
 from .container import Header
 from .errors import InputError, SgcError, SgcFormatError
@@ -101,12 +101,14 @@ def encode(image, *, model=None, kind: str | None = None, affine=None,
         affine = np.asarray(affine, dtype=np.float64)
         if affine.shape != (4, 4) or not np.isfinite(affine).all():
             raise InputError("affine must be a finite 4x4 matrix")
+    shape = tuple(array.shape[1:])
+    array = orientation.to_model(array, _orientation(m, affine))
     with torch.no_grad():
         x = resample(normalise(array, m.manifest["normalisation"]),
                      m.manifest["architecture"]["work_shape"])
         z = bits.threshold(m.net.compressor(x)[0].numpy())
     payload = entropy.encode(z, m.table, ndim)
-    header = Header(model_id=m.model_id, shape=tuple(array.shape[1:]), channels=channels,
+    header = Header(model_id=m.model_id, shape=shape, channels=channels,
                     latent_shape=tuple(z.shape), source=source, affine=affine,
                     metadata=metadata or None)
     try:
@@ -140,12 +142,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def _orientation(m: zoo.Model, affine) -> np.ndarray | None:
+    """The reorientation a model applies to an input with this affine (§2.3)."""
+    return orientation.transform(affine, m.manifest.get("orientation")) if m.ndim == 3 else None
+
+
 def labels_from_latents(decoded: Decoded, device: str = "auto") -> np.ndarray:
     dev = resolve_device(device)
     net = decoded.model.net_on(dev)
+    ornt = _orientation(decoded.model, decoded.header.affine)
     with torch.no_grad():
         z = torch.from_numpy(decoded.latents.astype(np.float32))[None].to(dev)
-        return labels_from_logits(net.decode_logits(z), decoded.header.shape)
+        labels = labels_from_logits(net.decode_logits(z),
+                                    orientation.model_shape(decoded.header.shape, ornt))
+    return orientation.to_input(labels, ornt)
 
 
 def segment(data: bytes, *, device: str = "auto") -> np.ndarray:

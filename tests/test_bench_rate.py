@@ -158,3 +158,53 @@ def test_lossless_references(rgb):
     vol = np.arange(60, dtype=np.int16).reshape(3, 4, 5)
     assert len(codecs.nifti_gz_bytes(vol, np.eye(4))) > 0
     assert codecs.nifti_gz_bytes(vol, np.eye(4)) == codecs.nifti_gz_bytes(vol, np.eye(4))
+
+
+def test_smoke_reports_the_papers_criterion(smoke):
+    _, result = smoke
+    for task in ("isic", "hippocampus"):
+        crit = [c for c in result["within_reference"] if c["task"] == task]
+        ref = next(r for r in result["rows"] if r["task"] == task
+                   and r["codec"] == "uncompressed" and r["segmentor"] == "seg")
+        assert {c["codec"] for c in crit} >= {"jpeg2000", "h264"}
+        assert all(c["target_dice"] == round(ref["mean_dice"] - 0.01, 4) for c in crit)
+        for c in crit:
+            if c["codec"].startswith("segcodec"):
+                assert (c["note"] == "meets it") == (c["dice"] >= c["target_dice"])
+
+
+def test_criterion_interpolates_the_peer_curve():
+    rows = [{"task": "t", "codec": "uncompressed", "segmentor": "seg", "mean_dice": 0.85,
+             "mean_bpp": 24.0, "setting": "raw"},
+            {"task": "t", "codec": "jpeg2000", "mean_bpp": 0.01, "mean_dice": 0.70},
+            {"task": "t", "codec": "jpeg2000", "mean_bpp": 0.04, "mean_dice": 0.90},
+            {"task": "t", "codec": "h264", "mean_bpp": 0.02, "mean_dice": 0.80},
+            {"task": "t", "codec": "segcodec", "setting": "m", "mean_bpp": 0.008,
+             "mean_dice": 0.845}]
+    crit = {c["codec"]: c for c in rate.reference_criterion(rows)}
+    # 0.84 lies 0.7 of the way from 0.70 to 0.90: 0.01 * 4**0.7 bpp
+    assert crit["jpeg2000"]["bpp"] == round(0.01 * 4 ** 0.7, 5)
+    assert crit["h264"]["bpp"] is None and crit["h264"]["note"] == "not reached"
+    assert crit["segcodec m"]["note"] == "meets it"
+
+
+def test_reference_round_trips_and_a_missing_one_is_refused(tmp_path):
+    import torch
+
+    from bench import references
+    from segcodec.train import loop, recipes
+    cfg = recipes.config("isic-seg")
+    cfg.update(steps=2, batch=2, normalisation={"kind": "fixed", "scale": 1 / 255,
+                                                "mean": [0.5] * 3, "std": [0.2] * 3})
+    x = torch.randn(4, 3, 64, 64)
+    t = torch.softmax(torch.randn(4, 2, 64, 64), 1)
+    loop.train(cfg, x, t, tmp_path / "run", val=(x, [np.zeros((64, 64), np.uint8)] * 4))
+    references.save(tmp_path / "run" / "checkpoint.pt", references.path_for("isic", tmp_path))
+    seg = references.load("isic", tmp_path)
+    net, _ = loop.load_checkpoint(tmp_path / "run" / "checkpoint.pt", best=True)
+    image = np.random.default_rng(0).integers(0, 256, (3, 80, 70)).astype(np.uint8)
+    with torch.no_grad():
+        expected = net(seg.grid(image))
+        assert torch.equal(seg.net(seg.grid(image)), expected)
+    with pytest.raises(FileNotFoundError, match="python -m bench references"):
+        references.load("hippocampus", tmp_path)

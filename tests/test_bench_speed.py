@@ -50,9 +50,9 @@ def test_figures_smoke(tmp_path):
 
 
 def test_latency_smoke(tmp_path):
-    # No rate.json and no runs/: fixed baseline settings and an untrained segmentor, flagged.
+    # No rate.json and --smoke: fixed baseline settings and an untrained segmentor, flagged.
     latency.main(["--smoke", "--threads", "1", "--rate", str(tmp_path / "none.json"),
-                  "--runs", str(tmp_path), "--out", str(tmp_path)])
+                  "--out", str(tmp_path)])
     r = json.loads((tmp_path / "latency.json").read_text())
     methods = {f["method"] for f in r["files"]}
     assert methods == {"segcodec", "jpeg2000", "h264"}

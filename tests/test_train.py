@@ -215,3 +215,42 @@ def test_export_of_a_non_checkpoint_is_one_line_error(tmp_path):
                                        "--name", "x"])
     assert result.exit_code == 1 and "not a segcodec training checkpoint" in result.output
     assert "Traceback" not in result.output
+
+
+def isic_folder(root):
+    """A data folder in ../shared/data's ISIC layout, from the fixtures."""
+    import shutil
+    for split in ("train", "val"):
+        for sub in ("images", "masks"):
+            (root / "isic2017" / split / sub).mkdir(parents=True)
+    for i, image in enumerate(ISIC * 2):  # 6 training cases, 3 test cases
+        stem = f"ISIC_{i:07d}"
+        for split in ("train",) + (("val",) if i < 3 else ()):
+            base = root / "isic2017" / split
+            shutil.copy(image, base / "images" / f"{stem}.jpg")
+            shutil.copy(image.with_name(image.stem + "_segmentation.png"),
+                        base / "masks" / f"{stem}_segmentation.png")
+    return root
+
+
+def test_validation_is_carved_from_training_and_never_touches_test(tmp_path):
+    root = isic_folder(tmp_path)
+    fit, val = data.task_pairs("isic", root, "fit"), data.task_pairs("isic", root, "val")
+    assert len(val) == 3 and not set(fit) & set(val)
+    assert sorted(fit + val) == data.task_pairs("isic", root, "train")
+    assert all("/train/" in str(p) for p, _ in fit + val)
+    assert val == data.task_pairs("isic", root, "val")  # seeded: the same every time
+
+
+def test_run_trains_picks_on_validation_and_scores_the_test_set(tmp_path):
+    from segcodec.train import run
+    root = isic_folder(tmp_path / "data")
+    summary = run.run("isic-seg", root, tmp_path / "runs" / "isic-seg", steps=6,
+                      cache=None, log=lambda m: None)
+    assert summary["train_cases"] == 3 and summary["val_cases"] == 3
+    assert summary["test_cases"] == 3 and 0 <= summary["test"]["dice"][0] <= 1
+    val = list(csv.DictReader(open(tmp_path / "runs" / "isic-seg" / "val.csv")))
+    best = max(val, key=lambda r: float(r["val_dice"]))
+    assert summary["picked"]["val_dice"] == pytest.approx(float(best["val_dice"]), abs=1e-5)
+    with pytest.raises(ValueError, match="train that first"):
+        run.run("isic-d4", root, tmp_path / "elsewhere" / "isic-d4", steps=6, cache=None)

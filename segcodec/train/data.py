@@ -107,7 +107,7 @@ def task_pairs(task_key: str, root: Path, split: str) -> list[tuple[Path, Path]]
     if split == "train":
         return pairs
     order = np.random.default_rng(VALIDATION_SEED).permutation(len(pairs))
-    held = set(order[:VALIDATION_CASES[task_key]].tolist())
+    held = set(order[:min(VALIDATION_CASES[task_key], len(pairs) // 2)].tolist())
     if split not in ("fit", "val"):
         raise ValueError(f"unknown split {split!r}")
     return [p for i, p in enumerate(pairs) if (i in held) == (split == "val")]

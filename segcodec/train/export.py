@@ -11,7 +11,7 @@ import torch
 from .. import bits, entropy
 from ..networks import SegCodecNet, count_parameters
 from ..zoo import BUILTIN_DIR, write_model_file
-from . import data, loop
+from . import data, loop, recipes
 
 
 @torch.no_grad()
@@ -29,6 +29,9 @@ def build_model(net: SegCodecNet, cfg: dict, x: torch.Tensor, name: str, is_defa
     manifest = {
         "name": name, "task": cfg["task"], "labels": cfg["labels"],
         "normalisation": cfg["normalisation"], "architecture": cfg["arch"],
+        # Volumes are reoriented to the training data's axes before C (format_spec.md §2.3).
+        **({"orientation": recipes.TASKS[cfg["task_key"]]["orientation"]}
+           if recipes.TASKS[cfg["task_key"]].get("orientation") else {}),
         "default": is_default, "training": training,
         "parameters": {"C": count_parameters(net.compressor),
                        "g": count_parameters(net.reconstructor),

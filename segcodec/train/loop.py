@@ -146,9 +146,10 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
     gen = torch.Generator().manual_seed(cfg["seed"])
     net = build_net(cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
-    # A warm-up of at least 3 steps: OneCycleLR divides by zero when its first phase is empty.
+    # A warm-up of at least 3 steps: OneCycleLR divides by zero when it lasts exactly one.
+    warm_up = max(0.05, 3 / steps) if steps >= 6 else 0.05
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=steps,
-                                                pct_start=max(0.05, 3 / steps))
+                                                pct_start=warm_up)
     critic = d_opt = None
     if cfg["dis_weight"]:
         critic = Critic(arch["ndim"], arch["n_classes"], cfg["critic_widths"])

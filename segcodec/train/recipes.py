@@ -44,6 +44,9 @@ TASKS = {
         "task": "MSD Task04 hippocampus segmentation (T1 MRI)",
         "labels": ["background", "anterior hippocampus", "posterior hippocampus"],
         "normalisation": {"kind": "zscore"},
+        # Every MSD volume is RAS+ with an identity affine; exported models ask encode to
+        # bring other orientations there (format_spec.md §2.3).
+        "orientation": "RAS",
         "arch": {"ndim": 3, "in_channels": 1, "latent_channels": 2, "c_widths": [8, 16, 24],
                  "g_widths": [32, 16, 8], "s_widths": [8, 16, 32], "s_norm": True,
                  "n_classes": 3, "work_shape": [32, 48, 32]},

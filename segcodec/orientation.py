@@ -1,0 +1,59 @@
+"""Volumes in the orientation a model was trained in, and labels back in the input's own.
+
+A model whose manifest names an ``orientation`` (axis codes such as "RAS": +x towards the
+patient's Right, +y Anterior, +z Superior, the convention of NIfTI, MONAI and TorchIO) sees
+every volume that comes with an affine permuted and flipped to those axes before C
+(format_spec.md §2.3).  The decoder derives the same transform from the affine stored in the
+file, so the labels come back in the input's voxel order.  The transform is taken from the
+affine as stored (float32), so both sides agree bit for bit.  Volumes without an affine are
+taken to be in the model's orientation already.
+"""
+from __future__ import annotations
+
+import numpy as np
+from nibabel import orientations
+
+
+def stored_affine(affine: np.ndarray) -> np.ndarray:
+    """The affine as a ``.sgc`` geometry section keeps it (float32, §2), in float64."""
+    out = np.eye(4)
+    out[:3] = np.asarray(affine, dtype=np.float64)[:3].astype("<f4")
+    return out
+
+
+def transform(affine: np.ndarray | None, codes: str | None) -> np.ndarray | None:
+    """The nibabel orientation transform from the affine's voxel axes to ``codes``; None
+    when there is nothing to do (no affine, no orientation, or already there)."""
+    if affine is None or not codes:
+        return None
+    source = orientations.io_orientation(stored_affine(affine))
+    ornt = orientations.ornt_transform(source, orientations.axcodes2ornt(tuple(codes)))
+    identity = np.array([[i, 1] for i in range(len(ornt))], dtype=float)
+    return None if np.array_equal(ornt, identity) else ornt
+
+
+def to_model(array: np.ndarray, ornt: np.ndarray | None) -> np.ndarray:
+    """Channels-first volume (C, I, J, K) -> the same in the model's orientation."""
+    if ornt is None:
+        return array
+    return np.stack([orientations.apply_orientation(c, ornt) for c in array])
+
+
+def model_shape(shape: tuple[int, ...], ornt: np.ndarray | None) -> tuple[int, ...]:
+    """The input's spatial shape as the model sees it."""
+    if ornt is None:
+        return tuple(shape)
+    out = [0] * len(shape)
+    for axis, (target, _) in enumerate(ornt):
+        out[int(target)] = shape[axis]
+    return tuple(out)
+
+
+def to_input(labels: np.ndarray, ornt: np.ndarray | None) -> np.ndarray:
+    """Labels in the model's orientation -> the input's voxel order."""
+    if ornt is None:
+        return labels
+    back = np.zeros_like(ornt)
+    for axis, (target, flip) in enumerate(ornt):
+        back[int(target)] = (axis, flip)
+    return np.ascontiguousarray(orientations.apply_orientation(labels, back))

@@ -1,0 +1,94 @@
+"""One training run from Python, as ``segcodec train`` does it, and the shipped models' recipes.
+
+    from segcodec.train import run
+    summary = run.run("isic-d4", data="../shared/data", out="runs/isic-d4")
+    run.reproduce("isic", data="../shared/data")   # the shipped isic models, end to end
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from . import data as datasets
+from . import export, loop, recipes
+
+DEFAULT_CACHE = Path.home() / ".cache" / "segcodec"
+
+# name -> (recipe, default for its kind): what ``reproduce`` trains and exports, in order.
+SHIPPED = {
+    "isic": {"isic-lesion-v2": ("isic-d4", True), "isic-lesion-v2-lowrate": ("isic-d4-r3", False)},
+    "hippocampus": {"hippocampus-v2": ("hippocampus-d4", True),
+                    "hippocampus-v2-lowrate": ("hippocampus-d4-r3", False)},
+}
+
+
+def resolve(config: str, out: Path, steps: int | None = None, seed: int | None = None) -> dict:
+    """The complete config of a run: the recipe (or JSON file), overrides, and parent runs
+    (``init``, ``init_segmentor``, ``teacher``) as checkpoint paths beside ``out``."""
+    cfg = recipes.config(config)
+    if steps:
+        cfg["steps"] = steps
+    if seed is not None:
+        cfg["seed"] = seed
+    if cfg.get("init"):
+        cfg["init_segmentor"] = None  # the parent run already holds a trained s
+    resuming = (out / "checkpoint.pt").exists()
+    for key in ("init", "init_segmentor", "teacher"):  # a recipe name: its run beside ours
+        if cfg.get(key) and not Path(cfg[key]).suffix:
+            cfg[key] = str(out.parent / cfg[key] / "checkpoint.pt")
+        if cfg.get(key) and not resuming and not Path(cfg[key]).exists():
+            raise ValueError(f"{cfg['name']} starts from {cfg[key]}: train that first")
+    return cfg
+
+
+def run(config: str, data: Path | str, out: Path | str | None = None, *,
+        steps: int | None = None, seed: int | None = None, threads: int = 1,
+        cache: Path | None = DEFAULT_CACHE, progress=None, log=print) -> dict:
+    """Train ``config`` on ``data`` into ``out`` (default runs/CONFIG; an existing run
+    resumes), then score the validation pick on the test cases; returns and writes
+    ``summary.json``.  ValueError or OSError for a bad config, data or parent run."""
+    data = Path(data)
+    recipe = recipes.config(config)
+    datasets.check_root(data, recipe["task_key"])
+    out = Path(out) if out else Path("runs") / recipe["name"]
+    cfg = resolve(config, out, steps, seed)
+    t0 = time.time()
+    cfg["normalisation"] = datasets.normalisation_for(cfg, data)
+    x, t, _ = datasets.cached_set(cfg, data, "fit", cache)
+    xv, _, val_labels = datasets.cached_set(cfg, data, "val", cache)
+    xt, _, test_labels = datasets.cached_set(cfg, data, "test", cache)
+    log(f"{cfg['name']}: {len(x)} training / {len(xv)} validation / {len(xt)} test "
+        f"cases loaded in {time.time() - t0:.0f} s")
+    val = (xv, val_labels) if cfg["target"] == "labels" else None
+    loop.train(cfg, x, t, out, val=val, threads=threads, progress=progress)
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    net, _ = loop.load_checkpoint(out / "checkpoint.pt", best=True)
+    summary = {"config": cfg["name"], "design": cfg["design"], "steps": ck["step"],
+               "train_seconds": round(ck["elapsed"]), "train_cases": len(x),
+               "val_cases": len(xv), "test_cases": len(xt),
+               "last": loop.last_logged(out / "log.csv")}
+    if ck.get("best"):  # the weights chosen on the validation cases; test scores are theirs
+        summary["picked"] = {"step": ck["best"]["step"], "val_dice": ck["best"]["val_dice"]}
+    if cfg["target"] == "labels":
+        summary["test"] = loop.evaluate(net, xt, test_labels, cfg["arch"]["n_classes"])
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def reproduce(task: str, data: Path | str, runs: Path | str = "runs", models: Path | None = None,
+              threads: int = 1, cache: Path | None = DEFAULT_CACHE, log=print) -> list[dict]:
+    """Train the recipes behind ``task``'s shipped models (its ``seg`` reference first, the
+    teacher of the others), skipping finished runs, and export each model into ``models``
+    (default: the package's models/).  Returns the export results."""
+    runs = Path(runs)
+    shipped = SHIPPED[task]
+    for recipe in [f"{task}-seg"] + [r for r, _ in shipped.values()]:
+        if not (runs / recipe / "summary.json").exists():
+            log(json.dumps(run(recipe, data, runs / recipe, threads=threads, cache=cache,
+                               log=log)))
+    return [export.export(runs / recipe / "checkpoint.pt", Path(data), name, models,
+                          is_default, cache)
+            for name, (recipe, is_default) in shipped.items()]

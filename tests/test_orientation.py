@@ -1,0 +1,78 @@
+"""Volumes in any orientation segment as the model's own orientation does (format_spec.md §2.3)."""
+import itertools
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+import segcodec
+from segcodec import orientation, zoo
+
+from conftest import HIPPO, dice, hippo_labels
+
+
+@pytest.fixture(scope="module")
+def oriented_model(tmp_path_factory):
+    """The default 3D model, declaring RAS+ as its orientation when it does not already."""
+    model = zoo.default_for(3)
+    if model.manifest.get("orientation") == "RAS":
+        yield model
+        return
+    folder = tmp_path_factory.mktemp("models")
+    manifest = {**model.manifest, "name": model.name + "-ras", "default": False,
+                "orientation": "RAS"}
+    path = zoo.write_model_file(folder, manifest, model.net.state_dict(), model.table)
+    mp = pytest.MonkeyPatch()
+    mp.setenv(zoo.PATH_ENV, str(folder))
+    zoo.reload()
+    yield zoo.load_file(path)
+    mp.undo()
+    zoo.reload()
+
+
+ORIENTATIONS = [(perm, flips) for perm in itertools.permutations(range(3))
+                for flips in itertools.product((1, -1), repeat=3)]
+
+
+def test_transform_round_trips_every_orientation():
+    array = np.arange(2 * 3 * 5).reshape(2, 3, 5)
+    for perm, flips in ORIENTATIONS:
+        affine = np.eye(4)
+        affine[:3, :3] = np.eye(3)[:, perm] * flips
+        ornt = orientation.transform(affine, "RAS")
+        seen = orientation.to_model(array[None], ornt)[0]
+        assert seen.shape == orientation.model_shape(array.shape, ornt)
+        np.testing.assert_array_equal(orientation.to_input(seen, ornt), array)
+    assert orientation.transform(np.eye(4), "RAS") is None
+    assert orientation.transform(None, "RAS") is None
+
+
+def test_all_48_orientations_give_the_same_labels_in_world_space(oriented_model):
+    img = nib.load(HIPPO[0])
+    img = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine)
+    reference = segcodec.segment(segcodec.encode(np.asarray(img.dataobj), affine=img.affine,
+                                                 model=oriented_model))
+    assert dice(reference, hippo_labels(0), 1) > 0.7
+    for perm, flips in ORIENTATIONS:
+        ornt = np.array([[p, f] for p, f in zip(perm, flips)], dtype=float)
+        moved = img.as_reoriented(ornt)
+        data = segcodec.encode(np.asarray(moved.dataobj), affine=moved.affine,
+                               model=oriented_model)
+        labels = segcodec.segment(data)
+        assert labels.shape == moved.shape
+        back = nib.Nifti1Image(labels, moved.affine).as_reoriented(
+            nib.orientations.io_orientation(moved.affine))
+        np.testing.assert_array_equal(np.asarray(back.dataobj), reference,
+                                      err_msg=f"axes {perm}, flips {flips}")
+
+
+def test_models_without_an_orientation_code_as_before(volume):
+    array, affine = volume
+    flipped = affine @ np.diag([-1.0, 1.0, 1.0, 1.0])
+    model = next(m for m in zoo.installed().values() if m.name == "hippocampus-v1")
+    assert "orientation" not in model.manifest
+    a = segcodec.decode(segcodec.encode(array, affine=affine, model=model)).latents
+    b = segcodec.decode(segcodec.encode(array, affine=flipped, model=model)).latents
+    np.testing.assert_array_equal(a, b)
