@@ -5,6 +5,7 @@ straight to a label map at the input's size.
 """
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,11 @@ def _as_image(array, kind: str | None) -> tuple[np.ndarray, int]:
     if array.size == 0:
         raise InputError(f"input array is empty (shape {array.shape})")
     if kind is None:
+        if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (1, 3, 4):
+            raise InputError(
+                f"shape {array.shape} looks like a channels-first image; pass "
+                f"np.moveaxis(image, 0, -1) for (H, W, {array.shape[0]}), or kind='3d' if it "
+                "is a volume of 3 or 4 slices")
         # A last axis of 4 is taken as RGBA, to refuse it clearly rather than code a thin volume.
         if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4)):
             kind = "2d"
@@ -70,6 +76,29 @@ def _as_image(array, kind: str | None) -> tuple[np.ndarray, int]:
     return array, array.ndim - 1
 
 
+def _photo_intensities(array: np.ndarray, m: zoo.Model) -> np.ndarray:
+    """An image for a photograph model (8-bit ``fixed`` normalisation) on its 0..255 scale.
+
+    Integers are read at their dtype's full range (uint16 65535 -> 255), bool as 0/255, and
+    floats in the convention of skimage and torchvision, [0, 1]; anything else is refused
+    rather than coded as a near-black or saturated image.
+    """
+    if m.manifest["normalisation"].get("kind") != "fixed" or array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * np.uint8(255)
+    if array.dtype.kind in "iu":
+        if array.min() < 0:
+            raise InputError(f"model {m.name} takes photographs; this {array.dtype} image "
+                             "has negative values")
+        return array.astype(np.float64) * (255.0 / np.iinfo(array.dtype).max)
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 1:
+        raise InputError(f"model {m.name} takes float images in [0, 1] (this one spans "
+                         f"{low:g}..{high:g}); scale it, or pass uint8 for 0..255")
+    return array.astype(np.float64) * 255.0
+
+
 def _pick_model(model, ndim: int) -> zoo.Model:
     if model is None:
         return zoo.default_for(ndim)
@@ -83,13 +112,21 @@ def encode(image, *, model=None, kind: str | None = None, affine=None,
            metadata: dict | None = None, source: str = "array") -> bytes:
     """Compress an image or volume to ``.sgc`` bytes.
 
-    image: (H, W) gray or (H, W, 3) RGB for 2D; (I, J, K) for 3D.  ``kind`` ("2d"/"3d")
-    settles shapes that could be either.  ``model`` is a name, hex id or ``zoo.Model``;
+    image: (H, W) gray or (H, W, 3) RGB for 2D; (I, J, K) for 3D; or the path of an image
+    file, read as ``encode_file`` reads it.  ``kind`` ("2d"/"3d") settles shapes that could
+    be either.  Photographs: integers at their dtype's full range, floats in [0, 1].  ``model`` is a name, hex id or ``zoo.Model``;
     by default the installed model for the image's dimensionality.  ``affine`` (4x4) is
     stored as the geometry section; ``metadata`` (a JSON-able dict) as the metadata section.
     """
+    if isinstance(image, (str, os.PathLike)):
+        loaded = sgio.read(image)  # a file, read as encode_file reads it
+        with _naming(Path(image)):
+            return encode(loaded.array, model=model, kind=kind or loaded.kind,
+                          affine=loaded.affine if affine is None else affine,
+                          metadata=metadata, source=loaded.source)
     array, ndim = _as_image(image, kind)
     m = _pick_model(model, ndim)
+    array = _photo_intensities(array, m)
     channels = array.shape[0]
     if channels != m.in_channels:
         if channels == 1 and m.in_channels == 3:

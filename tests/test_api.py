@@ -179,3 +179,29 @@ def test_mutated_real_files_only_raise_sgc_errors(rgb):
         assert decoded.latents.shape == decoded.model.latent_shape
 
     check()
+
+
+def test_photographs_in_any_dtype_convention_segment_alike():
+    image, truth = isic_image(0), isic_mask(0)
+    reference = segcodec.segment(segcodec.encode(image))
+    for variant in (image / 255.0, (image / 255.0).astype(np.float32),
+                    image.astype(np.uint16) * 257):
+        labels = segcodec.segment(segcodec.encode(variant))
+        assert dice(labels, reference, 1) > 0.99, variant.dtype
+        assert dice(labels, truth, 1) > 0.85, variant.dtype
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.full((64, 64, 3), 200.0), "float images in \\[0, 1\\]"),
+    (np.full((64, 64, 3), -3, np.int16), "negative values"),
+    (np.zeros((3, 64, 64), np.uint8), "np.moveaxis"),
+])
+def test_photograph_conventions_that_would_mislead_are_refused(image, message):
+    with pytest.raises(InputError, match=message):
+        segcodec.encode(image)
+
+
+def test_encode_of_a_path_reads_the_file(tmp_path):
+    from conftest import HIPPO
+    out = segcodec.encode_file(HIPPO[0], tmp_path / "x.sgc")
+    assert segcodec.encode(HIPPO[0]) == out.read_bytes() == segcodec.encode(str(HIPPO[0]))
