@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 import segcodec
+from segcodec import destinations
 from segcodec import io as sgio
 
 from .service import read_token, segment_remote_file, send, serve
@@ -33,6 +34,12 @@ def _run(fn, *args, **kwargs):
         _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
 
 
+def _holds_inputs(folder: Path) -> bool:
+    """Whether a folder holds images, volumes or DICOM files (so it is an input)."""
+    return any(p.is_file() and (sgio.suffix(p) in _INPUT_SUFFIXES or sgio.is_dicom(p))
+               for p in folder.iterdir())
+
+
 def _expand(path: Path) -> list[Path]:
     """A folder of images/volumes becomes its files; a DICOM series folder stays one input."""
     if path.is_dir():
@@ -48,13 +55,50 @@ def _bpp(nbytes: int, shape) -> float:
     return nbytes * 8 / math.prod(shape)
 
 
-def _items(items, label: str, quiet: bool):
-    if len(items) > 1 and not quiet:
-        with click.progressbar(items, label=label, file=sys.stderr,
-                               item_show_func=lambda p: p and p.name) as bar:
-            yield from bar
-    else:
-        yield from items
+def _batch(jobs, label: str, quiet: bool, work) -> None:
+    """Run ``work(job)`` (which returns the line to print) for each job; one line per error,
+    "N written, M failed" after a batch, exit status 1 when any failed.  On a terminal a batch shows a
+    progress bar instead of per-file lines, which would break it."""
+    bar = len(jobs) > 1 and not quiet and sys.stderr.isatty()
+    written = skipped = failed = 0
+    items = click.progressbar(jobs, label=label, file=sys.stderr,
+                              item_show_func=lambda j: j and j.src.name) if bar else None
+    with items if bar else _nothing():
+        for job in items if bar else jobs:
+            if job.skip:
+                skipped += 1
+                continue
+            try:
+                if job.error:
+                    raise segcodec.InputError(job.error)
+                line = work(job)
+            except (segcodec.SgcError, OSError) as exc:
+                click.echo(f"segcodec: error: {exc}", err=True)
+                failed += 1
+                continue
+            written += 1
+            if not quiet and not bar:
+                click.echo(line)
+    if len(jobs) > 1:
+        click.echo(f"{written} written, " + (f"{skipped} skipped, " if skipped else "")
+                   + f"{failed} failed", err=True)
+    if failed:
+        sys.exit(1)
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _plan(sources, dest, default, force, skip_existing):
+    if force and skip_existing:
+        _fail("--force and --skip-existing exclude each other")
+    return _run(destinations.plan, sources, dest, default, force=force,
+                skip_existing=skip_existing)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,90 +107,101 @@ def main() -> None:
     """Compress medical images to tiny .sgc files and segment them without rebuilding pixels."""
 
 
+_force = click.option("--force", is_flag=True, help="Replace outputs that exist.")
+_skip = click.option("--skip-existing", is_flag=True,
+                     help="Leave outputs that exist as they are (resume a batch).")
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="The .sgc file, or a folder for several inputs.")
+              help="The .sgc file, or an existing folder for several inputs.")
 @click.option("--model", help="Model name or id (default: by input kind, 2D or 3D).")
 @click.option("--no-geometry", is_flag=True,
               help="Leave out voxel spacing and orientation (saves 24-48 bytes).")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE",
               help="Store a metadata entry (zstd-compressed JSON; costs bytes).")
+@_force
+@_skip
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def encode(paths, output, model, no_geometry, meta, quiet):
-    """Compress images or volumes: encode SRC [DEST.sgc], or encode SRC... [NEW_DIR].
+def encode(paths, output, model, no_geometry, meta, force, skip_existing, quiet):
+    """Compress images or volumes: encode SRC [DEST.sgc], or encode SRC... [DIR].
 
     SRC is a PNG/JPEG, NIfTI, .npy, DICOM file, DICOM series folder, or a folder of images.
-    Without a destination each .sgc lands beside its input.  The last path is the
-    destination when it ends in .sgc or does not exist yet; -o names one explicitly.
+    Without a destination each .sgc lands beside its input.  The last of several paths is
+    the destination when it ends in .sgc or is an existing folder holding no images; -o
+    names one explicitly.  A batch carries on past a bad file.
     """
     paths = list(paths)
     dest = output
-    if dest is None and len(paths) > 1 and (paths[-1].suffix == ".sgc"
-                                            or not paths[-1].exists()):
+    last = paths[-1]
+    if dest is None and len(paths) > 1 and (last.suffix.lower() == ".sgc"
+                                            or last.is_dir() and not _holds_inputs(last)):
         dest = paths.pop()
-    sources = [p for src in paths for p in _expand(src)]
-    if dest is not None and len(sources) > 1 and dest.suffix == ".sgc":
-        _fail(f"{len(sources)} inputs need a folder as destination, not {dest}")
-    if dest is not None and dest.suffix != ".sgc":
-        dest.mkdir(parents=True, exist_ok=True)
     metadata = {}
     for item in meta:
         key, sep, value = item.partition("=")
         if not sep or not key:
             _fail(f"--meta takes KEY=VALUE, got {item!r}")
         metadata[key] = value
-    failed = 0
-    for src in _items(sources, "encoding", quiet):
+    sources = [p for src in paths for p in _expand(src)]
+    jobs = _plan(sources, dest, segcodec.api.default_sgc_path, force, skip_existing)
+
+    def work(job):
         t0 = time.perf_counter()
-        try:
-            out = segcodec.encode_file(src, dest, model=model, geometry=not no_geometry,
-                                       metadata=metadata or None)
-        except (segcodec.SgcError, OSError) as exc:
-            click.echo(f"segcodec: error: {exc}", err=True)
-            failed += 1
-            continue
-        if not quiet:
-            header = segcodec.read_header(out.read_bytes())
-            size = out.stat().st_size
-            click.echo(f"{src} -> {out}: {size} bytes, {_bpp(size, header.shape):.4f} bpp, "
-                       f"{time.perf_counter() - t0:.2f} s")
-    if failed:
-        sys.exit(1)
+        out = segcodec.encode_file(job.src, job.dst, model=model, geometry=not no_geometry,
+                                   metadata=metadata or None)
+        header = segcodec.read_header(out.read_bytes())
+        size = out.stat().st_size
+        return (f"{job.src} -> {out}: {size} bytes, {_bpp(size, header.shape):.4f} bpp, "
+                f"{time.perf_counter() - t0:.2f} s")
+
+    _batch(jobs, "encoding", quiet, work)
+
+
+def _default_labels(src: Path) -> Path:
+    try:
+        data = src.read_bytes()
+    except OSError as exc:
+        raise segcodec.InputError(f"{src}: {exc.strerror or exc}") from None
+    try:
+        return segcodec.api.default_labels_path(src, segcodec.read_header(data))
+    except segcodec.SgcError as exc:
+        raise type(exc)(f"{src}: {exc}") from exc
 
 
 @main.command()
 @click.argument("sgc_files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Label file (.png, .nii.gz, .npy) or, for several inputs, a folder. "
-                   "Default: beside the input, as NAME.labels.<kind of the original input>.")
+              help="Label file (.png, .nii.gz, .npy) or, for several inputs, an existing "
+                   "folder. Default: beside the input, as NAME.labels.<kind of the original "
+                   "input>.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where g and s run.")
+@_force
+@_skip
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @click.option("--remote", metavar="URL", help="Segment on a segcodec server (segcodec serve).")
 @click.option("--token-file", type=click.Path(path_type=Path),
               help="Bearer token for --remote (default: $SEGCODEC_TOKEN).")
-def segment(sgc_files, output, device, quiet, remote, token_file):
-    """Turn .sgc files into label maps, without rebuilding the image."""
-    sgc_files = [p for src in sgc_files
-                 for p in (sorted(src.glob("*.sgc")) if src.is_dir() else [src])]
-    if output is not None and len(sgc_files) > 1:
-        output.mkdir(parents=True, exist_ok=True)
+def segment(sgc_files, output, device, force, skip_existing, quiet, remote, token_file):
+    """Turn .sgc files (or folders of them) into label maps, without rebuilding the image."""
+    sources = []
+    for src in sgc_files:
+        found = sorted(src.glob("*.sgc")) if src.is_dir() else [src]
+        if not found:
+            _fail(f"{src}: no .sgc files in this folder")
+        sources += found
+    jobs = _plan(sources, output, _default_labels, force, skip_existing)
     token = _run(read_token, token_file) if remote else None
-    failed = 0
-    for src in _items(sgc_files, "segmenting", quiet):
+
+    def work(job):
         t0 = time.perf_counter()
-        try:
-            out = (segment_remote_file(src, output, remote, token, quiet=quiet) if remote
-                   else segcodec.segment_file(src, output, device=device))
-        except (segcodec.SgcError, OSError) as exc:
-            click.echo(f"segcodec: error: {exc}", err=True)
-            failed += 1
-            continue
-        if not quiet:
-            click.echo(f"{src} -> {out} ({time.perf_counter() - t0:.2f} s)")
-    if failed:
-        sys.exit(1)
+        out = (segment_remote_file(job.src, job.dst, remote, token, quiet=quiet) if remote
+               else segcodec.segment_file(job.src, job.dst, device=device))
+        return f"{job.src} -> {out} ({time.perf_counter() - t0:.2f} s)"
+
+    _batch(jobs, "segmenting", quiet, work)
 
 
 @main.command()

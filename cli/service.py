@@ -65,14 +65,13 @@ def segment_remote_file(src, dst, url: str, token: str | None = None, *,
         raise segcodec.InputError(f"{src}: {exc.strerror or exc}") from None
     with _naming(src):
         header = segcodec.read_header(data)  # a bad file fails here, before any upload
+        default = segcodec.api.default_labels_path(src, header)
+        dst = default if dst is None else Path(dst) / default.name if Path(dst).is_dir() \
+            else Path(dst)
+        sgio.check_label_path(dst, header.ndim)  # and a bad destination
         t1 = time.perf_counter()
         result = _fetch(data, url, token, timeout)
     t2 = time.perf_counter()
-    default = segcodec.api.default_labels_path(src, header)
-    if dst is None:
-        dst = default
-    elif Path(dst).is_dir():
-        dst = Path(dst) / default.name
     out = sgio.write_labels(dst, result.labels, result.affine, result.classes)
     t3 = time.perf_counter()
     if not quiet:

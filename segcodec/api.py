@@ -217,10 +217,22 @@ def encode_file(src, dst=None, *, model=None, geometry: bool = True,
                       affine=loaded.affine if geometry else None, metadata=metadata,
                       source=loaded.source)
     if dst is None:
-        dst = src.with_name(_stem(src) + ".sgc")
+        dst = default_sgc_path(src)
     elif Path(dst).is_dir():
-        dst = Path(dst) / (_stem(src) + ".sgc")
+        dst = Path(dst) / default_sgc_path(src).name
+    _not_the_input(src, dst)
     return sgio.write_bytes(dst, data)
+
+
+def default_sgc_path(src) -> Path:
+    """``NAME.sgc`` beside the input ``NAME.<ext>``."""
+    src = Path(src)
+    return src.with_name(_stem(src) + ".sgc")
+
+
+def _not_the_input(src: Path, dst) -> None:
+    if Path(dst).resolve() == src.resolve():
+        raise InputError(f"{dst}: is the input; not overwriting it")
 
 
 def default_labels_path(sgc_path, header: Header) -> Path:
@@ -242,11 +254,13 @@ def segment_file(src, dst=None, *, device: str = "auto") -> Path:
         raise InputError(f"{src}: {exc.strerror or exc}") from None
     with _naming(src):
         decoded = decode(data)
-    labels = labels_from_latents(decoded, device)
     if dst is None:
         dst = default_labels_path(src, decoded.header)
     elif Path(dst).is_dir():
         dst = Path(dst) / default_labels_path(src, decoded.header).name
+    _not_the_input(src, dst)
+    sgio.check_label_path(dst, decoded.header.ndim)  # before g and s run
+    labels = labels_from_latents(decoded, device)
     return sgio.write_labels(dst, labels, decoded.header.affine, len(decoded.model.labels))
 
 

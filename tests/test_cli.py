@@ -57,13 +57,15 @@ def test_npy_and_no_geometry(tmp_path):
     assert np.load(tmp_path / "vol.labels.npy").shape == vol.shape
 
 
-def test_several_inputs_go_to_a_folder_with_a_progress_bar(tmp_path):
+def test_several_inputs_go_to_an_existing_folder_with_a_summary(tmp_path):
     for p in ISIC:
         shutil.copy(p, tmp_path / p.name)
+    (tmp_path / "sgc").mkdir()
+    (tmp_path / "labels").mkdir()
     result = run("encode", *[tmp_path / p.name for p in ISIC], tmp_path / "sgc")
     assert sorted(p.name for p in (tmp_path / "sgc").iterdir()) == \
         sorted(p.stem + ".sgc" for p in ISIC)
-    assert "encoding" in result.output  # the progress bar
+    assert f"{len(ISIC)} written, 0 failed" in result.output
     run("segment", tmp_path / "sgc", "-o", tmp_path / "labels")
     assert len(list((tmp_path / "labels").glob("*.labels.png"))) == len(ISIC)
 
@@ -146,3 +148,82 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         sgio.atomic_write(tmp_path / "out.sgc", explode)
     assert list(tmp_path.iterdir()) == []
+
+
+# Destinations, as cp and gzip decide them (issue 11)
+
+def test_existing_folder_after_several_inputs_is_the_destination(tmp_path):
+    names = []
+    for p in ISIC:
+        shutil.copy(p, tmp_path / p.name)
+        names.append(tmp_path / p.name)
+    shutil.copy(HIPPO[0], tmp_path / "d.nii.gz")
+    (tmp_path / "out").mkdir()
+    result = run("encode", *names, tmp_path / "d.nii.gz", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
+        sorted([p.stem + ".sgc" for p in ISIC] + ["d.sgc"])
+    assert "4 written, 0 failed" in result.output
+    assert not list(tmp_path.glob("*.sgc"))
+
+
+def test_a_typo_for_an_input_is_no_folder_to_create(tmp_path):
+    shutil.copy(ISIC[0], tmp_path / "x.jpg")
+    result = run("encode", tmp_path / "x.jpg", tmp_path / "cofee.jpg", ok=False)
+    assert "cofee.jpg: no such file" in result.output and "1 failed" in result.output
+    assert not (tmp_path / "cofee.jpg").exists()
+
+
+def test_several_inputs_need_an_existing_folder(tmp_path):
+    shutil.copy(ISIC[0], tmp_path / "a.jpg")
+    shutil.copy(ISIC[1], tmp_path / "b.jpg")
+    run("encode", tmp_path / "a.jpg", tmp_path / "b.jpg")
+    result = run("segment", tmp_path / "a.sgc", tmp_path / "b.sgc", "-o", tmp_path / "mask.png",
+                 ok=False)
+    assert "2 inputs need an existing folder" in result.output
+    assert not (tmp_path / "mask.png").exists() and result.output.count("\n") == 1
+
+
+def test_an_input_is_never_overwritten_and_outputs_need_force(tmp_path):
+    np.save(tmp_path / "ok.npy", np.asarray(Image.open(ISIC[0]).convert("RGB")))
+    before = (tmp_path / "ok.npy").read_bytes()
+    result = run("encode", tmp_path / "ok.npy", "-o", tmp_path / "ok.npy", ok=False)
+    assert "is an input" in result.output and "Traceback" not in result.output
+    assert (tmp_path / "ok.npy").read_bytes() == before
+    run("encode", tmp_path / "ok.npy")
+    result = run("encode", tmp_path / "ok.npy", ok=False)
+    assert "exists; --force replaces it" in result.output
+    run("encode", tmp_path / "ok.npy", "--skip-existing")
+    run("encode", tmp_path / "ok.npy", "--force")
+    (tmp_path / "y.npy").write_bytes(b"keep me")
+    result = run("segment", tmp_path / "ok.sgc", "-o", tmp_path / "y.npy", ok=False)
+    assert (tmp_path / "y.npy").read_bytes() == b"keep me"
+    run("segment", tmp_path / "ok.sgc", "-o", tmp_path / "y.npy", "--force")
+    assert np.load(tmp_path / "y.npy").shape == (256, 256)
+
+
+def test_a_batch_carries_on_past_a_bad_file(tmp_path):
+    shutil.copy(ISIC[0], tmp_path / "good.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "out").mkdir()
+    result = run("encode", tmp_path / "bad.jpg", tmp_path / "good.jpg", tmp_path / "out",
+                 ok=False)
+    assert "1 written, 1 failed" in result.output and "bad.jpg" in result.output
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.sgc"]
+
+
+def test_output_kind_is_checked_before_the_networks_run(tmp_path, monkeypatch):
+    shutil.copy(ISIC[0], tmp_path / "a.jpg")
+    run("encode", tmp_path / "a.jpg")
+
+    def never(*args, **kwargs):
+        raise AssertionError("g and s ran")
+
+    monkeypatch.setattr("segcodec.api.labels_from_latents", never)
+    result = run("segment", tmp_path / "a.sgc", "-o", tmp_path / "a.txt", ok=False)
+    assert "a.txt: labels can be written as" in result.output
+
+
+def test_an_empty_folder_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("segment", tmp_path / "empty", ok=False)
+    assert "no .sgc files" in result.output

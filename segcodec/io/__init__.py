@@ -33,6 +33,15 @@ def suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
+def is_dicom(path: Path) -> bool:
+    """A DICOM Part 10 file, by its preamble's magic (any name, any suffix)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
 def read(path) -> Loaded:
     """Any supported input: PNG/JPEG/TIFF, NIfTI, .npy, a DICOM file or series folder."""
     path = Path(path)
@@ -51,8 +60,8 @@ def read(path) -> Loaded:
     if ext in NPY_SUFFIXES:
         from . import npy
         return npy.read(path)
-    from . import dicom
-    if ext in DICOM_SUFFIXES or dicom.is_dicom(path):
+    if ext in DICOM_SUFFIXES or is_dicom(path):
+        from . import dicom
         return dicom.read_file(path)
     raise InputError(f"{path}: unsupported input type {ext or '(no extension)'}; "
                      "use PNG/JPEG, NIfTI, .npy or DICOM")
@@ -67,9 +76,20 @@ def label_suffix(source: str, ndim: int) -> str:
     return ".npy"
 
 
+def check_label_path(path, ndim: int) -> None:
+    """InputError unless labels of ``ndim`` dimensions can be written under this name."""
+    ext = suffix(Path(path))
+    if ext not in (".png",) + NIFTI_SUFFIXES + NPY_SUFFIXES:
+        raise InputError(f"{path}: labels can be written as .png, .nii, .nii.gz or .npy, "
+                         f"not {ext or '(no extension)'}")
+    if ext == ".png" and ndim != 2:
+        raise InputError(f"{path}: PNG holds 2D labels; write a 3D label map as .nii.gz or .npy")
+
+
 def write_labels(path, labels: np.ndarray, affine: np.ndarray | None, n_labels: int) -> Path:
     """Write a label map as PNG, NIfTI or .npy, chosen by the file name."""
     path = Path(path)
+    check_label_path(path, labels.ndim)
     ext = suffix(path)
     if ext == ".png":
         from . import raster
@@ -77,10 +97,7 @@ def write_labels(path, labels: np.ndarray, affine: np.ndarray | None, n_labels: 
     if ext in NIFTI_SUFFIXES:
         from . import nifti
         return atomic_write(path, lambda tmp: nifti.write_labels(tmp, labels, affine))
-    if ext in NPY_SUFFIXES:
-        return atomic_write(path, lambda tmp: np.save(tmp, labels))
-    raise InputError(f"{path}: labels can be written as .png, .nii, .nii.gz or .npy, "
-                     f"not {ext or '(no extension)'}")
+    return atomic_write(path, lambda tmp: np.save(tmp, labels))
 
 
 def atomic_write(path: Path, write) -> Path:
@@ -95,8 +112,11 @@ def atomic_write(path: Path, write) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, (OSError, ValueError)):  # name the user's file, not ours
+            raise InputError(f"{path}: cannot write it ({str(exc).replace(str(tmp), str(path))})"
+                             ) from exc
         raise
     return path
 

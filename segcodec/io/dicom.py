@@ -19,14 +19,6 @@ from . import Loaded
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def is_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
 def _pixels(ds, path) -> np.ndarray:
     try:
         return np.asarray(apply_modality_lut(ds.pixel_array, ds))
