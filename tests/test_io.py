@@ -18,7 +18,8 @@ from conftest import HIPPO
 
 def write_series(folder, volume, spacing=(0.9, 0.8, 1.5), origin=(10.0, -20.0, 30.0),
                  shuffle=True):
-    """A DICOM series of ``volume`` (column, row, slice) with axial orientation."""
+    """A DICOM series of ``volume`` (column, row, slice) with axial orientation: voxel
+    (i, j, k) at LPS ``origin`` + ``spacing`` * (i, j, k)."""
     template = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
     template.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     template.PatientName, template.PatientID = "Doe^Jane", "PHI-12345"
@@ -125,3 +126,37 @@ def test_png_labels_refuse_3d_and_jpeg_labels_are_refused(tmp_path):
     with pytest.raises(InputError, match="not .jpg"):
         sgio.write_labels(tmp_path / "x.jpg", np.zeros((2, 2), np.uint8), None, 2)
     assert not list(tmp_path.iterdir())
+
+
+def test_duplicate_slices_are_one_line_errors(series):
+    folder, _ = series
+    first = sorted(folder.iterdir())[0]
+    (folder / "copy.dcm").write_bytes(first.read_bytes())
+    with pytest.raises(InputError, match="share the position .* duplicate"):
+        sgio.read(folder)
+
+
+def test_a_missing_slice_is_an_error_not_a_uniform_spacing(series):
+    folder, _ = series
+    files = sorted(folder.iterdir(), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    files[5].unlink()
+    with pytest.raises(InputError, match="not evenly spaced .* missing"):
+        sgio.read(folder)
+
+
+def test_single_slice_has_its_slice_thickness_as_third_voxel_size():
+    loaded = sgio.read(get_testdata_file("CT_small.dcm"))
+    np.testing.assert_allclose(np.linalg.norm(loaded.affine[:3, 2]), 5.0)
+
+
+def test_palette_images_are_looked_up_not_coded_as_indices():
+    loaded = sgio.read(get_testdata_file("examples_palette.dcm"))
+    assert loaded.array.ndim == 3 and loaded.array.shape[-1] == 3
+
+
+def test_non_image_objects_are_refused_by_name(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
+    ds.save_as(tmp_path / "seg.dcm", enforce_file_format=True)
+    with pytest.raises(InputError, match="DICOM Segmentation"):
+        sgio.read(tmp_path / "seg.dcm")

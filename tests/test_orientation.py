@@ -76,3 +76,27 @@ def test_models_without_an_orientation_code_as_before(volume):
     a = segcodec.decode(segcodec.encode(array, affine=affine, model=model)).latents
     b = segcodec.decode(segcodec.encode(array, affine=flipped, model=model)).latents
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_dicom_series_segments_as_its_nifti_does(oriented_model, tmp_path):
+    from test_io import write_series
+    from segcodec import io as sgio
+    img = nib.load(HIPPO[0])
+    # The volume as an LPS scanner stores it: columns towards the patient's left, rows
+    # towards posterior; each slice's position in LPS.
+    lps = img.as_reoriented(np.array([[0, -1], [1, -1], [2, 1]], dtype=float))
+    origin = np.diag([-1.0, -1.0, 1.0]) @ lps.affine[:3, 3]
+    write_series(tmp_path, np.asarray(lps.dataobj).astype(np.uint16), spacing=(1, 1, 1),
+                 origin=tuple(origin))
+    loaded = sgio.read(tmp_path)
+    np.testing.assert_allclose(loaded.affine, lps.affine, atol=1e-5)
+    from_dicom = segcodec.segment(segcodec.encode(loaded.array, affine=loaded.affine,
+                                                  model=oriented_model))
+    back = nib.Nifti1Image(from_dicom, loaded.affine).as_reoriented(
+        nib.orientations.io_orientation(loaded.affine))
+    from_nifti = segcodec.segment(segcodec.encode(
+        np.asarray(img.dataobj).astype(np.uint16), affine=img.affine, model=oriented_model))
+    truth = hippo_labels(0)
+    for label in (1, 2):
+        assert abs(dice(np.asarray(back.dataobj), truth, label)
+                   - dice(from_nifti, truth, label)) <= 0.005

@@ -17,10 +17,36 @@ from ..errors import InputError
 from . import Loaded
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# Objects that carry no image to segment: refused by name rather than coded as pixels.
+_NOT_IMAGES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "a DICOM Segmentation (SEG)",
+    "1.2.840.10008.5.1.4.1.1.481.3": "an RT Structure Set (RTSTRUCT)",
+    "1.2.840.10008.5.1.4.1.1.481.2": "an RT Dose object (RTDOSE)",
+    "1.2.840.10008.5.1.4.1.1.481.5": "an RT Plan (RTPLAN)",
+    "1.2.840.10008.5.1.4.1.1.88.11": "a Structured Report (SR)",
+    "1.2.840.10008.5.1.4.1.1.88.22": "a Structured Report (SR)",
+    "1.2.840.10008.5.1.4.1.1.88.33": "a Structured Report (SR)",
+    "1.2.840.10008.5.1.4.1.1.104.1": "an encapsulated PDF",
+    "1.2.840.10008.5.1.4.1.1.66": "a Raw Data object",
+    "1.2.840.10008.5.1.4.1.1.11.1": "a Presentation State",
+}
+# Slice positions may differ from an even grid by this fraction of the step (scanner
+# rounding); more than that is a missing or uneven slice.
+_SPACING_TOLERANCE = 0.05
+
+
+def _check_image(ds, path) -> None:
+    kind = _NOT_IMAGES.get(str(getattr(ds, "SOPClassUID", "")))
+    if kind:
+        raise InputError(f"{path}: is {kind}, not an image to segment")
 
 
 def _pixels(ds, path) -> np.ndarray:
+    _check_image(ds, path)
     try:
+        if getattr(ds, "PhotometricInterpretation", "") == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+            return np.asarray(apply_color_lut(ds.pixel_array, ds))  # indices -> RGB
         return np.asarray(apply_modality_lut(ds.pixel_array, ds))
     except Exception as exc:  # missing pixel data, unsupported transfer syntax...
         raise InputError(f"{path}: cannot decode DICOM pixel data ({exc})") from None
@@ -57,12 +83,44 @@ def read_file(path: Path) -> Loaded:
     affine = None
     if axes is not None:
         col_step, row_step, origin = axes
+        normal = np.cross(col_step, row_step)
+        normal /= np.linalg.norm(normal)
+        thickness = _slice_thickness(ds)
         lps = np.eye(4)
         # Array index (row, column) -> world: origin + row * row_step + column * col_step.
         lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = (
-            row_step, col_step, np.cross(col_step, row_step), origin)
+            row_step, col_step, normal * thickness, origin)
         affine = _LPS_TO_RAS @ lps
     return Loaded(array=pixels, kind="2d", source="dicom", affine=affine)
+
+
+def _slice_thickness(ds) -> float:
+    """The third voxel size of a lone slice: SpacingBetweenSlices, else SliceThickness, else 1."""
+    for key in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            value = float(getattr(ds, key))
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if np.isfinite(value) and value > 0:
+            return value
+    return 1.0
+
+
+def _even_step(positions: list[float], folder: Path) -> None:
+    """InputError unless sorted slice positions are distinct and evenly spaced."""
+    steps = np.diff(positions)
+    if len(steps) == 0:
+        return
+    if np.min(steps) <= 1e-4:
+        i = int(np.argmin(steps))
+        raise InputError(f"{folder}: two slices share the position {positions[i]:.4g} mm "
+                         "(a duplicate file?); keep one of each")
+    step = float(np.median(steps))
+    if np.max(np.abs(steps - step)) > _SPACING_TOLERANCE * step:
+        i = int(np.argmax(np.abs(steps - step)))
+        raise InputError(f"{folder}: slices are not evenly spaced (gap of {steps[i]:.4g} mm "
+                         f"after {positions[i]:.4g} mm, where the others are {step:.4g} mm): "
+                         "a slice is missing or the series is uneven")
 
 
 def read_series(folder: Path) -> Loaded:
@@ -87,7 +145,11 @@ def read_series(folder: Path) -> Loaded:
                for _, ds in headers]
     else:
         key = [int(getattr(ds, "InstanceNumber", 0) or 0) for _, ds in headers]
+    for p, ds in headers:
+        _check_image(ds, p)
     order = np.argsort(key, kind="stable")
+    if axes is not None:
+        _even_step([key[i] for i in order], folder)
     slices = [_pixels(_read(headers[i][0]), headers[i][0]) for i in order]
     if len({s.shape for s in slices}) != 1 or slices[0].ndim != 2:
         raise InputError(f"{folder}: slices differ in size or are not single-frame grayscale")
@@ -97,7 +159,8 @@ def read_series(folder: Path) -> Loaded:
         col_step, row_step, origin = axes
         first = np.asarray(headers[order[0]][1].ImagePositionPatient, dtype=float)
         last = np.asarray(headers[order[-1]][1].ImagePositionPatient, dtype=float)
-        slice_step = (last - first) / (len(slices) - 1) if len(slices) > 1 else normal
+        slice_step = (last - first) / (len(slices) - 1) if len(slices) > 1 \
+            else normal * _slice_thickness(headers[0][1])
         lps = np.eye(4)
         lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = col_step, row_step, slice_step, first
         affine = _LPS_TO_RAS @ lps
