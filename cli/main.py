@@ -107,7 +107,9 @@ def main() -> None:
     """Compress medical images to tiny .sgc files and segment them without rebuilding pixels."""
 
 
-_force = click.option("--force", is_flag=True, help="Replace outputs that exist.")
+_force = click.option("--force", is_flag=True,
+                      help="Replace outputs that exist (encode: and code inputs outside the "
+                           "model's domain).")
 _skip = click.option("--skip-existing", is_flag=True,
                      help="Leave outputs that exist as they are (resume a batch).")
 
@@ -150,7 +152,7 @@ def encode(paths, output, model, no_geometry, meta, force, skip_existing, quiet)
     def work(job):
         t0 = time.perf_counter()
         out = segcodec.encode_file(job.src, job.dst, model=model, geometry=not no_geometry,
-                                   metadata=metadata or None)
+                                   metadata=metadata or None, force=force)
         header = segcodec.read_header(out.read_bytes())
         size = out.stat().st_size
         return (f"{job.src} -> {out}: {size} bytes, {_bpp(size, header.shape):.4f} bpp, "

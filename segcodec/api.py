@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import bits, container, entropy, orientation, zoo
+from . import bits, container, domain, entropy, orientation, zoo
 from . import io as sgio
 from .container import Header
 from .errors import InputError, SgcError, SgcFormatError
@@ -109,7 +109,7 @@ def _pick_model(model, ndim: int) -> zoo.Model:
 
 
 def encode(image, *, model=None, kind: str | None = None, affine=None,
-           metadata: dict | None = None, source: str = "array") -> bytes:
+           metadata: dict | None = None, source: str = "array", force: bool = False) -> bytes:
     """Compress an image or volume to ``.sgc`` bytes.
 
     image: (H, W) gray or (H, W, 3) RGB for 2D; (I, J, K) for 3D; or the path of an image
@@ -117,16 +117,26 @@ def encode(image, *, model=None, kind: str | None = None, affine=None,
     be either.  Photographs: integers at their dtype's full range, floats in [0, 1].  ``model`` is a name, hex id or ``zoo.Model``;
     by default the installed model for the image's dimensionality.  ``affine`` (4x4) is
     stored as the geometry section; ``metadata`` (a JSON-able dict) as the metadata section.
+    An input outside the model's domain (``segcodec.domain``) is refused unless ``force``.
     """
     if isinstance(image, (str, os.PathLike)):
         loaded = sgio.read(image)  # a file, read as encode_file reads it
         with _naming(Path(image)):
             return encode(loaded.array, model=model, kind=kind or loaded.kind,
                           affine=loaded.affine if affine is None else affine,
-                          metadata=metadata, source=loaded.source)
+                          metadata=metadata, source=loaded.source, force=force)
     array, ndim = _as_image(image, kind)
     m = _pick_model(model, ndim)
     array = _photo_intensities(array, m)
+    if affine is not None:
+        affine = np.asarray(affine, dtype=np.float64)
+        if affine.shape != (4, 4) or not np.isfinite(affine).all():
+            raise InputError("affine must be a finite 4x4 matrix")
+    shape = tuple(array.shape[1:])
+    ornt = _orientation(m, affine)
+    array = orientation.to_model(array, ornt)
+    if not force:
+        domain.check(array, orientation.model_spacing(affine, ornt), m.manifest)
     channels = array.shape[0]
     if channels != m.in_channels:
         if channels == 1 and m.in_channels == 3:
@@ -134,12 +144,6 @@ def encode(image, *, model=None, kind: str | None = None, affine=None,
         else:
             raise InputError(f"model {m.name} takes {m.in_channels}-channel images, "
                              f"got {channels} channels")
-    if affine is not None:
-        affine = np.asarray(affine, dtype=np.float64)
-        if affine.shape != (4, 4) or not np.isfinite(affine).all():
-            raise InputError("affine must be a finite 4x4 matrix")
-    shape = tuple(array.shape[1:])
-    array = orientation.to_model(array, _orientation(m, affine))
     with torch.no_grad():
         x = resample(normalise(array, m.manifest["normalisation"]),
                      m.manifest["architecture"]["work_shape"])
@@ -208,14 +212,14 @@ def list_models() -> list[dict]:
 # File-level helpers, used by the command line.
 
 def encode_file(src, dst=None, *, model=None, geometry: bool = True,
-                metadata: dict | None = None) -> Path:
+                metadata: dict | None = None, force: bool = False) -> Path:
     """Read an image file (or DICOM series folder) and write its ``.sgc``."""
     src = Path(src)
     loaded = sgio.read(src)
     with _naming(src):
         data = encode(loaded.array, model=model, kind=loaded.kind,
                       affine=loaded.affine if geometry else None, metadata=metadata,
-                      source=loaded.source)
+                      source=loaded.source, force=force)
     if dst is None:
         dst = default_sgc_path(src)
     elif Path(dst).is_dir():

@@ -49,6 +49,14 @@ def model_shape(shape: tuple[int, ...], ornt: np.ndarray | None) -> tuple[int, .
     return tuple(out)
 
 
+def model_spacing(affine: np.ndarray | None, ornt: np.ndarray | None) -> np.ndarray | None:
+    """Voxel sizes (mm) along the model's axes; None without an affine."""
+    if affine is None:
+        return None
+    sizes = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(0))
+    return np.array(model_shape(tuple(sizes), ornt), dtype=np.float64)
+
+
 def to_input(labels: np.ndarray, ornt: np.ndarray | None) -> np.ndarray:
     """Labels in the model's orientation -> the input's voxel order."""
     if ornt is None:

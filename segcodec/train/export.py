@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .. import bits, entropy
+from .. import bits, domain, entropy, orientation
 from ..networks import SegCodecNet, count_parameters
 from ..zoo import BUILTIN_DIR, write_model_file
 from . import data, loop, recipes
@@ -21,8 +21,24 @@ def training_latents(net: SegCodecNet, x: torch.Tensor, batch: int = 32):
             yield bits.threshold(logits.numpy())
 
 
+def training_domain(cfg: dict, root: Path) -> dict:
+    """The model's domain (``segcodec.domain``) from its training cases' files."""
+    pairs = data.task_pairs(cfg["task_key"], root, "fit")
+    if cfg["arch"]["ndim"] == 2:
+        return domain.describe_photos(data.read_pair(p, q)[0] for p, q in pairs)
+    import nibabel as nib
+    codes = recipes.TASKS[cfg["task_key"]].get("orientation")
+    shapes, spacings = [], []
+    for image_path, _ in pairs:
+        img = nib.load(image_path)
+        ornt = orientation.transform(img.affine, codes)
+        shapes.append(orientation.model_shape(img.shape[:3], ornt))
+        spacings.append(orientation.model_spacing(img.affine, ornt))
+    return domain.describe_volumes(shapes, spacings)
+
+
 def build_model(net: SegCodecNet, cfg: dict, x: torch.Tensor, name: str, is_default: bool,
-                training: dict):
+                training: dict, domain_: dict | None = None):
     """(manifest, state_dict, table, latents) for a trained network and its training images."""
     latents = list(training_latents(net, x))
     table = entropy.fit_table(latents, cfg["arch"]["ndim"])
@@ -33,6 +49,7 @@ def build_model(net: SegCodecNet, cfg: dict, x: torch.Tensor, name: str, is_defa
         **({"orientation": recipes.TASKS[cfg["task_key"]]["orientation"]}
            if recipes.TASKS[cfg["task_key"]].get("orientation") else {}),
         "default": is_default, "training": training,
+        **({"domain": domain_} if domain_ else {}),
         "parameters": {"C": count_parameters(net.compressor),
                        "g": count_parameters(net.reconstructor),
                        "s": count_parameters(net.segmentor)},
@@ -55,7 +72,8 @@ def export(checkpoint: Path, root: Path, name: str, out: Path | None = None,
     picked = ck.get("best") or {"step": ck["step"]}
     training = {"recipe": cfg["name"], "steps": picked["step"], "seed": cfg["seed"],
                 "train_seconds": round(ck["elapsed"]), "train_cases": len(x)}
-    manifest, state, table, latents = build_model(net, cfg, x, name, is_default, training)
+    manifest, state, table, latents = build_model(net, cfg, x, name, is_default, training,
+                                                  training_domain(cfg, root))
     path = write_model_file(out or BUILTIN_DIR, manifest, state, table)
     mean_bits = sum(entropy.ideal_bits(z, table, cfg["arch"]["ndim"])
                     for z in latents) / len(latents)

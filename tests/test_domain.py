@@ -1,0 +1,74 @@
+"""Inputs unlike a model's training data are refused, naming the mismatch, unless forced."""
+import matplotlib.cbook
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+import segcodec
+from segcodec import domain, zoo
+from segcodec.errors import InputError
+
+from conftest import HIPPO, ISIC, hippo_volume, isic_image
+
+
+def portrait():
+    """A photograph of a person (matplotlib's sample data), like skimage's astronaut."""
+    return np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg"))
+                      .convert("RGB"))
+
+
+def ct_slice():
+    return pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array.astype(np.uint16)
+
+
+def test_the_default_models_declare_their_domain():
+    for ndim in (2, 3):
+        assert "domain" in zoo.default_for(ndim).manifest
+
+
+@pytest.mark.parametrize("i", range(len(ISIC)))
+def test_every_isic_fixture_is_inside(i):
+    segcodec.encode(isic_image(i))
+
+
+@pytest.mark.parametrize("i", range(len(HIPPO)))
+def test_every_hippocampus_fixture_is_inside(i):
+    array, affine = hippo_volume(i)
+    segcodec.encode(array, affine=affine)
+    segcodec.encode(array)  # no affine: 1 mm voxels assumed
+
+
+@pytest.mark.parametrize("make, kind, message", [
+    (portrait, "2d", "dark .* outside its training range"),
+    (ct_slice, "2d", "grey images, where the model takes RGB"),
+    (lambda: np.random.default_rng(0).normal(size=(197, 233, 189)).astype(np.float32), "3d",
+     "field of view 197 mm on axis 0"),
+])
+def test_out_of_domain_inputs_are_refused_unless_forced(make, kind, message):
+    image = make()
+    with pytest.raises(InputError, match="outside model .*'s domain: " + message):
+        segcodec.encode(image, kind=kind, affine=np.eye(4) if kind == "3d" else None)
+    data = segcodec.encode(image, kind=kind, force=True)
+    assert segcodec.read_header(data).shape == image.shape[:2 if kind == "2d" else 3]
+
+
+def test_voxel_sizes_outside_the_training_range_are_refused():
+    array, affine = hippo_volume(0)
+    with pytest.raises(InputError, match="voxel size 4 mm"):
+        segcodec.encode(array, affine=affine @ np.diag([4.0, 1, 1, 1]))
+
+
+def test_describe_and_check():
+    photos = [np.moveaxis(isic_image(i), -1, 0) for i in range(len(ISIC))]
+    d = domain.describe_photos(photos)
+    manifest = {"name": "m", "domain": d}
+    for p in photos:
+        domain.check(p, None, manifest)
+    with pytest.raises(InputError, match="mean r"):
+        domain.check(np.zeros_like(photos[0]), None, manifest)
+    v = domain.describe_volumes([(30, 40, 30), (40, 50, 36)], [(1, 1, 1), (1.2, 1, 1)])
+    assert v["voxel_size_mm"] == [0.5, 1.8]
+    assert v["field_of_view_mm"][0] == [15.0, 72.0]
+    domain.check(np.zeros((1, 35, 45, 33)), np.ones(3), {"name": "m", "domain": v})
