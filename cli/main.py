@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 import segcodec
-from segcodec import destinations
+from segcodec import destinations, modelfiles
 from segcodec import io as sgio
 
 from .service import read_token, segment_remote_file, send, serve
@@ -147,7 +147,7 @@ def encode(paths, output, model, no_geometry, meta, force, skip_existing, quiet)
             _fail(f"--meta takes KEY=VALUE, got {item!r}")
         metadata[key] = value
     sources = [p for src in paths for p in _expand(src)]
-    jobs = _plan(sources, dest, segcodec.api.default_sgc_path, force, skip_existing)
+    jobs = _plan(sources, dest, destinations.default_sgc_path, force, skip_existing)
 
     def work(job):
         t0 = time.perf_counter()
@@ -167,7 +167,7 @@ def _default_labels(src: Path) -> Path:
     except OSError as exc:
         raise segcodec.InputError(f"{src}: {exc.strerror or exc}") from None
     try:
-        return segcodec.api.default_labels_path(src, segcodec.read_header(data))
+        return destinations.default_labels_path(src, segcodec.read_header(data))
     except segcodec.SgcError as exc:
         raise type(exc)(f"{src}: {exc}") from exc
 
@@ -216,8 +216,7 @@ def info(sgc_file, as_json):
     d = header.to_dict()
     d.update(file_bytes=len(data), payload_bytes=len(data) - header.header_bytes,
              bpp=round(_bpp(len(data), header.shape), 6))
-    names = {m["id"]: m["name"] for m in _run(segcodec.list_models)}
-    d["model"] = names.get(d["model_id"])
+    d["model"] = modelfiles.name_for(header.model_id)
     if as_json:
         click.echo(json.dumps(d, indent=1))
         return

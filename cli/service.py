@@ -10,7 +10,8 @@ import click
 
 import segcodec
 from segcodec import io as sgio
-from segcodec.api import _naming  # errors name the file, as local `segment` does
+from segcodec import destinations
+from segcodec.errors import naming  # errors name the file, as local `segment` does
 
 TOKEN_ENV = "SEGCODEC_TOKEN"
 
@@ -63,9 +64,9 @@ def segment_remote_file(src, dst, url: str, token: str | None = None, *,
         data = src.read_bytes()
     except OSError as exc:
         raise segcodec.InputError(f"{src}: {exc.strerror or exc}") from None
-    with _naming(src):
+    with naming(src):
         header = segcodec.read_header(data)  # a bad file fails here, before any upload
-        default = segcodec.api.default_labels_path(src, header)
+        default = destinations.default_labels_path(src, header)
         dst = default if dst is None else Path(dst) / default.name if Path(dst).is_dir() \
             else Path(dst)
         sgio.check_label_path(dst, header.ndim)  # and a bad destination
@@ -149,7 +150,7 @@ def send_file(src, dst, url: str, token: str | None = None, *, model=None,
     t0 = time.perf_counter()
     loaded = sgio.read(src)
     t1 = time.perf_counter()
-    with _naming(src):
+    with naming(src):
         data = segcodec.encode(loaded.array, model=model, kind=loaded.kind,
                                affine=loaded.affine if geometry else None, source=loaded.source)
         t2 = time.perf_counter()

@@ -4,14 +4,28 @@
     >>> data = segcodec.encode(image)        # numpy array -> .sgc bytes
     >>> labels = segcodec.segment(data)      # .sgc bytes -> uint8 label map
 """
-from .api import (Decoded, decode, encode, encode_file, list_models, read_header, segment,
-                  segment_file)
 from .container import Header
 from .errors import InputError, SgcError, SgcFormatError, UnknownModelError
 
 __version__ = "0.1.0"
 
-__all__ = ["encode", "segment", "decode", "read_header", "encode_file", "segment_file",
-           "list_models",
-           "Decoded", "Header", "SgcError", "SgcFormatError", "UnknownModelError",
+# The coding path needs torch; reading a header, --help and --version do not, so the API is
+# imported on first use (PEP 562).
+_API = ("encode", "segment", "decode", "encode_file", "segment_file", "list_models", "Decoded")
+
+__all__ = [*_API, "read_header", "Header", "SgcError", "SgcFormatError", "UnknownModelError",
            "InputError", "__version__"]
+
+
+def read_header(data: bytes) -> Header:
+    """Parse and validate a ``.sgc`` header (CRC included) without decoding the payload."""
+    from .container import read
+    return read(data)[0]
+
+
+def __getattr__(name: str):
+    if name in _API or name == "api":
+        import importlib
+        api = importlib.import_module(".api", __name__)
+        return api if name == "api" else getattr(api, name)
+    raise AttributeError(f"module 'segcodec' has no attribute {name!r}")

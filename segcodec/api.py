@@ -6,7 +6,6 @@ straight to a label map at the input's size.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import torch
 from . import bits, container, domain, entropy, orientation, zoo
 from . import io as sgio
 from .container import Header
-from .errors import InputError, SgcError, SgcFormatError
+from .destinations import default_labels_path, default_sgc_path, not_the_input
+from .errors import InputError, SgcFormatError, naming
 from .transforms import labels_from_logits, normalise, resample
 
 _DTYPE_KINDS = "biuf"  # bool, signed, unsigned, float
@@ -121,7 +121,7 @@ def encode(image, *, model=None, kind: str | None = None, affine=None,
     """
     if isinstance(image, (str, os.PathLike)):
         loaded = sgio.read(image)  # a file, read as encode_file reads it
-        with _naming(Path(image)):
+        with naming(Path(image)):
             return encode(loaded.array, model=model, kind=kind or loaded.kind,
                           affine=loaded.affine if affine is None else affine,
                           metadata=metadata, source=loaded.source, force=force)
@@ -156,11 +156,6 @@ def encode(image, *, model=None, kind: str | None = None, affine=None,
         return container.write(header, payload)
     except (ValueError, TypeError) as exc:
         raise InputError(str(exc)) from None
-
-
-def read_header(data: bytes) -> Header:
-    """Parse and validate a ``.sgc`` header (CRC included) without decoding the payload."""
-    return container.read(data)[0]
 
 
 def decode(data: bytes) -> Decoded:
@@ -216,7 +211,7 @@ def encode_file(src, dst=None, *, model=None, geometry: bool = True,
     """Read an image file (or DICOM series folder) and write its ``.sgc``."""
     src = Path(src)
     loaded = sgio.read(src)
-    with _naming(src):
+    with naming(src):
         data = encode(loaded.array, model=model, kind=loaded.kind,
                       affine=loaded.affine if geometry else None, metadata=metadata,
                       source=loaded.source, force=force)
@@ -224,25 +219,11 @@ def encode_file(src, dst=None, *, model=None, geometry: bool = True,
         dst = default_sgc_path(src)
     elif Path(dst).is_dir():
         dst = Path(dst) / default_sgc_path(src).name
-    _not_the_input(src, dst)
+    not_the_input(src, dst)
     return sgio.write_bytes(dst, data)
 
 
-def default_sgc_path(src) -> Path:
-    """``NAME.sgc`` beside the input ``NAME.<ext>``."""
-    src = Path(src)
-    return src.with_name(_stem(src) + ".sgc")
 
-
-def _not_the_input(src: Path, dst) -> None:
-    if Path(dst).resolve() == src.resolve():
-        raise InputError(f"{dst}: is the input; not overwriting it")
-
-
-def default_labels_path(sgc_path, header: Header) -> Path:
-    sgc_path = Path(sgc_path)
-    return sgc_path.with_name(_stem(sgc_path) + ".labels"
-                              + sgio.label_suffix(header.source, header.ndim))
 
 
 def segment_file(src, dst=None, *, device: str = "auto") -> Path:
@@ -256,28 +237,13 @@ def segment_file(src, dst=None, *, device: str = "auto") -> Path:
         data = src.read_bytes()
     except OSError as exc:
         raise InputError(f"{src}: {exc.strerror or exc}") from None
-    with _naming(src):
+    with naming(src):
         decoded = decode(data)
     if dst is None:
         dst = default_labels_path(src, decoded.header)
     elif Path(dst).is_dir():
         dst = Path(dst) / default_labels_path(src, decoded.header).name
-    _not_the_input(src, dst)
+    not_the_input(src, dst)
     sgio.check_label_path(dst, decoded.header.ndim)  # before g and s run
     labels = labels_from_latents(decoded, device)
     return sgio.write_labels(dst, labels, decoded.header.affine, len(decoded.model.labels))
-
-
-@contextmanager
-def _naming(path: Path):
-    """Prefix errors raised inside with the file they concern."""
-    try:
-        yield
-    except SgcError as exc:
-        raise type(exc)(f"{path}: {exc}") from None
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    ext = sgio.suffix(path)
-    return name[:-len(ext)] if ext and name.lower().endswith(ext) else name

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import io as sgio
 from .errors import InputError
 
 
@@ -55,6 +56,31 @@ def plan(sources: list[Path], dest: Path | None, default: Callable[[Path], Path]
         taken.setdefault(_key(dst), src)
         jobs.append(job)
     return jobs
+
+
+def default_sgc_path(src) -> Path:
+    """``NAME.sgc`` beside the input ``NAME.<ext>``."""
+    src = Path(src)
+    return src.with_name(_stem(src) + ".sgc")
+
+
+def default_labels_path(sgc_path, header) -> Path:
+    """``NAME.labels.<ext>`` beside ``NAME.sgc``, in the kind of file the image came from
+    (format_spec.md §1.3): labels come back as the input came."""
+    sgc_path = Path(sgc_path)
+    return sgc_path.with_name(_stem(sgc_path) + ".labels"
+                              + sgio.label_suffix(header.source, header.ndim))
+
+
+def not_the_input(src, dst) -> None:
+    if Path(dst).resolve() == Path(src).resolve():
+        raise InputError(f"{dst}: is the input; not overwriting it")
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    ext = sgio.suffix(path)
+    return name[:-len(ext)] if ext and name.lower().endswith(ext) else name
 
 
 def _key(path: Path) -> Path:

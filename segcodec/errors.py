@@ -1,4 +1,7 @@
 """Every error segcodec raises on bad input is an ``SgcError``; its message is one line."""
+from __future__ import annotations
+
+from contextlib import contextmanager
 
 
 class SgcError(Exception):
@@ -15,3 +18,12 @@ class UnknownModelError(SgcError, LookupError):
 
 class InputError(SgcError, ValueError):
     """An image or volume cannot be encoded: wrong shape, dtype, values or file."""
+
+
+@contextmanager
+def naming(path):
+    """Prefix the message of an ``SgcError`` raised inside with the file it concerns."""
+    try:
+        yield
+    except SgcError as exc:
+        raise type(exc)(f"{path}: {exc}") from exc

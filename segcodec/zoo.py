@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +21,7 @@ from .container import MODEL_ID_BYTES
 from .errors import SgcError, UnknownModelError
 from .networks import SegCodecNet
 
-BUILTIN_DIR = Path(__file__).with_name("models")
-PATH_ENV = "SEGCODEC_MODEL_PATH"
-SUFFIX = ".sgm"
-_NAME = re.compile(r"^(?P<name>[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*)-(?P<hash>[0-9a-f]{8})\.sgm$")
+from .modelfiles import _NAME, BUILTIN_DIR, PATH_ENV, SUFFIX, model_dirs, model_files  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -84,15 +79,6 @@ def _copy_to(net: SegCodecNet, device: torch.device) -> SegCodecNet:
     return clone.to(device).eval()
 
 
-def model_dirs() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get(PATH_ENV, "").split(os.pathsep) if p]
-    return [BUILTIN_DIR, *extra]
-
-
-def _files() -> list[Path]:
-    return sorted(p for d in model_dirs() if d.is_dir() for p in d.glob("*" + SUFFIX))
-
-
 def load_file(path: Path) -> Model:
     """Read, hash-check and build one model file."""
     path = Path(path)
@@ -126,7 +112,7 @@ def installed() -> dict[bytes, Model]:
     with _cache_lock:
         if _cache is None:
             models: dict[bytes, Model] = {}
-            for path in _files():
+            for path in model_files():
                 model = load_file(path)
                 if model.model_id in models and models[model.model_id].path != path:
                     other = models[model.model_id].path

@@ -1,11 +1,9 @@
 """Volumes in any orientation segment as the model's own orientation does (format_spec.md §2.3)."""
 import itertools
-import json
 
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 import segcodec
 from segcodec import orientation, zoo
