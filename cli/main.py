@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -105,6 +107,11 @@ def _plan(sources, dest, default, force, skip_existing):
 @click.version_option(segcodec.__version__, prog_name="segcodec")
 def main() -> None:
     """Compress medical images to tiny .sgc files and segment them without rebuilding pixels."""
+    # Libraries' warnings (pydicom, Pillow, nibabel) as one line each, not a source excerpt.
+    warnings.showwarning = lambda message, category, *args, **kwargs: click.echo(
+        f"segcodec: warning: {str(message).splitlines()[0] if str(message) else category}",
+        err=True)
+    logging.getLogger("pydicom").setLevel(logging.ERROR)  # it warns and logs the same thing
 
 
 _force = click.option("--force", is_flag=True,
@@ -123,10 +130,11 @@ _skip = click.option("--skip-existing", is_flag=True,
               help="Leave out voxel spacing and orientation (saves 24-48 bytes).")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE",
               help="Store a metadata entry (zstd-compressed JSON; costs bytes).")
+@click.option("--volume", type=int, metavar="N", help="Code volume N of a 4D NIfTI.")
 @_force
 @_skip
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def encode(paths, output, model, no_geometry, meta, force, skip_existing, quiet):
+def encode(paths, output, model, no_geometry, meta, volume, force, skip_existing, quiet):
     """Compress images or volumes: encode SRC [DEST.sgc], or encode SRC... [DIR].
 
     SRC is a PNG/JPEG, NIfTI, .npy, DICOM file, DICOM series folder, or a folder of images.
@@ -152,7 +160,7 @@ def encode(paths, output, model, no_geometry, meta, force, skip_existing, quiet)
     def work(job):
         t0 = time.perf_counter()
         out = segcodec.encode_file(job.src, job.dst, model=model, geometry=not no_geometry,
-                                   metadata=metadata or None, force=force)
+                                   metadata=metadata or None, force=force, volume=volume)
         header = segcodec.read_header(out.read_bytes())
         size = out.stat().st_size
         return (f"{job.src} -> {out}: {size} bytes, {_bpp(size, header.shape):.4f} bpp, "

@@ -207,10 +207,12 @@ def list_models() -> list[dict]:
 # File-level helpers, used by the command line.
 
 def encode_file(src, dst=None, *, model=None, geometry: bool = True,
-                metadata: dict | None = None, force: bool = False) -> Path:
-    """Read an image file (or DICOM series folder) and write its ``.sgc``."""
+                metadata: dict | None = None, force: bool = False,
+                volume: int | None = None) -> Path:
+    """Read an image file (or DICOM series folder) and write its ``.sgc``; ``volume`` picks
+    one volume of a 4D NIfTI."""
     src = Path(src)
-    loaded = sgio.read(src)
+    loaded = sgio.read(src, volume)
     with naming(src):
         data = encode(loaded.array, model=model, kind=loaded.kind,
                       affine=loaded.affine if geometry else None, metadata=metadata,

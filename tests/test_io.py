@@ -104,12 +104,37 @@ def test_nifti_labels_keep_the_affine(tmp_path):
     assert img.get_data_dtype() == np.uint8
 
 
-def test_4d_nifti_is_refused_and_singleton_4d_accepted(tmp_path):
-    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.float32), np.eye(4)), tmp_path / "a.nii")
-    with pytest.raises(InputError, match="4D series"):
+def test_4d_nifti_needs_a_volume_and_singleton_4d_is_3d(tmp_path):
+    series = np.arange(4 * 4 * 4 * 2, dtype=np.float32).reshape(4, 4, 4, 2)
+    nib.save(nib.Nifti1Image(series, np.eye(4)), tmp_path / "a.nii")
+    with pytest.raises(InputError, match="4D NIfTI of 2 volumes; pick one with --volume N"):
         sgio.read(tmp_path / "a.nii")
+    np.testing.assert_array_equal(sgio.read(tmp_path / "a.nii", volume=1).array, series[..., 1])
+    with pytest.raises(InputError, match="out of range 0..1"):
+        sgio.read(tmp_path / "a.nii", volume=2)
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 1), np.float32), np.eye(4)), tmp_path / "b.nii")
     assert sgio.read(tmp_path / "b.nii").array.shape == (4, 4, 4)
+    with pytest.raises(InputError, match="--volume applies to 4D"):
+        sgio.read(tmp_path / "b.nii", volume=0)
+
+
+def test_2d_nifti_is_a_2d_image(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((20, 30), np.float32), np.eye(4)), tmp_path / "a.nii")
+    loaded = sgio.read(tmp_path / "a.nii")
+    assert loaded.kind == "2d" and loaded.array.shape == (20, 30)
+
+
+def test_declared_size_is_refused_before_any_voxel_is_read(tmp_path):
+    import gzip
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.uint8)
+    header.set_data_shape((1024, 1024, 1024))
+    header.set_sform(np.eye(4), code=1)
+    # 1 GiB of voxels declared, 1 KiB present: a reader that inflates first would choke.
+    (tmp_path / "bomb.nii.gz").write_bytes(gzip.compress(header.binaryblock + b"\0" * 4
+                                                         + bytes(1024)))
+    with pytest.raises(InputError, match="declares 1073741824 voxels"):
+        sgio.read(tmp_path / "bomb.nii.gz")
 
 
 @pytest.mark.parametrize("mode, channels", [("RGBA", 3), ("P", 3), ("LA", None), ("I;16", None),
@@ -160,3 +185,11 @@ def test_non_image_objects_are_refused_by_name(tmp_path):
     ds.save_as(tmp_path / "seg.dcm", enforce_file_format=True)
     with pytest.raises(InputError, match="DICOM Segmentation"):
         sgio.read(tmp_path / "seg.dcm")
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    im = Image.new("RGB", (40, 20), (200, 150, 120))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    im.save(tmp_path / "r.jpg", exif=exif)
+    assert sgio.read(tmp_path / "r.jpg").array.shape == (40, 20, 3)

@@ -42,11 +42,14 @@ def is_dicom(path: Path) -> bool:
         return False
 
 
-def read(path) -> Loaded:
-    """Any supported input: PNG/JPEG/TIFF, NIfTI, .npy, a DICOM file or series folder."""
+def read(path, volume: int | None = None) -> Loaded:
+    """Any supported input: PNG/JPEG/TIFF, NIfTI, .npy, a DICOM file or series folder;
+    ``volume`` picks one volume of a 4D NIfTI."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
+    if volume is not None and suffix(path) not in NIFTI_SUFFIXES:
+        raise InputError(f"{path}: --volume applies to 4D NIfTI files")
     if path.is_dir():
         from . import dicom
         return dicom.read_series(path)
@@ -56,7 +59,7 @@ def read(path) -> Loaded:
         return raster.read(path)
     if ext in NIFTI_SUFFIXES:
         from . import nifti
-        return nifti.read(path)
+        return nifti.read(path, volume)
     if ext in NPY_SUFFIXES:
         from . import npy
         return npy.read(path)

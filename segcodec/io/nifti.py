@@ -6,22 +6,47 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..container import MAX_PIXELS
 from ..errors import InputError
 from . import Loaded
 
 
-def read(path: Path) -> Loaded:
+def read(path: Path, volume: int | None = None) -> Loaded:
+    """A 3D volume (or, with ``volume``, one volume of a 4D series), or a 2D image.
+
+    The declared shape is checked against the format's limit before any voxel is read, so a
+    small compressed file cannot make us inflate gigabytes.
+    """
     try:
         img = nib.load(path)
-        array = np.asanyarray(img.dataobj)
+        shape = tuple(int(s) for s in img.shape)
     except Exception as exc:  # nibabel raises many types for damaged files
         raise InputError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from None
-    while array.ndim > 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 3:
-        raise InputError(f"{path}: NIfTI image has shape {array.shape}; segcodec takes one 3D "
-                         "volume (a 4D series must be split first)")
-    return Loaded(array=array, kind="3d", source="nifti", affine=np.asarray(img.affine))
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) == 4:
+        if volume is None:
+            raise InputError(f"{path}: a 4D NIfTI of {shape[3]} volumes; pick one with "
+                             f"--volume N (API: volume=N), N in 0..{shape[3] - 1}")
+        if not 0 <= volume < shape[3]:
+            raise InputError(f"{path}: --volume {volume} is out of range 0..{shape[3] - 1}")
+        shape = shape[:3]
+    elif volume is not None:
+        raise InputError(f"{path}: --volume applies to 4D NIfTI; this one has shape {shape}")
+    if len(shape) not in (2, 3):
+        raise InputError(f"{path}: NIfTI image has shape {img.shape}; segcodec takes a 2D "
+                         "image or a 3D volume")
+    pixels = int(np.prod(shape, dtype=np.int64))
+    if pixels > MAX_PIXELS:
+        raise InputError(f"{path}: declares {pixels} voxels, more than the limit of "
+                         f"{MAX_PIXELS}")
+    try:
+        data = img.dataobj[..., volume] if volume is not None else img.dataobj
+        array = np.asanyarray(data).reshape(shape)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from None
+    return Loaded(array=array, kind=f"{len(shape)}d", source="nifti",
+                  affine=np.asarray(img.affine))
 
 
 def write_labels(path: Path, labels: np.ndarray, affine: np.ndarray | None) -> None:

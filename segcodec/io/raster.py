@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
 from . import Loaded
@@ -14,7 +14,8 @@ Image.MAX_IMAGE_PIXELS = 1 << 26  # the format's limit (format_spec.md §1.6); r
 
 def read(path: Path) -> Loaded:
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as opened:
+            im = ImageOps.exif_transpose(opened)  # as viewers show it (camera rotation)
             if im.mode in ("RGB", "L", "I;16", "I", "F"):
                 array = np.asarray(im)
             elif im.mode in ("1", "LA", "I;16B", "I;16L"):
