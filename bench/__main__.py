@@ -9,20 +9,37 @@
     python -m bench load                            # the server under concurrent clients
     python -m bench references                      # ship runs/<task>-seg as the references
 
-Each module's --help lists its options; ``--smoke`` (where offered) runs on fixtures/.
+Each module's --help lists its options; ``--smoke`` (where offered) runs on fixtures/
+and writes to a scratch folder unless --out says otherwise.
 """
 import importlib
 import sys
+import tempfile
+from pathlib import Path
 
 COMMANDS = ("rate", "ablation", "speed", "latency", "figures", "evaluate", "load",
             "references")
+SMOKE_OUT = Path(tempfile.gettempdir()) / "segcodec-bench-smoke"
 
 
-def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
-        sys.exit(__doc__)
-    module = importlib.import_module(f"bench.{sys.argv[1]}")
-    module.main(sys.argv[2:])
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0 if argv else 2)
+    name, args = argv[0], argv[1:]
+    if name not in COMMANDS:
+        sys.exit(f"python -m bench: error: unknown benchmark {name!r}; one of "
+                 f"{', '.join(COMMANDS)}")
+    if "--smoke" in args and "--out" not in args:
+        # A smoke run measures nothing worth keeping: never over the committed results.
+        args += ["--out", str(SMOKE_OUT)]
+        print(f"bench {name}: --smoke results go to {SMOKE_OUT}", file=sys.stderr)
+    module = importlib.import_module(f"bench.{name}")
+    try:
+        module.main(args)
+    except (OSError, ValueError) as exc:
+        sys.exit(f"python -m bench {name}: error: {exc}")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args(argv)
+    for task in ("isic", "hippocampus"):
+        datasets.check_root(args.data, task)
     m2, m3 = zoo.default_for(2), zoo.default_for(3)
     isic = datasets.isic_files(args.data, "val")
     hippo = datasets.hippocampus_files(args.data, "test")

@@ -433,6 +433,9 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if not args.smoke and args.data is None:
         ap.error("--data is required (or --smoke)")
+    if not args.smoke:
+        for task in args.tasks:
+            datasets.check_root(args.data, task)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads or (1 if args.smoke else threads))
     try:

@@ -61,3 +61,20 @@ def test_latency_smoke(tmp_path):
     assert all("UNTRAINED" in v for v in r["reference_segmentors"].values())
     md = (tmp_path / "latency.md").read_text()
     assert "NOT matched" in md and "Dice NOT matched" in md
+
+
+def test_bench_command_line_helps_and_fails_in_one_line(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    from bench import __main__ as bench_main
+    run = lambda *a: subprocess.run([sys.executable, "-m", "bench", *a], capture_output=True,
+                                    text=True, cwd=common.REPO)
+    assert run("--help").returncode == 0
+    bad = run("nope")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "unknown benchmark" in bad.stderr
+    missing = run("evaluate", "--data", str(tmp_path / "none"))
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "no isic2017/" in missing.stderr
+    monkeypatch.setattr(bench_main, "SMOKE_OUT", tmp_path / "scratch")
+    bench_main.main(["figures", "--smoke"])
+    assert (tmp_path / "scratch" / "figures.json").exists()
