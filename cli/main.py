@@ -224,7 +224,9 @@ def info(sgc_file, as_json):
     d = header.to_dict()
     d.update(file_bytes=len(data), payload_bytes=len(data) - header.header_bytes,
              bpp=round(_bpp(len(data), header.shape), 6))
-    d["model"] = modelfiles.name_for(header.model_id)
+    entry = modelfiles.index_entry(header.model_id)
+    d["model"] = entry["name"] if entry else modelfiles.name_for(header.model_id)
+    d["labels"] = entry["labels"] if entry else None
     if as_json:
         click.echo(json.dumps(d, indent=1))
         return
@@ -233,6 +235,8 @@ def info(sgc_file, as_json):
     click.echo(f"  image       {'x'.join(map(str, d['shape']))}, {d['channels']} channel(s), "
                f"{header.ndim}D, from {d['source']}")
     click.echo(f"  latents     {'x'.join(map(str, d['latent_shape']))} bits")
+    if d["labels"]:
+        click.echo(f"  labels      {', '.join(f'{i} {n}' for i, n in enumerate(d['labels']))}")
     if header.affine is not None:
         spacing = (header.affine[:3, :3] ** 2).sum(0) ** 0.5
         click.echo(f"  geometry    voxel size {' x '.join(f'{s:.3g}' for s in spacing)} mm")

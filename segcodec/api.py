@@ -229,7 +229,8 @@ def encode_file(src, dst=None, *, model=None, geometry: bool = True,
 
 
 def segment_file(src, dst=None, *, device: str = "auto") -> Path:
-    """Read a ``.sgc`` file and write its label map (PNG, NIfTI or .npy by name).
+    """Read a ``.sgc`` file and write its label map (PNG, NIfTI or .npy by name), with a
+    JSON sidecar of label names and colours beside it (``label_sidecar``).
 
     Without ``dst``, or with a folder as ``dst``, the file is named after the input,
     ``NAME.labels.<ext>``, in the kind of file the image came from (format_spec.md §1.3).
@@ -248,4 +249,29 @@ def segment_file(src, dst=None, *, device: str = "auto") -> Path:
     not_the_input(src, dst)
     sgio.check_label_path(dst, decoded.header.ndim)  # before g and s run
     labels = labels_from_latents(decoded, device)
-    return sgio.write_labels(dst, labels, decoded.header.affine, len(decoded.model.labels))
+    out = sgio.write_labels(dst, labels, decoded.header.affine, len(decoded.model.labels))
+    write_sidecar(out, decoded.model)
+    return out
+
+
+def sidecar_path(labels_path) -> Path:
+    """``NAME.labels.json`` beside ``NAME.labels.<ext>``."""
+    labels_path = Path(labels_path)
+    name = labels_path.name
+    ext = sgio.suffix(labels_path)
+    return labels_path.with_name((name[:-len(ext)] if ext else name) + ".json")
+
+
+def label_sidecar(model: zoo.Model) -> dict:
+    """What each label value means: name and display colour, and the model that made it."""
+    colours = zoo.label_colours(len(model.labels))
+    return {"model": model.name, "model_id": model.model_id.hex(), "task": model.manifest["task"],
+            "labels": [{"value": i, "name": name, "colour": colours[i]}
+                       for i, name in enumerate(model.labels)]}
+
+
+def write_sidecar(labels_path, model: zoo.Model) -> Path:
+    import json
+    text = json.dumps(label_sidecar(model), indent=1) + "\n"
+    return sgio.atomic_write(sidecar_path(labels_path),
+                             lambda tmp: Path(tmp).write_text(text))

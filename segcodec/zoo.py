@@ -21,6 +21,7 @@ from .container import MODEL_ID_BYTES
 from .errors import SgcError, UnknownModelError
 from .networks import SegCodecNet
 
+from . import modelfiles
 from .modelfiles import _NAME, BUILTIN_DIR, PATH_ENV, SUFFIX, model_dirs, model_files  # noqa: F401 (re-exported)
 
 
@@ -153,14 +154,15 @@ def find(name_or_id: str) -> Model:
 
 
 def default_for(ndim: int) -> Model:
-    """The model picked for a 2D image or a 3D volume when none is named: of those whose
-    manifest says ``default``, the last by name (so ``-v1`` supersedes ``-v0``)."""
-    candidates = [m for m in installed().values() if m.ndim == ndim]
-    preferred = [m for m in candidates if m.manifest.get("default")]
-    pick = (preferred or candidates)
-    if not pick:
-        raise UnknownModelError(f"no {ndim}D model is installed")
-    return sorted(pick, key=lambda m: m.name)[-1]
+    """The model picked for a 2D image or a 3D volume when none is named: the one the
+    built-in index (``segcodec/models/index.json``) names; never a file of
+    SEGCODEC_MODEL_PATH, whatever its name or manifest says."""
+    name = modelfiles.read_index()["defaults"].get(f"{ndim}d")
+    hits = [m for m in installed().values()
+            if m.name == name and m.path.parent.resolve() == BUILTIN_DIR.resolve()]
+    if not hits:
+        raise UnknownModelError(f"no default {ndim}D model is installed; name one with --model")
+    return hits[0]
 
 
 def write_model_file(out_dir: Path, manifest: dict, state_dict: dict,
@@ -177,4 +179,20 @@ def write_model_file(out_dir: Path, manifest: dict, state_dict: dict,
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{manifest['name']}-{hashlib.sha256(blob).hexdigest()[:8]}{SUFFIX}"
     path.write_bytes(blob)
+    index = modelfiles.read_index(out_dir)
+    index["models"][manifest["name"]] = {
+        "file": path.name, "task": manifest["task"], "ndim": arch["ndim"],
+        "labels": manifest["labels"], "colours": label_colours(len(manifest["labels"]))}
+    if manifest.get("default"):
+        index["defaults"][f"{arch['ndim']}d"] = manifest["name"]
+    modelfiles.write_index(index, out_dir)
     return path
+
+
+# Background black, then colours that stay apart for the colour-blind (Okabe and Ito 2008).
+_COLOURS = [(0, 0, 0), (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66),
+            (0, 114, 178), (213, 94, 0), (204, 121, 167)]
+
+
+def label_colours(n: int) -> list[list[int]]:
+    return [list(_COLOURS[i % len(_COLOURS)]) for i in range(n)]

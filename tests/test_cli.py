@@ -241,3 +241,14 @@ def test_help_version_and_info_do_not_import_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_labels_come_with_a_sidecar_and_info_names_them(tmp_path):
+    shutil.copy(HIPPO[0], tmp_path / "h.nii.gz")
+    run("encode", tmp_path / "h.nii.gz")
+    run("segment", tmp_path / "h.sgc")
+    sidecar = json.loads((tmp_path / "h.labels.json").read_text())
+    names = [entry["name"] for entry in sidecar["labels"]]
+    assert names == ["background", "anterior hippocampus", "posterior hippocampus"]
+    assert [entry["value"] for entry in sidecar["labels"]] == [0, 1, 2]
+    assert "1 anterior hippocampus" in run("info", tmp_path / "h.sgc").output

@@ -77,3 +77,27 @@ def test_models_list_one_default_per_kind():
     for ndim in (2, 3):
         defaults = [m["name"] for m in found if m["ndim"] == ndim and m["default"]]
         assert defaults == [zoo.default_for(ndim).name]
+
+
+def test_a_planted_default_in_the_model_path_never_becomes_the_default(extra_models):
+    before = {ndim: zoo.default_for(ndim).name for ndim in (2, 3)}
+    manifest = {"name": "zzz-planted", "task": "test", "labels": ["bg", "fg"],
+                "normalisation": {"kind": "zscore"}, "architecture": TINY, "default": True}
+    zoo.write_model_file(extra_models, manifest, SegCodecNet(TINY).state_dict(),
+                         np.full(bits.n_contexts(1, 2), 32768))
+    zoo.reload()
+    assert "zzz-planted" in {m.name for m in zoo.installed().values()}
+    assert {ndim: zoo.default_for(ndim).name for ndim in (2, 3)} == before
+
+
+def test_the_index_names_each_builtin_models_file_and_labels():
+    from segcodec import modelfiles
+    index = modelfiles.read_index()
+    builtin = {m.name: m for m in zoo.installed().values()
+               if m.path.parent == zoo.BUILTIN_DIR}
+    assert set(index["models"]) == set(builtin)
+    for name, entry in index["models"].items():
+        assert entry["file"] == builtin[name].path.name
+        assert entry["labels"] == builtin[name].labels
+        assert len(entry["colours"]) == len(entry["labels"])
+    assert set(index["defaults"]) == {"2d", "3d"}
