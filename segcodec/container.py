@@ -6,6 +6,7 @@ allocated from it, and raises ``SgcFormatError`` naming the field.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -138,7 +139,13 @@ def write(header: Header, payload: bytes) -> bytes:
         out += _varint(s)
     out += geometry
     if header.metadata:  # §3
-        text = json.dumps(header.metadata, separators=(",", ":"), sort_keys=True).encode()
+        try:
+            text = json.dumps(header.metadata, separators=(",", ":"), sort_keys=True,
+                              allow_nan=False).encode()
+        except RecursionError:
+            raise ValueError("metadata nests too deep") from None
+        if _json_depth(text) > MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
         if len(text) > MAX_METADATA_JSON:
             raise ValueError("metadata is larger than 1 MiB as JSON")
         frame = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(text)
@@ -203,6 +210,23 @@ def read(data: bytes) -> tuple[Header, bytes]:
     return header, data[r.pos:r.end]
 
 
+MAX_METADATA_DEPTH = 16  # §3: objects and arrays nested at most this deep
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _json_depth(text: bytes) -> int:
+    """How deep objects and arrays nest in JSON text, found without parsing it (a parser
+    recurses, and 100,000 brackets would exhaust its stack)."""
+    b = np.frombuffer(_JSON_STRING.sub(b'""', text), dtype=np.uint8)
+    step = np.isin(b, (ord("{"), ord("["))).astype(np.int64) \
+        - np.isin(b, (ord("}"), ord("]"))).astype(np.int64)
+    return int(np.cumsum(step).max(initial=0))
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 def _read_metadata(frame: bytes) -> dict:
     try:
         params = zstandard.get_frame_parameters(frame)
@@ -210,7 +234,10 @@ def _read_metadata(frame: bytes) -> dict:
         if size <= 0 or size > MAX_METADATA_JSON:  # 0 = unknown size, also refused (§3)
             raise SgcFormatError("invalid .sgc: metadata frame must declare a size up to 1 MiB")
         text = zstandard.ZstdDecompressor().decompress(frame, max_output_size=size)
-        value = json.loads(text.decode("utf-8"))
+        if _json_depth(text) > MAX_METADATA_DEPTH:
+            raise SgcFormatError(f"invalid .sgc: metadata nests deeper than "
+                                 f"{MAX_METADATA_DEPTH} levels")
+        value = json.loads(text.decode("utf-8"), parse_constant=_no_constant)
     except SgcFormatError:
         raise
     except (zstandard.ZstdError, UnicodeDecodeError, ValueError) as exc:

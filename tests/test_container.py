@@ -125,6 +125,36 @@ def test_geometry_must_be_finite_and_metadata_valid():
                              + b"\0\0\0\0"))
 
 
+@pytest.mark.parametrize("text, message", [
+    (b"{\"a\": " + b"[" * 1000 + b"]" * 1000 + b"}", "nests deeper than 16"),
+    (b"{\"a\": " + b"[" * 100_000, "nests deeper than 16"),
+    (b'{"a": NaN}', "not a zstd-compressed JSON object"),
+    (b'{"a": "[[[[[[[[[[[[[[[[[[[[[[[["}', None),  # brackets in strings do not nest
+])
+def test_metadata_depth_and_constants_are_checked_before_parsing(text, message):
+    import zstandard
+    base = bytes([2 | (1 << 2)]) + b"\x08\x08\x01\x02\x02"
+    frame = zstandard.ZstdCompressor(write_content_size=True).compress(text)
+    n = len(frame)
+    varint = bytes([n]) if n < 128 else bytes([(n & 0x7F) | 0x80, n >> 7])
+    data = recrc(b"SG\x01\x02" + MID + base + varint + frame + b"\0\0\0\0")
+    if message is None:
+        assert container.read(data)[0].metadata == {"a": "[" * 24}
+    else:
+        with pytest.raises(SgcFormatError, match=message):
+            container.read(data)
+
+
+def test_writer_refuses_what_the_reader_would():
+    nested = {"a": 1}
+    for _ in range(20):
+        nested = {"a": nested}
+    for metadata, message in ((nested, "nests deeper"), ({"a": float("nan")}, "Out of range")):
+        with pytest.raises(ValueError, match=message):
+            container.write(Header(model_id=MID, shape=(8, 8), channels=1,
+                                   latent_shape=(1, 2, 2), metadata=metadata), b"")
+
+
 @settings(max_examples=300, deadline=200, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_files_only_raise_sgc_errors(data):
