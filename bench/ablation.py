@@ -41,7 +41,8 @@ def table(rate: dict, runs: Path) -> list[dict]:
         rows = {(r["codec"], str(r["setting"]), r["segmentor"]): r
                 for r in rate["rows"] if r["task"] == task}
         for suffix, what, (codec, setting, segmentor) in DESIGNS:
-            row = rows.get((codec, setting.format(task=task), segmentor))
+            row = rows.get((codec, setting.format(task=task), segmentor)) or \
+                rows.get((codec, ships.get(f"{task}-{suffix}"), segmentor))  # named by model
             summary_path = runs / f"{task}-{suffix}" / "summary.json"
             summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
             if row is None and not summary:

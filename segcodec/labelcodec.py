@@ -316,5 +316,8 @@ def decode(data: bytes) -> LabelMap:
             _place(flat, deltas, pos[:n], sym)
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise _bad(f"payload does not decode ({exc})") from None
+    if classes > 1 and (not payload or not decoder.maybe_exhausted()):
+        # Every real stream has at least one byte, and no more than its symbols need.
+        raise _bad("payload is empty or longer than its labels")
     labels = np.ascontiguousarray(padded[1:-1, 1:-1, 1:-1]).reshape(shape)
     return LabelMap(labels, classes, affine, source)

@@ -73,11 +73,14 @@ class Client:
     """A connection to one segcodec server (or a load balancer in front of several)."""
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
-                 retries: int = 4, backoff: float = 0.25):
+                 retries: int = 4, backoff: float = 0.25,
+                 max_response_bytes: int = 128 << 20):
         if not url.startswith(("http://", "https://")):
             raise RemoteError(f"a server URL starts with http:// or https://, not {url!r}")
         self.url, self.timeout = url.rstrip("/"), timeout
         self.retries, self.backoff = retries, backoff
+        # A server (or whatever answers at its address) cannot make us buffer without end.
+        self.max_response_bytes = max_response_bytes
         headers = {"User-Agent": "segcodec"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -97,7 +100,7 @@ class Client:
         delay = self.backoff
         for attempt in range(self.retries + 1):
             try:
-                response = self._http.request(method, path, **kwargs)
+                response = self._bounded(method, path, **kwargs)
             except httpx.TimeoutException:
                 raise ServerUnreachableError(f"{self.url}: no answer within {self.timeout:g} s"
                                              ) from None
@@ -112,6 +115,19 @@ class Client:
         if response.status_code >= 400:
             raise self._error(response)
         return response
+
+    def _bounded(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """The response, its body read up to ``max_response_bytes`` (RemoteError beyond)."""
+        with self._http.stream(method, path, **kwargs) as response:
+            body, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise RemoteError(f"{self.url}: answer larger than "
+                                      f"{self.max_response_bytes} bytes; not reading it")
+                body.append(chunk)
+            return httpx.Response(response.status_code, headers=response.headers,
+                                  content=b"".join(body), request=response.request)
 
     def _error(self, response: httpx.Response) -> RemoteError:
         try:

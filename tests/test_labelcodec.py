@@ -179,3 +179,17 @@ def test_the_spec_text_alone_gives_the_same_payload(shape, classes):
     stream = labelcodec.encode(labels, classes)
     spec = spec_encode(labels, classes)
     assert stream[-4 - len(spec):-4] == spec and len(stream) - len(spec) == 4 + 5 + labels.ndim + 1
+
+
+def test_a_stream_must_be_used_up_and_not_empty():
+    def recrc(body):
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    labels = (np.random.default_rng(3).random((40, 30)) < 0.4).astype(np.uint8)
+    data = labelcodec.encode(labels, 2)
+    *_, payload = labelcodec._parse(data)
+    body = data[:-4 - len(payload)]
+    assert np.array_equal(labelcodec.decode(recrc(body + payload)).labels, labels)
+    for bad in (b"", payload + bytes(range(1, 41))):
+        with pytest.raises(SgcFormatError, match="empty or longer than its labels"):
+            labelcodec.decode(recrc(body + bad))

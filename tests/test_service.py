@@ -130,6 +130,12 @@ def test_remote_labels_equal_local_labels_exactly(files, url):
                 np.testing.assert_array_equal(got.affine, header.affine)
 
 
+def test_client_refuses_an_answer_larger_than_its_cap(files, url):
+    with Client(url, max_response_bytes=20) as client:
+        with pytest.raises(RemoteError, match="answer larger than 20 bytes"):
+            client.fetch(files[0][1])
+
+
 def test_models_and_health(http, url):
     models = http.get("/v1/models").json()["models"]
     assert {m["id"] for m in models} == {m["id"] for m in segcodec.list_models()}
