@@ -116,6 +116,35 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
             assert torch.equal(value, b[key][name]), (key, name)
 
 
+@pytest.mark.parametrize("sig, raised", [("SIGINT", KeyboardInterrupt), ("SIGTERM", SystemExit)])
+def test_a_signal_during_a_step_saves_that_step_and_resumes_exactly(tmp_path, monkeypatch, sig,
+                                                                    raised):
+    import os
+    import signal
+    cfg = smoke_config("isic-d2", steps=6)
+    x, t, _ = fixture_set(cfg)
+    loop.train(cfg, x, t, tmp_path / "straight")
+    calls = {"n": 0}
+    real = loop.loss_seg
+
+    def signalling(*args, **kwargs):  # the signal arrives in the middle of step 4
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), getattr(signal, sig))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "loss_seg", signalling)
+    with pytest.raises(raised):
+        loop.train(cfg, x, t, tmp_path / "resumed", save_every_s=1e9)
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 4
+    monkeypatch.setattr(loop, "loss_seg", real)
+    loop.train(cfg, x, t, tmp_path / "resumed")
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["net"]
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["net"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers given back
+
+
 def test_export_then_encode_segment_matches_the_trained_network(tmp_path, monkeypatch):
     cfg = smoke_config("isic-d4", steps=5)
     x, t, full = fixture_set(cfg)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -236,76 +238,101 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
         csv.writer(f).writerows([VAL_COLUMNS] + [[r[c] for c in VAL_COLUMNS] for r in kept_val])
     start, last_save = time.time() - elapsed, time.time()
     net.train()
-    while step < steps:
-        idx = torch.randint(len(x), (cfg["batch"],), generator=gen)
-        xb, tb = augment(x[idx], t[idx], gen)
-        feats: list = []
-        out_b, p, z = run_net(net, xb, features=feats)
-        if cfg["target"] == "image":
-            l_seg = F.mse_loss(out_b, xb)
-            prob = None
-        else:
-            prob = torch.softmax(out_b, 1)
-            l_seg = loss_seg(prob, tb, cfg["dice_weight"])
-        loss = l_seg
-        l_dis = l_cr = l_distil = torch.zeros(())
-        if teacher is not None:
-            t_feats: list = []
-            with torch.no_grad():
-                t_logits = teacher(xb, t_feats)
-            l_distil = loss_distil(out_b, t_logits, feats[0], t_feats[0])
-            loss = loss + cfg["distil_weight"] * l_distil
-        if critic is not None:
-            critic.requires_grad_(False)  # D is fixed in this step; its own step follows
-            l_dis = loss_dis(critic, prob, tb)
-            critic.requires_grad_(True)
-            loss = loss + cfg["dis_weight"] * l_dis
-        if rate is not None:
-            l_cr = rate(p, z, n_pix)
-            if cfg["rate_weight"]:
-                ramp = min(1.0, step / max(1.0, cfg["rate_ramp"] * steps))
-                loss = loss + cfg["rate_weight"] * ramp * l_cr
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if critic is not None:  # D step: maximise loss_dis with C and s fixed
-            d_loss = -loss_dis(critic, prob.detach(), tb)
-            d_opt.zero_grad()
-            d_loss.backward()
-            d_opt.step()
-        step += 1
-        elapsed = time.time() - start
-        if step % log_every == 0 or step == steps:
-            dice = float("nan")
-            if prob is not None:
-                dims = (0,) + tuple(range(2, prob.ndim))
-                pf, tf = prob.detach()[:, 1:], tb[:, 1:]
-                dice = float((2 * (pf * tf).sum(dims) / (pf.sum(dims) + tf.sum(dims) + 1e-6))
-                             .mean())
-            row = {"step": step, "elapsed_s": round(elapsed, 1), "loss": loss.item(),
-                   "loss_seg": l_seg.item(), "loss_dis": l_dis.item(),
-                   "loss_cr_bpp": l_cr.item(), "loss_distil": l_distil.item(), "dice": dice}
-            writer.writerow([row[c] if isinstance(row[c], int) else f"{row[c]:.5g}"
-                             for c in LOG_COLUMNS])
-            log.flush()
-        if val is not None and (step % val_every == 0 or step == steps):
-            validate()
-        if time.time() - last_save > save_every_s:
-            save()
-            last_save = time.time()
-        try:
-            if progress:
-                progress(step, steps)
-        except KeyboardInterrupt:
-            save()  # every finished step is kept; the random states are consistent here
-            raise
+    stop = _StopFlag()
+    try:
+        while step < steps:
+            idx = torch.randint(len(x), (cfg["batch"],), generator=gen)
+            xb, tb = augment(x[idx], t[idx], gen)
+            feats: list = []
+            out_b, p, z = run_net(net, xb, features=feats)
+            if cfg["target"] == "image":
+                l_seg = F.mse_loss(out_b, xb)
+                prob = None
+            else:
+                prob = torch.softmax(out_b, 1)
+                l_seg = loss_seg(prob, tb, cfg["dice_weight"])
+            loss = l_seg
+            l_dis = l_cr = l_distil = torch.zeros(())
+            if teacher is not None:
+                t_feats: list = []
+                with torch.no_grad():
+                    t_logits = teacher(xb, t_feats)
+                l_distil = loss_distil(out_b, t_logits, feats[0], t_feats[0])
+                loss = loss + cfg["distil_weight"] * l_distil
+            if critic is not None:
+                critic.requires_grad_(False)  # D is fixed in this step; its own step follows
+                l_dis = loss_dis(critic, prob, tb)
+                critic.requires_grad_(True)
+                loss = loss + cfg["dis_weight"] * l_dis
+            if rate is not None:
+                l_cr = rate(p, z, n_pix)
+                if cfg["rate_weight"]:
+                    ramp = min(1.0, step / max(1.0, cfg["rate_ramp"] * steps))
+                    loss = loss + cfg["rate_weight"] * ramp * l_cr
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            if critic is not None:  # D step: maximise loss_dis with C and s fixed
+                d_loss = -loss_dis(critic, prob.detach(), tb)
+                d_opt.zero_grad()
+                d_loss.backward()
+                d_opt.step()
+            step += 1
+            elapsed = time.time() - start
+            if step % log_every == 0 or step == steps:
+                dice = float("nan")
+                if prob is not None:
+                    dims = (0,) + tuple(range(2, prob.ndim))
+                    pf, tf = prob.detach()[:, 1:], tb[:, 1:]
+                    dice = float((2 * (pf * tf).sum(dims) / (pf.sum(dims) + tf.sum(dims) + 1e-6))
+                                 .mean())
+                row = {"step": step, "elapsed_s": round(elapsed, 1), "loss": loss.item(),
+                       "loss_seg": l_seg.item(), "loss_dis": l_dis.item(),
+                       "loss_cr_bpp": l_cr.item(), "loss_distil": l_distil.item(), "dice": dice}
+                writer.writerow([row[c] if isinstance(row[c], int) else f"{row[c]:.5g}"
+                                 for c in LOG_COLUMNS])
+                log.flush()
+            if val is not None and (step % val_every == 0 or step == steps):
+                validate()
+            if time.time() - last_save > save_every_s:
+                save()
+                last_save = time.time()
+            try:
+                if progress:
+                    progress(step, steps)
+            except KeyboardInterrupt:
+                save()  # every finished step is kept; the random states are consistent here
+                raise
+            if stop.signal is not None:  # Ctrl-C or SIGTERM during the step: it finished; keep it
+                save()
+                raise KeyboardInterrupt if stop.signal == signal.SIGINT else SystemExit(143)
+    finally:
+        stop.restore()
     save()
     log.close()
     try:
         plot_losses(log_path, out / "losses.png")
     except ImportError:
         pass  # curves stay in log.csv
+
+
+class _StopFlag:
+    """SIGINT and SIGTERM set ``signal`` instead of interrupting; the loop saves and stops
+    after the step in flight, so no finished step is lost (main thread only)."""
+
+    def __init__(self):
+        self.signal, self._old = None, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._set)
+
+    def _set(self, signum, frame):
+        self.signal = signum
+
+    def restore(self):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
 
 def last_logged(log_path: Path) -> dict:
