@@ -10,13 +10,13 @@ client; medians over ``--repeat`` runs.  Loopback has no bandwidth to speak of, 
 transmission is also modelled from the bytes on the wire (HTTP framing included) at uplinks of
 10 and 100 Mbit/s and at the paper's 300 MB / 13 s.
 
-JPEG-2000 and H.264 rows for the same files: encode on the client, decode, segmentation by the
-shipped reference segmentor (``bench/references``, trained on uncompressed images; with
-``--smoke`` an untrained one, flagged) and label coding on the server, each timed in this process (no server
-runs them), sent with the same HTTP framing as the file's segcodec request.  Their setting is
-the one whose Dice in rate.json is closest to segcodec's (matched Dice), else a fixed one,
-flagged.  Dice of every row is measured on the files themselves.  ``--smoke``: one file per
-kind, 2 repeats.  Writes latency.json and latency.md.
+JPEG-2000 and H.264 rows for the same files: encode on the client, decode, segmentation by
+the shipped reference segmentor (``bench/references``, trained on uncompressed images; with
+``--smoke`` an untrained one, flagged) and label coding on the server, each timed in this
+process (no server runs them), sent with the same HTTP framing as the file's segcodec
+request. Their setting is the one whose Dice in rate.json is closest to segcodec's (matched
+Dice), else a fixed one, flagged. Dice of every row is measured on the files themselves.
+``--smoke``: one file per kind, 2 repeats. Writes latency.json and latency.md.
 """
 from __future__ import annotations
 

@@ -59,8 +59,8 @@ def _bpp(nbytes: int, shape) -> float:
 
 def _batch(jobs, label: str, quiet: bool, work) -> None:
     """Run ``work(job)`` (which returns the line to print) for each job; one line per error,
-    "N written, M failed" after a batch, exit status 1 when any failed.  On a terminal a batch shows a
-    progress bar instead of per-file lines, which would break it."""
+    "N written, M failed" after a batch, exit status 1 when any failed.  On a terminal a batch
+    shows a progress bar instead of per-file lines, which would break it."""
     bar = len(jobs) > 1 and not quiet and sys.stderr.isatty()
     written = skipped = failed = 0
     items = click.progressbar(jobs, label=label, file=sys.stderr,

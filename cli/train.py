@@ -1,4 +1,4 @@
-"""segcodec train | reproduce | export: the training recipe (segcodec.train) behind three commands."""
+"""segcodec train | reproduce | export: the training recipe (segcodec.train) on the command line."""
 from __future__ import annotations
 
 import json

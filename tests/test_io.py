@@ -163,7 +163,8 @@ def test_duplicate_slices_are_one_line_errors(series):
 
 def test_a_missing_slice_is_an_error_not_a_uniform_spacing(series):
     folder, _ = series
-    files = sorted(folder.iterdir(), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    files = sorted(folder.iterdir(),
+                   key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
     files[5].unlink()
     with pytest.raises(InputError, match="not evenly spaced .* missing"):
         sgio.read(folder)

@@ -198,9 +198,11 @@ def test_too_large_is_413_from_length_and_from_the_stream(files):
     big = b"SG" + bytes(limit + 40)
     assert f"over the limit of {limit}" in error(http.post("/v1/segment", content=big),
                                            413, "too_large")
-    chunked = http.post("/v1/segment", content=iter([big[:limit // 2], big[limit // 2:]]))  # no Content-Length
+    # no Content-Length:
+    chunked = http.post("/v1/segment", content=iter([big[:limit // 2], big[limit // 2:]]))
     error(chunked, 413, "too_large")
-    assert http.post("/v1/segment", content=files[0][1]).status_code == 200  # exactly the limit passes
+    # exactly the limit passes
+    assert http.post("/v1/segment", content=files[0][1]).status_code == 200
 
 
 def test_token_is_401_when_missing_or_wrong(files):

@@ -175,7 +175,8 @@ def test_unknown_config_names_the_known_ones():
 
 def test_rate_point_fine_tunes_its_parent_run(tmp_path):
     cfg = recipes.config("isic-d4-r2")
-    assert cfg["init"] == "isic-d4" and cfg["rate_weight"] > recipes.config("isic-d4")["rate_weight"]
+    assert cfg["init"] == "isic-d4"
+    assert cfg["rate_weight"] > recipes.config("isic-d4")["rate_weight"]
     (tmp_path / "isic2017").mkdir()
     from click.testing import CliRunner
     from segcodec.cli.main import main
