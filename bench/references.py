@@ -14,8 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from segcodec.train import loop
 
@@ -31,7 +32,9 @@ def path_for(task: str, folder: Path = FOLDER) -> Path:
 def save(run_checkpoint: Path, path: Path) -> dict:
     """The run's validation-picked network -> ``path``; returns the metadata written."""
     net, cfg = loop.load_checkpoint(run_checkpoint, best=True)
-    meta = {"config": json.dumps(cfg, sort_keys=True), "source": str(run_checkpoint)}
+    picked = torch.load(run_checkpoint, weights_only=False).get("best") or {}
+    meta = {"config": json.dumps(cfg, sort_keys=True), "recipe": cfg["name"],
+            "picked_step": str(picked.get("step", "last"))}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path), meta)
     return meta
