@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import segcodec
-from segcodec import api, bits, container, entropy, labelcodec, zoo
+from segcodec import api, bits, container, entropy, labelcodec, modelfiles, zoo
 from segcodec.train import data as datasets
 from segcodec.train import export, loop, recipes
 from segcodec.transforms import labels_from_logits, normalise, resample
@@ -135,8 +135,9 @@ def segcodec_models(task: str, folders: list[Path]) -> list[zoo.Model]:
         os.environ[zoo.PATH_ENV] = os.pathsep.join([p for p in [old, *extra] if p])
         zoo.reload()
     channels = 3 if task == "isic" else 1
+    deprecated = set(modelfiles.read_index()["deprecated"])  # kept to decode old files only
     return [m for m in sorted(zoo.installed().values(), key=lambda m: m.name)
-            if m.ndim == NDIM[task] and m.in_channels == channels]
+            if m.ndim == NDIM[task] and m.in_channels == channels and m.name not in deprecated]
 
 
 def model_labels(models: list[zoo.Model]) -> dict[str, str]:
