@@ -194,7 +194,12 @@ def _default_labels(src: Path) -> Path:
 @click.option("--remote", metavar="URL", help="Segment on a segcodec server (segcodec serve).")
 @click.option("--token-file", type=click.Path(path_type=Path),
               help="Bearer token for --remote (default: $SEGCODEC_TOKEN).")
-def segment(sgc_files, output, device, force, skip_existing, quiet, remote, token_file):
+@click.option("--overlay", type=click.Path(path_type=Path), metavar="PNG",
+              help="Also write a quick look of the labels over the image (needs --source).")
+@click.option("--source", type=click.Path(path_type=Path),
+              help="The original image of a single .sgc, for --overlay.")
+def segment(sgc_files, output, device, force, skip_existing, quiet, remote, token_file,
+            overlay, source):
     """Turn .sgc files (or folders of them) into label maps, without rebuilding the image."""
     sources = []
     for src in sgc_files:
@@ -203,12 +208,15 @@ def segment(sgc_files, output, device, force, skip_existing, quiet, remote, toke
             _fail(f"{src}: no .sgc files in this folder")
         sources += found
     jobs = _plan(sources, output, _default_labels, force, skip_existing)
+    if overlay is not None and (len(jobs) != 1 or remote):
+        _fail("--overlay takes one local .sgc file")
     token = _run(read_token, token_file) if remote else None
 
     def work(job):
         t0 = time.perf_counter()
         out = (segment_remote_file(job.src, job.dst, remote, token, quiet=quiet) if remote
-               else segcodec.segment_file(job.src, job.dst, device=device))
+               else segcodec.segment_file(job.src, job.dst, device=device, overlay=overlay,
+                                          source=source))
         return f"{job.src} -> {out} ({time.perf_counter() - t0:.2f} s)"
 
     _batch(jobs, "segmenting", quiet, work)

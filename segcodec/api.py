@@ -229,12 +229,14 @@ def encode_file(src, dst=None, *, model=None, geometry: bool = True,
 
 
 
-def segment_file(src, dst=None, *, device: str = "auto") -> Path:
+def segment_file(src, dst=None, *, device: str = "auto", overlay=None, source=None) -> Path:
     """Read a ``.sgc`` file and write its label map (PNG, NIfTI or .npy by name), with a
     JSON sidecar of label names and colours beside it (``label_sidecar``).
 
     Without ``dst``, or with a folder as ``dst``, the file is named after the input,
     ``NAME.labels.<ext>``, in the kind of file the image came from (format_spec.md §1.3).
+    ``overlay`` (a .png path) also writes a quick look of the labels over ``source``, the
+    original image file, which the ``.sgc`` does not hold.
     """
     src = Path(src)
     try:
@@ -249,10 +251,25 @@ def segment_file(src, dst=None, *, device: str = "auto") -> Path:
         dst = Path(dst) / default_labels_path(src, decoded.header).name
     not_the_input(src, dst)
     sgio.check_label_path(dst, decoded.header.ndim)  # before g and s run
+    image = _overlay_source(source, decoded.header) if overlay is not None else None
     labels = labels_from_latents(decoded, device)
     out = sgio.write_labels(dst, labels, decoded.header.affine, len(decoded.model.labels))
     write_sidecar(out, decoded.model)
+    if overlay is not None:
+        from . import overlay as quick_look
+        quick_look.write(overlay, image, labels, zoo.label_colours(len(decoded.model.labels)))
     return out
+
+
+def _overlay_source(source, header: Header) -> np.ndarray:
+    if source is None:
+        raise InputError("an overlay needs the original image (--source): the .sgc has none")
+    image = sgio.read(source).array
+    spatial = image.shape[:header.ndim]
+    if spatial != tuple(header.shape):
+        raise InputError(f"{source}: shape {image.shape} is not the coded image's "
+                         f"{tuple(header.shape)}")
+    return image
 
 
 def sidecar_path(labels_path) -> Path:

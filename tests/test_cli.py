@@ -252,3 +252,18 @@ def test_labels_come_with_a_sidecar_and_info_names_them(tmp_path):
     assert names == ["background", "anterior hippocampus", "posterior hippocampus"]
     assert [entry["value"] for entry in sidecar["labels"]] == [0, 1, 2]
     assert "1 anterior hippocampus" in run("info", tmp_path / "h.sgc").output
+
+
+@pytest.mark.parametrize("fixture", [ISIC[0], HIPPO[0]])
+def test_overlay_is_a_picture_of_labels_over_the_source(tmp_path, fixture):
+    src = tmp_path / fixture.name
+    shutil.copy(fixture, src)
+    run("encode", src, tmp_path / "x.sgc")
+    result = run("segment", tmp_path / "x.sgc", "--overlay", tmp_path / "look.png", ok=False)
+    assert "needs the original image (--source)" in result.output
+    run("segment", tmp_path / "x.sgc", "--overlay", tmp_path / "look.png", "--source", src,
+        "--force")
+    picture = np.asarray(Image.open(tmp_path / "look.png"))
+    assert picture.ndim == 3 and picture.shape[2] == 3 and min(picture.shape[:2]) >= 64
+    # the label colours are in it: some pixels are tinted away from grey
+    assert (np.ptp(picture.astype(int), axis=2) > 30).mean() > 0.005
