@@ -43,12 +43,18 @@ def _holds_inputs(folder: Path) -> bool:
 
 
 def _expand(path: Path) -> list[Path]:
-    """A folder of images/volumes becomes its files; a DICOM series folder stays one input."""
+    """A folder of images/volumes becomes its files; a DICOM series folder stays one input;
+    a study folder (no files of its own to code, one subfolder per series) becomes its
+    series."""
     if path.is_dir():
         files = sorted(p for p in path.iterdir()
                        if p.is_file() and sgio.suffix(p) in _INPUT_SUFFIXES)
         if files:
             return files
+        if not _holds_inputs(path):
+            series = sorted(p for p in path.iterdir() if p.is_dir() and _holds_inputs(p))
+            if series:
+                return series
     return [path]
 
 

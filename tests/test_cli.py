@@ -267,3 +267,15 @@ def test_overlay_is_a_picture_of_labels_over_the_source(tmp_path, fixture):
     assert picture.ndim == 3 and picture.shape[2] == 3 and min(picture.shape[:2]) >= 64
     # the label colours are in it: some pixels are tinted away from grey
     assert (np.ptp(picture.astype(int), axis=2) > 30).mean() > 0.005
+
+
+def test_a_study_folder_gives_one_sgc_per_series(tmp_path):
+    from test_io import write_series
+    volume = np.asarray(nib.load(HIPPO[0]).dataobj).astype(np.uint16)
+    for n in (3, 7):
+        (tmp_path / "study" / f"series{n}").mkdir(parents=True)
+        write_series(tmp_path / "study" / f"series{n}", volume, spacing=(1, 1, 1))
+    result = run("encode", tmp_path / "study")
+    assert "2 written, 0 failed" in result.output
+    assert sorted(p.name for p in (tmp_path / "study").glob("*.sgc")) == \
+        ["series3.sgc", "series7.sgc"]
