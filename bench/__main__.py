@@ -8,6 +8,7 @@
     python -m bench evaluate --data ../shared/data  # the shipped models alone
     python -m bench load                            # the server under concurrent clients
     python -m bench references                      # ship runs/<task>-seg as the references
+    python -m bench startup                         # light commands against python -c pass
 
 Each module's --help lists its options; ``--smoke`` (where offered) runs on fixtures/
 and writes to a scratch folder unless --out says otherwise.
@@ -18,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 COMMANDS = ("rate", "ablation", "speed", "latency", "figures", "evaluate", "load",
-            "references")
+            "references", "startup")
 SMOKE_OUT = Path(tempfile.gettempdir()) / "segcodec-bench-smoke"
 
 

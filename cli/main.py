@@ -265,17 +265,24 @@ def info(sgc_file, as_json):
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json):
-    """List the models this install can decode."""
-    found = _run(segcodec.list_models)
+    """List the models this install can decode (--json: loaded, with every detail)."""
     if as_json:
-        click.echo(json.dumps(found, indent=1))
+        click.echo(json.dumps(_run(segcodec.list_models), indent=1))
         return
-    if not found:
-        click.echo("no models installed")
-    for m in found:
-        click.echo(f"{m['id']}  {m['name']:<24} {m['ndim']}D  {m['task']}"
-                   f"{'  (default)' if m['default'] else ''}")
+    index = modelfiles.read_index()  # the built-in models, without loading torch
+    defaults = set(index["defaults"].values())
+    for name, m in sorted(index["models"].items()):
+        tags = ["default"] * (name in defaults) + ["deprecated"] * (name in index["deprecated"])
+        click.echo(f"{m['id']}  {name:<24} {m['ndim']}D  {m['task']}"
+                   + (f"  ({', '.join(tags)})" if tags else ""))
         click.echo(f"{'':14}labels: {', '.join(m['labels'])}")
+    builtin = {m["file"] for m in index["models"].values()}
+    for path in modelfiles.model_files():
+        if path.name not in builtin:
+            click.echo(f"{'':14}{path.name} (from ${modelfiles.PATH_ENV}; "
+                       "`segcodec models --json` loads it)")
+    if not index["models"] and not modelfiles.model_files():
+        click.echo("no models installed")
 
 
 main.add_command(serve)

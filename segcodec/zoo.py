@@ -181,7 +181,8 @@ def write_model_file(out_dir: Path, manifest: dict, state_dict: dict,
     path.write_bytes(blob)
     index = modelfiles.read_index(out_dir)
     index["models"][manifest["name"]] = {
-        "file": path.name, "task": manifest["task"], "ndim": arch["ndim"],
+        "file": path.name, "id": hashlib.sha256(blob).hexdigest()[:2 * MODEL_ID_BYTES],
+        "task": manifest["task"], "ndim": arch["ndim"],
         "labels": manifest["labels"], "colours": label_colours(len(manifest["labels"]))}
     if manifest.get("default"):
         index["defaults"][f"{arch['ndim']}d"] = manifest["name"]

@@ -78,3 +78,12 @@ def test_bench_command_line_helps_and_fails_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_main, "SMOKE_OUT", tmp_path / "scratch")
     bench_main.main(["figures", "--smoke"])
     assert (tmp_path / "scratch" / "figures.json").exists()
+
+
+def test_startup_smoke(tmp_path):
+    from bench import startup
+    r = startup.main(["--smoke", "--out", str(tmp_path)])
+    names = [row["command"] for row in r["rows"]]
+    assert names[0] == "python -c pass" and "segcodec models" in names
+    assert all(row["median_s"] > 0 for row in r["rows"])
+    assert (tmp_path / "startup.md").exists()

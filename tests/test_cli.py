@@ -229,14 +229,14 @@ def test_an_empty_folder_is_an_error(tmp_path):
     assert "no .sgc files" in result.output
 
 
-def test_help_version_and_info_do_not_import_torch(tmp_path):
+def test_help_version_info_and_models_do_not_import_torch(tmp_path):
     shutil.copy(ISIC[0], tmp_path / "a.jpg")
     run("encode", tmp_path / "a.jpg")
     code = ("import sys; from click.testing import CliRunner; from segcodec.cli.main import main; "
             "r = [CliRunner().invoke(main, a) for a in (['--help'], ['--version'], "
-            f"['info', {str(tmp_path / 'a.sgc')!r}])]; "
+            f"['info', {str(tmp_path / 'a.sgc')!r}], ['models'])]; "
             "assert all(x.exit_code == 0 for x in r), [x.output for x in r]; "
-            "assert 'isic-lesion' in r[2].output, r[2].output; "
+            "assert 'isic-lesion' in r[2].output and '(default)' in r[3].output, r; "
             "print(sorted(m for m in ('torch', 'numba') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

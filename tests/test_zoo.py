@@ -98,6 +98,7 @@ def test_the_index_names_each_builtin_models_file_and_labels():
     assert set(index["models"]) == set(builtin)
     for name, entry in index["models"].items():
         assert entry["file"] == builtin[name].path.name
+        assert entry["id"] == builtin[name].model_id.hex()
         assert entry["labels"] == builtin[name].labels
         assert len(entry["colours"]) == len(entry["labels"])
     assert set(index["defaults"]) == {"2d", "3d"}
