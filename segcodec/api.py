@@ -116,8 +116,8 @@ def encode(image, *, model=None, kind: str | None = None, affine=None,
     file, read as ``encode_file`` reads it.  ``kind`` ("2d"/"3d") settles shapes that could
     be either.  Photographs: integers at their dtype's full range, floats in [0, 1].
     ``model`` is a name, hex id or ``zoo.Model``; by default the model the index names for
-    the image's dimensionality.  ``affine`` (4x4) is
-    stored as the geometry section; ``metadata`` (a JSON-able dict) as the metadata section.
+    the image's dimensionality.  ``affine`` (4x4) is stored as the geometry section;
+    ``metadata`` (a JSON-able dict) as the metadata section.
     An input outside the model's domain (``segcodec.domain``) is refused unless ``force``.
     """
     if isinstance(image, (str, os.PathLike)):
