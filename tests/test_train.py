@@ -284,3 +284,21 @@ def test_run_trains_picks_on_validation_and_scores_the_test_set(tmp_path):
     assert summary["picked"]["val_dice"] == pytest.approx(float(best["val_dice"]), abs=1e-5)
     with pytest.raises(ValueError, match="train that first"):
         run.run("isic-d4", root, tmp_path / "elsewhere" / "isic-d4", steps=6, cache=None)
+
+
+class _Planted:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this would create the marker file
+        return (open, (str(self.marker), "w"))
+
+
+def test_checkpoints_and_caches_never_run_code(tmp_path):
+    marker = tmp_path / "ran"
+    torch.save({"config": _Planted(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="not a segcodec training checkpoint"):
+        export.export(tmp_path / "evil.pt", tmp_path, "x")
+    with pytest.raises(Exception):
+        loop.load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()

@@ -124,15 +124,16 @@ def normalisation_for(cfg: dict, root: Path) -> dict:
 def cached_set(cfg: dict, root: Path, split: str, cache: Path | None):
     """``load_set`` for a config's task and working grid, kept in ``cache`` between runs."""
     norm = cfg["normalisation"]
-    key = json.dumps([cfg["task_key"], split, norm, cfg["arch"]["work_shape"]], sort_keys=True)
+    key = json.dumps([cfg["task_key"], split, norm, cfg["arch"]["work_shape"], "tensors"],
+                     sort_keys=True)
     path = cache / f"{cfg['task_key']}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt" \
         if cache else None
-    if path and path.exists():
-        x, t, full = torch.load(path, weights_only=False)
-        return x, t, full
+    if path and path.exists():  # tensors only: a planted cache file cannot run code
+        x, t, full = torch.load(path, weights_only=True)
+        return x, t, [labels.numpy() for labels in full]
     x, t, full = load_set(task_pairs(cfg["task_key"], root, split), norm,
                           cfg["arch"]["n_classes"], tuple(cfg["arch"]["work_shape"]))
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save((x, t, full), path)
+        torch.save((x, t, [torch.from_numpy(labels) for labels in full]), path)
     return x, t, full

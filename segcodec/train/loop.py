@@ -169,7 +169,7 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
     step, elapsed, best = 0, 0.0, None
     if cfg.get("init") and not ckpt_path.exists():
         # Fine-tuning (rate points): weights and rate-model counts from the parent run.
-        parent = torch.load(Path(cfg["init"]), weights_only=False)
+        parent = torch.load(Path(cfg["init"]), weights_only=True)
         if parent.get("best"):  # the parent's validation pick, not its last step
             parent["net"] = parent["best"]["net"]
         for key in ("net", "critic", "rate"):
@@ -179,7 +179,7 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
         seg = load_checkpoint(Path(cfg["init_segmentor"]), best=True)[0]
         net.segmentor.load_state_dict(seg.state_dict())
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
+        ck = torch.load(ckpt_path, weights_only=True)
         changed = [k for k in RESUME_KEYS if ck["config"].get(k) != cfg.get(k)]
         if changed:
             was = ", ".join(f"{k}={ck['config'].get(k)}" for k in changed)
@@ -344,7 +344,7 @@ def last_logged(log_path: Path) -> dict:
 def load_checkpoint(path: Path, best: bool = False) -> tuple[nn.Module, dict]:
     """The trained network (eval mode) and config of a checkpoint: its last weights, or with
     ``best`` those that scored best on the validation cases (where the run kept them)."""
-    ck = torch.load(path, weights_only=False)
+    ck = torch.load(path, weights_only=True)
     net = build_net(ck["config"])
     net.load_state_dict(ck["best"]["net"] if best and ck.get("best") else ck["net"])
     return net.eval(), ck["config"]

@@ -64,7 +64,7 @@ def run(config: str, data: Path | str, out: Path | str | None = None, *,
         f"cases loaded in {time.time() - t0:.0f} s")
     val = (xv, val_labels) if cfg["target"] == "labels" else None
     loop.train(cfg, x, t, out, val=val, threads=threads, progress=progress)
-    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
     net, _ = loop.load_checkpoint(out / "checkpoint.pt", best=True)
     summary = {"config": cfg["name"], "design": cfg["design"], "steps": ck["step"],
                "train_seconds": round(ck["elapsed"]), "train_cases": len(x),
