@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -118,6 +120,13 @@ def main() -> None:
         f"segcodec: warning: {str(message).splitlines()[0] if str(message) else category}",
         err=True)
     logging.getLogger("pydicom").setLevel(logging.ERROR)  # it warns and logs the same thing
+    _exit_on_sigterm()
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C (exit status 143), so temporary files are removed."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 _force = click.option("--force", is_flag=True,

@@ -194,3 +194,32 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     im.save(tmp_path / "r.jpg", exif=exif)
     assert sgio.read(tmp_path / "r.jpg").array.shape == (40, 20, 3)
+
+
+def test_a_planted_link_cannot_redirect_a_write(tmp_path):
+    import os
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "out" / "x.sgc"
+    out.parent.mkdir()
+    for name in (f".{os.getpid()}.tmp.x.sgc", ".x.sgc.tmp", "x.sgc.tmp"):  # guessable names
+        (out.parent / name).symlink_to(victim)
+    sgio.write_bytes(out, b"new")
+    assert victim.read_bytes() == b"precious" and out.read_bytes() == b"new"
+    assert not out.is_symlink() and (out.stat().st_mode & 0o777) != 0o600
+
+
+def test_sigterm_under_the_cli_leaves_no_temporary_file(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    code = ("import sys, time; from pathlib import Path; "
+            "from segcodec.cli.main import _exit_on_sigterm; from segcodec.io import atomic_write; "
+            "_exit_on_sigterm(); "
+            f"atomic_write(Path({str(tmp_path / 'out.nii.gz')!r}), lambda tmp: "
+            "(Path(tmp).write_bytes(b'partial'), print('ready', flush=True), time.sleep(60)))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert list(tmp_path.iterdir()) == []

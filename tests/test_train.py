@@ -123,6 +123,7 @@ def test_a_signal_during_a_step_saves_that_step_and_resumes_exactly(tmp_path, mo
     import signal
     cfg = smoke_config("isic-d2", steps=6)
     x, t, _ = fixture_set(cfg)
+    before = signal.getsignal(signal.SIGTERM)
     loop.train(cfg, x, t, tmp_path / "straight")
     calls = {"n": 0}
     real = loop.loss_seg
@@ -142,7 +143,7 @@ def test_a_signal_during_a_step_saves_that_step_and_resumes_exactly(tmp_path, mo
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["net"]
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["net"]
     assert all(torch.equal(v, b[k]) for k, v in a.items())
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers given back
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers given back
 
 
 def test_export_then_encode_segment_matches_the_trained_network(tmp_path, monkeypatch):

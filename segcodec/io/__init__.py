@@ -7,6 +7,7 @@ Writers go through ``atomic_write`` so an interrupted run never leaves a partial
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,17 +105,27 @@ def write_labels(path, labels: np.ndarray, affine: np.ndarray | None, n_labels: 
 
 
 def atomic_write(path: Path, write) -> Path:
-    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place."""
+    """Call ``write(tmp)`` on a fresh temporary name beside ``path``, flush it to disk, then
+    rename it into place: an interrupted run (an error, Ctrl-C, SIGTERM under the CLI) never
+    leaves a partial file.  The temporary name is random and created exclusively, so a
+    link planted in the folder cannot redirect the write."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path} is a folder; name a file")
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: no such folder")
     # Keep the real suffix last: nibabel and numpy pick the format from it.
-    tmp = path.with_name(f".{os.getpid()}.tmp.{path.name}")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix(path) or ".tmp",
+                                dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, (OSError, ValueError)):  # name the user's file, not ours
@@ -122,6 +133,25 @@ def atomic_write(path: Path, write) -> Path:
                              ) from exc
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # some systems cannot open folders; the file itself is on disk
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_bytes(path, data: bytes) -> Path:
