@@ -80,8 +80,39 @@ def _copy_to(net: SegCodecNet, device: torch.device) -> SegCodecNet:
     return clone.to(device).eval()
 
 
+# What a manifest's architecture may ask for (format_spec.md §6), checked before any network
+# is built, so a crafted file cannot make us allocate 8,000-wide convolutions.
+_ARCH_BOUNDS = {"ndim": (2, 3), "in_channels": (1, 3), "latent_channels": (1, 16),
+                "n_classes": (2, 255), "g_channels": (1, 3)}
+_WIDTHS = {"c_widths": (2, 4), "g_widths": (2, 4), "s_widths": (1, 5)}  # how many, 1..512 each
+
+
+def check_architecture(arch) -> dict:
+    """SgcError unless ``arch`` is a plausible ``SegCodecNet`` architecture."""
+    def bad(why):
+        return SgcError(f"architecture {why}")
+    if not isinstance(arch, dict):
+        raise bad("is not an object")
+    for key, (lo, hi) in _ARCH_BOUNDS.items():
+        value = arch.get(key, 1 if key == "g_channels" else None)
+        if type(value) is not int or not lo <= value <= hi:
+            raise bad(f"{key} = {value!r}, expected an integer in {lo}..{hi}")
+    for key, (lo, hi) in _WIDTHS.items():
+        widths = arch.get(key)
+        if not isinstance(widths, list) or not lo <= len(widths) <= hi or \
+                any(type(w) is not int or not 1 <= w <= 512 for w in widths):
+            raise bad(f"{key} = {widths!r}, expected {lo}..{hi} integers in 1..512")
+    shape = arch.get("work_shape")
+    if not isinstance(shape, list) or len(shape) != arch["ndim"] or \
+            any(type(s) is not int or not 4 <= s <= 512 for s in shape):
+        raise bad(f"work_shape = {shape!r}, expected {arch['ndim']} integers in 4..512")
+    if type(arch.get("s_norm", False)) is not bool:
+        raise bad("s_norm is not a boolean")
+    return arch
+
+
 def load_file(path: Path) -> Model:
-    """Read, hash-check and build one model file."""
+    """Read, hash-check, validate and build one model file; SgcError for anything wrong."""
     path = Path(path)
     blob = path.read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
@@ -92,29 +123,40 @@ def load_file(path: Path) -> Model:
     try:
         content = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
         manifest = json.loads(content["manifest"])
-        net = SegCodecNet(manifest["architecture"])
-        net.load_state_dict(content["state_dict"])
-        arch = manifest["architecture"]
+        arch = check_architecture(manifest["architecture"])
+        if not isinstance(manifest.get("name"), str) or not isinstance(manifest.get("labels"),
+                                                                        list):
+            raise SgcError("manifest lacks a name or labels")
         table = entropy.check_table(content["tables"].numpy(), arch["latent_channels"],
                                     arch["ndim"])
-    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-        raise SgcError(f"model file {path.name} is not a valid segcodec model ({exc})") from None
+        net = SegCodecNet(arch)
+        net.load_state_dict(content["state_dict"])
+    except Exception as exc:  # pickle, zip, key, type and shape errors alike
+        raise SgcError(f"model file {path.name} is not a valid segcodec model "
+                       f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from exc
     net.eval()
     return Model(bytes.fromhex(digest[:2 * MODEL_ID_BYTES]), path, manifest, table, net)
 
 
 _cache: dict[bytes, Model] | None = None
+_broken: dict[Path, str] = {}
 _cache_lock = threading.Lock()
 
 
 def installed() -> dict[bytes, Model]:
-    """All installed models by id, loaded once per process."""
+    """All installed models by id, loaded once per process.  A file that fails to load is
+    set aside (``broken()``) and the others keep working."""
     global _cache
     with _cache_lock:
         if _cache is None:
             models: dict[bytes, Model] = {}
+            _broken.clear()
             for path in model_files():
-                model = load_file(path)
+                try:
+                    model = load_file(path)
+                except (SgcError, OSError) as exc:
+                    _broken[path] = str(exc)
+                    continue
                 if model.model_id in models and models[model.model_id].path != path:
                     other = models[model.model_id].path
                     raise SgcError(f"model files {other} and {path} share the id "
@@ -122,6 +164,12 @@ def installed() -> dict[bytes, Model]:
                 models[model.model_id] = model
             _cache = models
         return _cache
+
+
+def broken() -> dict[Path, str]:
+    """Model files that failed to load, with why."""
+    installed()
+    return dict(_broken)
 
 
 def reload() -> None:

@@ -52,7 +52,11 @@ def test_tampered_model_file_is_refused(extra_models):
     blob[-10] ^= 1
     path.write_bytes(bytes(blob))
     with pytest.raises(SgcError, match="does not match its hash"):
-        zoo.installed()
+        zoo.load_file(path)
+    # set aside: the other models keep working, and say why it is not there
+    assert "does not match its hash" in zoo.broken()[path]
+    assert {m.ndim for m in zoo.installed().values()} == {2, 3}
+    segcodec.segment(segcodec.encode(np.zeros((32, 32), np.uint8) + 128, force=True))
 
 
 def test_colliding_ids_are_refused(extra_models):
@@ -102,3 +106,53 @@ def test_the_index_names_each_builtin_models_file_and_labels():
         assert entry["labels"] == builtin[name].labels
         assert len(entry["colours"]) == len(entry["labels"])
     assert set(index["defaults"]) == {"2d", "3d"}
+
+
+def crafted(folder, name, content):
+    """A model file with any content, named by its real hash (so only validation stops it)."""
+    import hashlib
+    import io
+    import torch
+    buf = io.BytesIO()
+    torch.save(content, buf)
+    blob = buf.getvalue()
+    path = folder / f"{name}-{hashlib.sha256(blob).hexdigest()[:8]}.sgm"
+    path.write_bytes(blob)
+    return path
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m["architecture"].update(s_widths=[8000, 8000]),
+    lambda m: m["architecture"].update(ndim=4),
+    lambda m: m["architecture"].update(work_shape=[64]),
+    lambda m: m["architecture"].pop("c_widths"),
+    lambda m: m.pop("labels"),
+])
+def test_crafted_manifests_are_refused_before_any_network_is_built(extra_models, monkeypatch,
+                                                                   change):
+    import json
+    import torch
+    from segcodec import networks
+    manifest = {"name": "evil", "task": "test", "labels": ["bg", "fg"],
+                "normalisation": {"kind": "zscore"}, "architecture": dict(TINY)}
+    change(manifest)
+    path = crafted(extra_models, "evil", {
+        "manifest": json.dumps(manifest), "state_dict": SegCodecNet(TINY).state_dict(),
+        "tables": torch.from_numpy(np.full(bits.n_contexts(1, 2), 32768, np.int32))})
+    monkeypatch.setattr(networks.SegCodecNet, "__init__",
+                        lambda *a, **k: pytest.fail("a network was built"))
+    with pytest.raises(SgcError, match="not a valid segcodec model"):
+        zoo.load_file(path)
+
+
+@pytest.mark.parametrize("content", [b"not a zip", {"manifest": 3}, [1, 2, 3], {}])
+def test_any_malformed_model_file_is_an_sgc_error(extra_models, content):
+    if isinstance(content, bytes):
+        import hashlib
+        path = extra_models / f"junk-{hashlib.sha256(content).hexdigest()[:8]}.sgm"
+        path.write_bytes(content)
+    else:
+        path = crafted(extra_models, "junk", content)
+    with pytest.raises(SgcError, match="not a valid segcodec model"):
+        zoo.load_file(path)
+    assert path in zoo.broken()
