@@ -97,12 +97,18 @@ def segment_remote_file(src, dst, url: str, token: str | None = None, *,
 @click.option("--workers", type=click.IntRange(1), help="Threads that parse and code files.")
 @click.option("--max-batch", type=click.IntRange(1),
               help="Files per network call (default: 8 on a GPU, 1 on the CPU).")
+@click.option("--body-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds a request's body may take to arrive (408 beyond).")
+@click.option("--max-connections", default=256, show_default=True, type=click.IntRange(1),
+              help="Open connections before new ones get 503 (uvicorn's limit).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info"]),
               default="info", show_default=True)
-def serve(host, port, device, token_file, max_body, max_queue, workers, max_batch, log_level):
+def serve(host, port, device, token_file, max_body, max_queue, workers, max_batch,
+          body_timeout, max_connections, log_level):
     """Serve segmentation over HTTP: POST a .sgc to /v1/segment, get its label map.
 
     Stateless: run several replicas behind any HTTP load balancer (health check /healthz).
+    Plain HTTP: off a trusted network, put it behind a TLS-terminating proxy and set a token.
     """
     import uvicorn
 
@@ -110,14 +116,19 @@ def serve(host, port, device, token_file, max_body, max_queue, workers, max_batc
     try:
         token = read_token(token_file) if token_file else None  # never from the environment
         app = create_app(device=device, token=token, max_body=max_body,
-                         max_queue=max_queue, workers=workers, max_batch=max_batch)
+                         max_queue=max_queue, workers=workers, max_batch=max_batch,
+                         body_timeout=body_timeout)
     except segcodec.SgcError as exc:
         _fail(str(exc))
     config = app.state.config
     click.echo(f"segcodec: {len(segcodec.list_models())} models on {config['device']}, "
                f"batch {config['max_batch']}, token {'on' if config['token'] else 'off'}; "
                f"http://{host}:{port}/v1/segment", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5)
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"segcodec: warning: no --token-file, and {host} is reachable from other "
+                   "machines: anyone there can use this server", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5,
+                limit_concurrency=max_connections)
 
 
 @click.command()

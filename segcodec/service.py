@@ -165,13 +165,15 @@ def _render(kind: str, labels: np.ndarray, decoded: api.Decoded) -> bytes:
 
 def create_app(device: str = "auto", token: str | None = None, max_body: int = MAX_BODY,
                max_queue: int = 64, workers: int | None = None, max_batch: int | None = None,
-               warm: bool = True) -> FastAPI:
+               warm: bool = True, body_timeout: float = 10.0) -> FastAPI:
     """The ASGI application.  Models load (and move to ``device``) here, once.
 
     ``max_queue`` bounds the requests in flight (more are answered 503); ``workers`` threads
     parse files and code label maps; ``max_batch`` files share one network call (default 8
     on a GPU, 1 on the CPU, where batched convolutions may round differently from
-    ``segcodec.segment``'s).
+    ``segcodec.segment``'s).  A request's body is read, within ``body_timeout`` seconds
+    (408 beyond), before it takes one of the ``max_queue`` slots, so slow uploads cannot
+    hold them.
     """
     dev = api.resolve_device(device)  # InputError for cuda without a GPU: fail at start-up
     device = dev.type
@@ -196,7 +198,8 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
                   openapi_url=None)
     app.state.batcher = batcher
     app.state.config = {"device": device, "max_body": max_body, "max_queue": max_queue,
-                        "max_batch": max_batch, "token": bool(token)}
+                        "max_batch": max_batch, "token": bool(token),
+                        "body_timeout": body_timeout}
 
     def authorise(request: Request) -> None:
         if secret is None:
@@ -252,18 +255,24 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
     @app.post("/v1/segment")
     async def segment(request: Request):
         authorise(request)
+        kind = _negotiate(request.headers.get("accept"))
+        if kind is None:
+            raise ServiceError(406, "not_acceptable", f"cannot answer in "
+                               f"{request.headers.get('accept')[:80]!r}; accept one of "
+                               f"{LABELS}, {NIFTI}, {PNG}, {NPY}")
+        try:
+            body = await asyncio.wait_for(read_body(request), body_timeout)
+        except asyncio.TimeoutError:
+            return _answer(ServiceError(408, "timeout", f"the body took over {body_timeout:g} s "
+                                        "to arrive"))
+        except ClientDisconnect:  # gone mid-upload: nobody to answer, nothing to log
+            return Response(status_code=400)
         if not admission.acquire(blocking=False):
             return _answer(ServiceError(503, "busy", f"server busy: {max_queue} requests in "
                                         "flight; retry later", {"Retry-After": "1"}))
         count(+1)
         loop = asyncio.get_running_loop()
         try:
-            kind = _negotiate(request.headers.get("accept"))
-            if kind is None:
-                raise ServiceError(406, "not_acceptable", f"cannot answer in "
-                                   f"{request.headers.get('accept')[:80]!r}; accept one of "
-                                   f"{LABELS}, {NIFTI}, {PNG}, {NPY}")
-            body = await read_body(request)
             t0 = time.perf_counter()
             decoded = await loop.run_in_executor(executor, api.decode, body)
             if kind == PNG and decoded.header.ndim != 2:
@@ -276,8 +285,6 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
             t3 = time.perf_counter()
         except ServiceError as exc:
             return _answer(exc)
-        except ClientDisconnect:  # gone mid-upload: nobody to answer, nothing to log
-            return Response(status_code=400)
         except SgcFormatError as exc:
             return _answer(ServiceError(400, "bad_sgc", str(exc)))
         except UnknownModelError as exc:

@@ -394,3 +394,26 @@ def test_serve_in_a_subprocess(files, tmp_path):
         proc.terminate()
         proc.wait(10)
         proc.stdout.close()
+
+
+def test_slow_uploads_time_out_and_never_hold_an_inference_slot(files):
+    """Loopback only, bounded: 3 uploads that stall after one byte, beside normal requests."""
+    app = service.create_app(device="cpu", max_queue=1, warm=False, body_timeout=1.0)
+    data = files[0][1]
+    with Server(app) as url:
+        stalled = []
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+            s.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nS")
+            stalled.append(s)
+        try:
+            with Client(url, retries=0) as client:  # the only slot is free
+                np.testing.assert_array_equal(client.segment(data), segcodec.segment(data))
+            answers = []
+            for s in stalled:
+                s.settimeout(10)
+                answers.append(s.recv(200))
+            assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers
+        finally:
+            for s in stalled:
+                s.close()
