@@ -180,7 +180,7 @@ def measure(task: str, cases: list[Case], segs: list[Segmentor], models, autoseg
     def traditional(case, codec, setting, enc_fn, dec_fn):
         data, t_enc = timed(enc_fn, case.array, setting)
         image, t_dec = timed(dec_fn, data, case.array.shape, case.array.dtype)
-        ref = segs[0]  # the seg reference (d1 if seg is missing) segments every codec's output
+        ref = segs[0]  # the shipped seg reference segments every codec's output
         labels, t_seg = timed(ref, to_chw(image, ndim), case.truth.shape)
         add(codec, setting, ref.name, case, len(data), labels, t_enc, t_dec, t_seg)
 

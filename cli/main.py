@@ -146,10 +146,13 @@ _skip = click.option("--skip-existing", is_flag=True,
 @click.option("--meta", multiple=True, metavar="KEY=VALUE",
               help="Store a metadata entry (zstd-compressed JSON; costs bytes).")
 @click.option("--volume", type=int, metavar="N", help="Code volume N of a 4D NIfTI.")
+@click.option("--kind", type=click.Choice(["2d", "3d"]),
+              help="Settle an array (.npy) that could be an image or a volume.")
 @_force
 @_skip
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def encode(paths, output, model, no_geometry, meta, volume, force, skip_existing, quiet):
+def encode(paths, output, model, no_geometry, meta, volume, kind, force, skip_existing,
+           quiet):
     """Compress images or volumes: encode SRC [DEST.sgc], or encode SRC... [DIR].
 
     SRC is a PNG/JPEG, NIfTI, .npy, DICOM file, DICOM series folder, or a folder of images.
@@ -175,7 +178,8 @@ def encode(paths, output, model, no_geometry, meta, volume, force, skip_existing
     def work(job):
         t0 = time.perf_counter()
         out = segcodec.encode_file(job.src, job.dst, model=model, geometry=not no_geometry,
-                                   metadata=metadata or None, force=force, volume=volume)
+                                   metadata=metadata or None, force=force, volume=volume,
+                                   kind=kind)
         header = segcodec.read_header(out.read_bytes())
         size = out.stat().st_size
         return (f"{job.src} -> {out}: {size} bytes, {_bpp(size, header.shape):.4f} bpp, "
@@ -225,6 +229,10 @@ def segment(sgc_files, output, device, force, skip_existing, quiet, remote, toke
     jobs = _plan(sources, output, _default_labels, force, skip_existing)
     if overlay is not None and (len(jobs) != 1 or remote):
         _fail("--overlay takes one local .sgc file")
+    if source is not None and overlay is None:
+        _fail("--source is the image for --overlay; give both")
+    if overlay is not None and overlay.exists() and not force:
+        _fail(f"{overlay}: exists; --force replaces it")
     token = _run(read_token, token_file) if remote else None
 
     def work(job):

@@ -74,6 +74,7 @@ def segment_remote_file(src, dst, url: str, token: str | None = None, *,
         result = _fetch(data, url, token, timeout)
     t2 = time.perf_counter()
     out = sgio.write_labels(dst, result.labels, result.affine, result.classes)
+    segcodec.api.write_sidecar(out, header.model_id)
     t3 = time.perf_counter()
     if not quiet:
         _report(str(src), url, result, [("read", t1 - t0), ("request", result.seconds),
@@ -164,18 +165,18 @@ def send_file(src, dst, url: str, token: str | None = None, *, model=None,
     with naming(src):
         data = segcodec.encode(loaded.array, model=model, kind=loaded.kind,
                                affine=loaded.affine if geometry else None, source=loaded.source)
+        header = segcodec.read_header(data)
+        default = destinations.default_labels_path(destinations.default_sgc_path(src), header)
+        dst = default if dst is None else Path(dst) / default.name if Path(dst).is_dir() \
+            else Path(dst)
+        destinations.not_the_input(src, dst)
+        sgio.check_label_path(dst, header.ndim)  # before the upload
         t2 = time.perf_counter()
         result = _fetch(data, url, token, timeout)
     t3 = time.perf_counter()
-    ndim = result.labels.ndim
-    name = src.name[:-len(sgio.suffix(src))] if sgio.suffix(src) else src.name
-    default = src.with_name(name + ".labels" + sgio.label_suffix(loaded.source, ndim))
-    if dst is None:
-        dst = default
-    elif Path(dst).is_dir():
-        dst = Path(dst) / default.name
     affine = result.affine if result.affine is not None else loaded.affine
     out = sgio.write_labels(dst, result.labels, affine, result.classes)
+    segcodec.api.write_sidecar(out, header.model_id)
     t4 = time.perf_counter()
     _report(str(src), url, result, [("read", t1 - t0), ("encode", t2 - t1),
                                     ("request", result.seconds),

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import bits, container, domain, entropy, orientation, zoo
+from . import bits, container, domain, entropy, modelfiles, orientation, zoo
 from . import io as sgio
 from .container import Header
-from .destinations import default_labels_path, default_sgc_path, not_the_input
+from .destinations import default_labels_path, default_sgc_path, not_the_input, stem
 from .errors import InputError, SgcFormatError, naming
 from .transforms import labels_from_logits, normalise, resample
 
@@ -79,9 +79,10 @@ def _as_image(array, kind: str | None) -> tuple[np.ndarray, int]:
 def _photo_intensities(array: np.ndarray, m: zoo.Model) -> np.ndarray:
     """An image for a photograph model (8-bit ``fixed`` normalisation) on its 0..255 scale.
 
-    Integers are read at their dtype's full range (uint16 65535 -> 255), bool as 0/255, and
-    floats in the convention of skimage and torchvision, [0, 1]; anything else is refused
-    rather than coded as a near-black or saturated image.
+    uint8 and uint16 are read at their full range (uint16 65535 -> 255), other integer
+    types (an ``np.array`` of Python ints is int64) by their values as 8 or 16 bits, bool as
+    0/255, and floats in the convention of skimage and torchvision, [0, 1]; anything else is
+    refused rather than coded as a near-black or saturated image.
     """
     if m.manifest["normalisation"].get("kind") != "fixed" or array.dtype == np.uint8:
         return array
@@ -91,7 +92,12 @@ def _photo_intensities(array: np.ndarray, m: zoo.Model) -> np.ndarray:
         if array.min() < 0:
             raise InputError(f"model {m.name} takes photographs; this {array.dtype} image "
                              "has negative values")
-        return array.astype(np.float64) * (255.0 / np.iinfo(array.dtype).max)
+        top = np.iinfo(array.dtype).max if array.dtype in (np.uint8, np.uint16) else \
+            255 if array.max() <= 255 else 65535 if array.max() <= 65535 else None
+        if top is None:
+            raise InputError(f"model {m.name} takes 8- or 16-bit photographs; this "
+                             f"{array.dtype} image reaches {array.max()}")
+        return array.astype(np.float64) * (255.0 / top)
     low, high = float(array.min()), float(array.max())
     if low < 0 or high > 1:
         raise InputError(f"model {m.name} takes float images in [0, 1] (this one spans "
@@ -179,15 +185,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _orientation(m: zoo.Model, affine) -> np.ndarray | None:
+def _orientation(m: zoo.Model, affine, error=InputError) -> np.ndarray | None:
     """The reorientation a model applies to an input with this affine (§2.3)."""
-    return orientation.transform(affine, m.manifest.get("orientation")) if m.ndim == 3 else None
+    if m.ndim != 3:
+        return None
+    try:
+        return orientation.transform(affine, m.manifest.get("orientation"))
+    except ValueError as exc:
+        raise error(str(exc)) from exc
 
 
 def labels_from_latents(decoded: Decoded, device: str = "auto") -> np.ndarray:
     dev = resolve_device(device)
     net = decoded.model.net_on(dev)
-    ornt = _orientation(decoded.model, decoded.header.affine)
+    ornt = _orientation(decoded.model, decoded.header.affine, SgcFormatError)
     with torch.no_grad():
         z = torch.from_numpy(decoded.latents.astype(np.float32))[None].to(dev)
         labels = labels_from_logits(net.decode_logits(z),
@@ -209,13 +220,13 @@ def list_models() -> list[dict]:
 
 def encode_file(src, dst=None, *, model=None, geometry: bool = True,
                 metadata: dict | None = None, force: bool = False,
-                volume: int | None = None) -> Path:
+                volume: int | None = None, kind: str | None = None) -> Path:
     """Read an image file (or DICOM series folder) and write its ``.sgc``; ``volume`` picks
     one volume of a 4D NIfTI."""
     src = Path(src)
     loaded = sgio.read(src, volume)
     with naming(src):
-        data = encode(loaded.array, model=model, kind=loaded.kind,
+        data = encode(loaded.array, model=model, kind=kind or loaded.kind,
                       affine=loaded.affine if geometry else None, metadata=metadata,
                       source=loaded.source, force=force)
     if dst is None:
@@ -251,10 +262,16 @@ def segment_file(src, dst=None, *, device: str = "auto", overlay=None, source=No
         dst = Path(dst) / default_labels_path(src, decoded.header).name
     not_the_input(src, dst)
     sgio.check_label_path(dst, decoded.header.ndim)  # before g and s run
-    image = _overlay_source(source, decoded.header) if overlay is not None else None
+    image = None
+    if overlay is not None:  # checked, like the labels' name, before g and s run
+        for other in (p for p in (src, dst, source) if p is not None):
+            not_the_input(other, overlay)
+        if sgio.suffix(Path(overlay)) != ".png" or not Path(overlay).parent.is_dir():
+            raise InputError(f"{overlay}: an overlay is a .png file in an existing folder")
+        image = _overlay_source(source, decoded.header)
     labels = labels_from_latents(decoded, device)
     out = sgio.write_labels(dst, labels, decoded.header.affine, len(decoded.model.labels))
-    write_sidecar(out, decoded.model)
+    write_sidecar(out, decoded.header.model_id)
     if overlay is not None:
         from . import overlay as quick_look
         quick_look.write(overlay, image, labels, zoo.label_colours(len(decoded.model.labels)))
@@ -266,7 +283,8 @@ def _overlay_source(source, header: Header) -> np.ndarray:
         raise InputError("an overlay needs the original image (--source): the .sgc has none")
     image = sgio.read(source).array
     spatial = image.shape[:header.ndim]
-    if spatial != tuple(header.shape):
+    colour = header.ndim == 2 and image.ndim == 3 and image.shape[-1] == 3
+    if spatial != tuple(header.shape) or not (image.ndim == header.ndim or colour):
         raise InputError(f"{source}: shape {image.shape} is not the coded image's "
                          f"{tuple(header.shape)}")
     return image
@@ -275,21 +293,26 @@ def _overlay_source(source, header: Header) -> np.ndarray:
 def sidecar_path(labels_path) -> Path:
     """``NAME.labels.json`` beside ``NAME.labels.<ext>``."""
     labels_path = Path(labels_path)
-    name = labels_path.name
-    ext = sgio.suffix(labels_path)
-    return labels_path.with_name((name[:-len(ext)] if ext else name) + ".json")
+    return labels_path.with_name(stem(labels_path) + ".json")
 
 
-def label_sidecar(model: zoo.Model) -> dict:
-    """What each label value means: name and display colour, and the model that made it."""
-    colours = zoo.label_colours(len(model.labels))
-    return {"model": model.name, "model_id": model.model_id.hex(), "task": model.manifest["task"],
-            "labels": [{"value": i, "name": name, "colour": colours[i]}
-                       for i, name in enumerate(model.labels)]}
+def label_sidecar(model_id: bytes) -> dict:
+    """What each label value means (name and display colour), and the model that made it:
+    from the model index, else from the installed model itself."""
+    entry = modelfiles.index_entry(model_id)
+    if entry is None:
+        m = zoo.get(model_id)
+        entry = {"name": m.name, "task": m.manifest["task"], "labels": m.labels,
+                 "colours": zoo.label_colours(len(m.labels))}
+    return {"model": entry["name"], "model_id": model_id.hex(), "task": entry["task"],
+            "labels": [{"value": i, "name": name, "colour": colour}
+                       for i, (name, colour) in enumerate(zip(entry["labels"],
+                                                              entry["colours"]))]}
 
 
-def write_sidecar(labels_path, model: zoo.Model) -> Path:
+def write_sidecar(labels_path, model_id: bytes) -> Path:
+    """``NAME.labels.json`` beside the label map (replacing one there: it belongs to it)."""
     import json
-    text = json.dumps(label_sidecar(model), indent=1) + "\n"
+    text = json.dumps(label_sidecar(model_id), indent=1) + "\n"
     return sgio.atomic_write(sidecar_path(labels_path),
                              lambda tmp: Path(tmp).write_text(text))

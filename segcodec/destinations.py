@@ -61,14 +61,14 @@ def plan(sources: list[Path], dest: Path | None, default: Callable[[Path], Path]
 def default_sgc_path(src) -> Path:
     """``NAME.sgc`` beside the input ``NAME.<ext>``."""
     src = Path(src)
-    return src.with_name(_stem(src) + ".sgc")
+    return src.with_name(stem(src) + ".sgc")
 
 
 def default_labels_path(sgc_path, header) -> Path:
     """``NAME.labels.<ext>`` beside ``NAME.sgc``, in the kind of file the image came from
     (format_spec.md §1.3): labels come back as the input came."""
     sgc_path = Path(sgc_path)
-    return sgc_path.with_name(_stem(sgc_path) + ".labels"
+    return sgc_path.with_name(stem(sgc_path) + ".labels"
                               + sgio.label_suffix(header.source, header.ndim))
 
 
@@ -77,7 +77,8 @@ def not_the_input(src, dst) -> None:
         raise InputError(f"{dst}: is the input; not overwriting it")
 
 
-def _stem(path: Path) -> str:
+def stem(path: Path) -> str:
+    """The name without its file type (``x.nii.gz`` -> ``x``)."""
     name = path.name
     ext = sgio.suffix(path)
     return name[:-len(ext)] if ext and name.lower().endswith(ext) else name

@@ -7,9 +7,10 @@ model) is refused with the mismatch named, unless the caller forces it.  The man
 
 - ``channels``: the image channels the model takes;
 - 3D: ``voxel_size_mm`` and ``field_of_view_mm`` (per axis, in the model's orientation):
-  [low, high] ranges, the training data's widened by ``MARGIN``;
+  [low, high] ranges, the training data's times ``SIZE_FACTOR`` (0.5 and 1.5);
 - 2D photographs: ``statistics``, per-image [low, high] of each channel's mean and spread
-  and of the fraction of near-black pixels, on the 0..1 scale.
+  and of the fraction of near-black pixels, on the 0..1 scale, the training data's widened
+  by ``MARGIN`` of their span.
 
 Models without a ``domain`` (v0, v1) check nothing beyond their channels.
 """
@@ -19,10 +20,8 @@ import numpy as np
 
 from .errors import InputError
 
-# Ranges are the training data's, widened by this fraction of their span (at least of the
-# value itself for spacings and fields of view, which vary little within a data set).
-MARGIN = 0.1
-SIZE_FACTOR = (0.5, 1.5)
+MARGIN = 0.1  # photo statistics: a tenth of the training span on either side
+SIZE_FACTOR = (0.5, 1.5)  # sizes vary little within a data set: half to one and a half
 STATISTICS = ("mean_r", "mean_g", "mean_b", "spread_r", "spread_g", "spread_b", "dark")
 
 

@@ -26,4 +26,5 @@ def naming(path):
     try:
         yield
     except SgcError as exc:
-        raise type(exc)(f"{path}: {exc}") from exc
+        exc.args = (f"{path}: {exc}",)  # the same error, attributes and cause kept
+        raise

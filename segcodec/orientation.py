@@ -27,6 +27,8 @@ def transform(affine: np.ndarray | None, codes: str | None) -> np.ndarray | None
     if affine is None or not codes:
         return None
     source = orientations.io_orientation(stored_affine(affine))
+    if np.isnan(source).any():
+        raise ValueError("the affine is singular (a voxel axis of size 0): no orientation")
     ornt = orientations.ornt_transform(source, orientations.axcodes2ornt(tuple(codes)))
     identity = np.array([[i, 1] for i in range(len(ornt))], dtype=float)
     return None if np.array_equal(ornt, identity) else ornt

@@ -104,6 +104,8 @@ class Client:
             except httpx.TimeoutException:
                 raise ServerUnreachableError(f"{self.url}: no answer within {self.timeout:g} s"
                                              ) from None
+            except httpx.DecodingError as exc:
+                raise RemoteError(f"{self.url}: answer cannot be decoded ({exc})") from None
             except httpx.TransportError as exc:
                 raise ServerUnreachableError(f"cannot reach a segcodec server at {self.url} "
                                              f"({type(exc).__name__}: "
@@ -126,7 +128,11 @@ class Client:
                     raise RemoteError(f"{self.url}: answer larger than "
                                       f"{self.max_response_bytes} bytes; not reading it")
                 body.append(chunk)
-            return httpx.Response(response.status_code, headers=response.headers,
+            # iter_bytes() has already undone any Content-Encoding: say so, or httpx decodes
+            # the body a second time.
+            headers = [(k, v) for k, v in response.headers.items()
+                       if k.lower() not in ("content-encoding", "content-length")]
+            return httpx.Response(response.status_code, headers=headers,
                                   content=b"".join(body), request=response.request)
 
     def _error(self, response: httpx.Response) -> RemoteError:

@@ -205,9 +205,11 @@ def default_for(ndim: int) -> Model:
     """The model picked for a 2D image or a 3D volume when none is named: the one the
     built-in index (``segcodec/models/index.json``) names; never a file of
     SEGCODEC_MODEL_PATH, whatever its name or manifest says."""
-    name = modelfiles.read_index()["defaults"].get(f"{ndim}d")
+    index = modelfiles.read_index()
+    name = index["defaults"].get(f"{ndim}d")
+    file = index["models"].get(name, {}).get("file")
     hits = [m for m in installed().values()
-            if m.name == name and m.path.parent.resolve() == BUILTIN_DIR.resolve()]
+            if m.path.name == file and m.path.parent.resolve() == BUILTIN_DIR.resolve()]
     if not hits:
         raise UnknownModelError(f"no default {ndim}D model is installed; name one with --model")
     return hits[0]

@@ -205,3 +205,11 @@ def test_encode_of_a_path_reads_the_file(tmp_path):
     from conftest import HIPPO
     out = segcodec.encode_file(HIPPO[0], tmp_path / "x.sgc")
     assert segcodec.encode(HIPPO[0]) == out.read_bytes() == segcodec.encode(str(HIPPO[0]))
+
+
+def test_an_int64_photograph_is_read_by_its_values():
+    image = isic_image(0)
+    reference = segcodec.segment(segcodec.encode(image))
+    assert dice(segcodec.segment(segcodec.encode(image.astype(np.int64))), reference, 1) > 0.99
+    with pytest.raises(InputError, match="8- or 16-bit"):
+        segcodec.encode(image.astype(np.int64) * 1000)

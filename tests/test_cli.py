@@ -279,3 +279,14 @@ def test_a_study_folder_gives_one_sgc_per_series(tmp_path):
     assert "2 written, 0 failed" in result.output
     assert sorted(p.name for p in (tmp_path / "study").glob("*.sgc")) == \
         ["series3.sgc", "series7.sgc"]
+
+
+def test_overlay_never_replaces_the_source_or_the_labels(tmp_path):
+    shutil.copy(ISIC[0], tmp_path / "a.jpg")
+    run("encode", tmp_path / "a.jpg")
+    before = (tmp_path / "a.jpg").read_bytes()
+    result = run("segment", tmp_path / "a.sgc", "--source", tmp_path / "a.jpg",
+                 "--overlay", tmp_path / "a.jpg", "--force", ok=False)
+    assert "is the input" in result.output and (tmp_path / "a.jpg").read_bytes() == before
+    result = run("segment", tmp_path / "a.sgc", "--source", tmp_path / "a.jpg", ok=False)
+    assert "give both" in result.output

@@ -116,6 +116,8 @@ def test_4d_nifti_needs_a_volume_and_singleton_4d_is_3d(tmp_path):
     assert sgio.read(tmp_path / "b.nii").array.shape == (4, 4, 4)
     with pytest.raises(InputError, match="--volume applies to 4D"):
         sgio.read(tmp_path / "b.nii", volume=0)
+    nib.save(nib.Nifti1Image(series[..., None], np.eye(4)), tmp_path / "c.nii")  # (X,Y,Z,T,1)
+    np.testing.assert_array_equal(sgio.read(tmp_path / "c.nii", volume=1).array, series[..., 1])
 
 
 def test_2d_nifti_is_a_2d_image(tmp_path):

@@ -98,3 +98,10 @@ def test_a_dicom_series_segments_as_its_nifti_does(oriented_model, tmp_path):
     for label in (1, 2):
         assert abs(dice(np.asarray(back.dataobj), truth, label)
                    - dice(from_nifti, truth, label)) <= 0.005
+
+
+def test_a_singular_affine_is_a_one_line_error(oriented_model, volume):
+    array, affine = volume
+    with pytest.raises(segcodec.InputError, match="singular"):
+        segcodec.encode(array, affine=affine @ np.diag([1.0, 0.0, 1.0, 1.0]),
+                        model=oriented_model)

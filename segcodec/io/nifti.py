@@ -41,7 +41,9 @@ def read(path: Path, volume: int | None = None) -> Loaded:
         raise InputError(f"{path}: declares {pixels} voxels, more than the limit of "
                          f"{MAX_PIXELS}")
     try:
-        data = img.dataobj[..., volume] if volume is not None else img.dataobj
+        extra = (0,) * (len(img.shape) - 4)  # trailing axes of length 1
+        data = img.dataobj[(slice(None),) * 3 + (volume,) + extra] if volume is not None \
+            else img.dataobj
         array = np.asanyarray(data).reshape(shape)
     except Exception as exc:
         raise InputError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from None

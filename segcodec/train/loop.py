@@ -27,7 +27,7 @@ from .losses import ContextRate, loss_dis, loss_distil, loss_seg
 
 # A run resumes only under the config it started with.
 RESUME_KEYS = ("arch", "steps", "seed", "lr", "batch", "compress", "target", "dis_weight",
-               "rate_weight", "dice_weight", "rate_ramp", "distil_weight", "teacher")
+               "rate_weight", "dice_weight", "rate_ramp", "distil_weight")
 LOG_COLUMNS = ["step", "elapsed_s", "loss", "loss_seg", "loss_dis", "loss_cr_bpp", "loss_distil",
                "dice"]
 VAL_COLUMNS = ["step", "val_dice", "val_dice_classes", "val_bpp_estimate"]
