@@ -100,12 +100,14 @@ def segment_remote_file(src, dst, url: str, token: str | None = None, *,
               help="Files per network call (default: 8 on a GPU, 1 on the CPU).")
 @click.option("--body-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds a request's body may take to arrive (408 beyond).")
+@click.option("--max-output-voxels", default=1 << 24, show_default=True,
+              type=click.IntRange(1), help="Largest label map answered (413 above).")
 @click.option("--max-connections", default=256, show_default=True, type=click.IntRange(1),
               help="Open connections before new ones get 503 (uvicorn's limit).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info"]),
               default="info", show_default=True)
 def serve(host, port, device, token_file, max_body, max_queue, workers, max_batch,
-          body_timeout, max_connections, log_level):
+          body_timeout, max_output_voxels, max_connections, log_level):
     """Serve segmentation over HTTP: POST a .sgc to /v1/segment, get its label map.
 
     Stateless: run several replicas behind any HTTP load balancer (health check /healthz).
@@ -118,7 +120,7 @@ def serve(host, port, device, token_file, max_body, max_queue, workers, max_batc
         token = read_token(token_file) if token_file else None  # never from the environment
         app = create_app(device=device, token=token, max_body=max_body,
                          max_queue=max_queue, workers=workers, max_batch=max_batch,
-                         body_timeout=body_timeout)
+                         body_timeout=body_timeout, max_output_voxels=max_output_voxels)
     except segcodec.SgcError as exc:
         _fail(str(exc))
     config = app.state.config

@@ -290,9 +290,16 @@ def _parse(data: bytes):
             data[pos + 1 + geometry:end])
 
 
-def decode(data: bytes) -> LabelMap:
-    """Label stream -> LabelMap, bit-exact; SgcFormatError names what is wrong."""
+def decode(data: bytes, max_voxels: int = 1 << 24) -> LabelMap:
+    """Label stream -> LabelMap, bit-exact; SgcFormatError names what is wrong.
+
+    Decoding costs time in proportion to the voxels a stream declares, and a 16-byte stream
+    may declare 406³: more than ``max_voxels`` (256³ by default) is refused before any work.
+    """
     shape, classes, affine, source, payload = _parse(data)
+    voxels = int(np.prod(shape, dtype=np.int64))
+    if voxels > max_voxels:
+        raise _bad(f"declares {voxels} voxels, more than the {max_voxels} allowed here")
     padded, dims, wa, wb, fronts, deltas, most, counts, alphabet = _setup(shape, classes)
     flat = padded.reshape(-1)
     words = np.frombuffer(payload + b"\0" * (-len(payload) % 4), dtype=">u4").astype(np.uint32)

@@ -165,7 +165,8 @@ def _render(kind: str, labels: np.ndarray, decoded: api.Decoded) -> bytes:
 
 def create_app(device: str = "auto", token: str | None = None, max_body: int = MAX_BODY,
                max_queue: int = 64, workers: int | None = None, max_batch: int | None = None,
-               warm: bool = True, body_timeout: float = 10.0) -> FastAPI:
+               warm: bool = True, body_timeout: float = 10.0,
+               max_output_voxels: int = 1 << 24) -> FastAPI:
     """The ASGI application.  Models load (and move to ``device``) here, once.
 
     ``max_queue`` bounds the requests in flight (more are answered 503); ``workers`` threads
@@ -173,7 +174,8 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
     on a GPU, 1 on the CPU, where batched convolutions may round differently from
     ``segcodec.segment``'s).  A request's body is read, within ``body_timeout`` seconds
     (408 beyond), before it takes one of the ``max_queue`` slots, so slow uploads cannot
-    hold them.
+    hold them.  A file whose label map would exceed ``max_output_voxels`` (256³ by default)
+    is answered 413 before g and s run: a 170-byte upload may declare a 406³ image.
     """
     dev = api.resolve_device(device)  # InputError for cuda without a GPU: fail at start-up
     device = dev.type
@@ -199,7 +201,7 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
     app.state.batcher = batcher
     app.state.config = {"device": device, "max_body": max_body, "max_queue": max_queue,
                         "max_batch": max_batch, "token": bool(token),
-                        "body_timeout": body_timeout}
+                        "body_timeout": body_timeout, "max_output_voxels": max_output_voxels}
 
     def authorise(request: Request) -> None:
         if secret is None:
@@ -274,6 +276,11 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
         loop = asyncio.get_running_loop()
         try:
             t0 = time.perf_counter()
+            header = api.container.read(body)[0]  # cheap: the declared size, before the work
+            voxels = int(np.prod(header.shape, dtype=np.int64))
+            if voxels > max_output_voxels:
+                raise ServiceError(413, "too_large", f"the file declares {voxels} voxels, over "
+                                   f"this server's limit of {max_output_voxels}")
             decoded = await loop.run_in_executor(executor, api.decode, body)
             if kind == PNG and decoded.header.ndim != 2:
                 raise ServiceError(406, "not_acceptable", "PNG holds 2D labels; this file is "

@@ -193,3 +193,9 @@ def test_a_stream_must_be_used_up_and_not_empty():
     for bad in (b"", payload + bytes(range(1, 41))):
         with pytest.raises(SgcFormatError, match="empty or longer than its labels"):
             labelcodec.decode(recrc(body + bad))
+
+
+def test_a_stream_declaring_too_many_voxels_is_refused_before_decoding():
+    data = labelcodec.encode(np.zeros((64, 64), np.uint8), 2)
+    with pytest.raises(SgcFormatError, match="declares 4096 voxels, more than the 1000"):
+        labelcodec.decode(data, max_voxels=1000)

@@ -417,3 +417,10 @@ def test_slow_uploads_time_out_and_never_hold_an_inference_slot(files):
         finally:
             for s in stalled:
                 s.close()
+
+
+def test_a_file_declaring_more_voxels_than_the_limit_is_413_before_any_work(files, monkeypatch):
+    http = TestClient(service.create_app(device="cpu", warm=False, max_output_voxels=1000))
+    monkeypatch.setattr(service.api, "decode", lambda data: pytest.fail("decoded"))
+    message = error(http.post("/v1/segment", content=files[0][1]), 413, "too_large")
+    assert "declares 65536 voxels" in message
