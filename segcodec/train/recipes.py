@@ -16,7 +16,7 @@ feature map has the image's channel count, s starts from the trained ``seg`` run
 (``distil_weight``, ``losses.loss_distil``).  Every run scores a validation split carved from
 the training cases and keeps its best weights (``loop.train``); the test cases are never seen.
 
-``-rN`` after ``d4`` picks rate point N: ``d4`` fine-tuned for a quarter of its steps with the
+``-rN`` after ``d4`` picks rate point N: ``d4`` fine-tuned for an eighth of its steps with the
 weight of ``loss_cr`` times 3**(N-1) (a curve costs a fraction of training each point anew).
 The v1 recipes (one-channel g, no teacher, fewer steps) are in git history at 12d0a40.
 """
@@ -104,6 +104,6 @@ def config(name_or_path: str) -> dict:
         "distil_weight": 1.0 if taught else 0.0,
     }
     if point != 1:
-        cfg.update(init=f"{m['task']}-d4", steps=steps // 4, lr=task["lr"] / 4,
+        cfg.update(init=f"{m['task']}-d4", steps=steps // 8, lr=task["lr"] / 4,
                    rate_ramp=0.0)
     return cfg
