@@ -28,10 +28,10 @@ DESIGNS = [  # (recipe suffix, what it is, how rate.json names its row)
 ]
 
 
-def shipped() -> dict[str, str]:
-    """Recipe -> name of the installed model exported from it."""
-    return {m.manifest.get("training", {}).get("recipe"): m.name
-            for m in zoo.installed().values()}
+def shipped() -> dict[str, zoo.Model]:
+    """Recipe -> the installed model exported from it (the newest, where several were)."""
+    return {m.manifest.get("training", {}).get("recipe"): m
+            for m in sorted(zoo.installed().values(), key=lambda m: m.name)}
 
 
 def table(rate: dict, runs: Path) -> list[dict]:
@@ -41,14 +41,19 @@ def table(rate: dict, runs: Path) -> list[dict]:
         rows = {(r["codec"], str(r["setting"]), r["segmentor"]): r
                 for r in rate["rows"] if r["task"] == task}
         for suffix, what, (codec, setting, segmentor) in DESIGNS:
+            model = ships.get(f"{task}-{suffix}")
             row = rows.get((codec, setting.format(task=task), segmentor)) or \
-                rows.get((codec, ships.get(f"{task}-{suffix}"), segmentor))  # named by model
+                rows.get((codec, model and model.name, segmentor))  # named by model
             summary_path = runs / f"{task}-{suffix}" / "summary.json"
             summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+            if model is not None:  # its own training, not a later run of the same recipe
+                trained = model.manifest.get("training", {})
+                summary = {"steps": trained.get("steps"),
+                           "train_seconds": trained.get("train_seconds")}
             if row is None and not summary:
                 continue
             out.append({"task": task, "design": suffix, "what": what,
-                        "shipped_as": ships.get(f"{task}-{suffix}"),
+                        "shipped_as": model and model.name,
                         "mean_bpp": row and row["mean_bpp"], "dice": row and row["dice"],
                         "mean_dice": row and row["mean_dice"], "iou": row and row["iou"],
                         "mean_iou": row and row["mean_iou"], "steps": summary.get("steps"),
