@@ -46,12 +46,12 @@ def table(rate: dict, runs: Path) -> list[dict]:
                 rows.get((codec, model and model.name, segmentor))  # named by model
             summary_path = runs / f"{task}-{suffix}" / "summary.json"
             summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-            if model is not None:  # its own training, not a later run of the same recipe
+            if row is None and not summary:
+                continue
+            if model is not None and row is not None:  # its own training, not a later run
                 trained = model.manifest.get("training", {})
                 summary = {"steps": trained.get("steps"),
                            "train_seconds": trained.get("train_seconds")}
-            if row is None and not summary:
-                continue
             out.append({"task": task, "design": suffix, "what": what,
                         "shipped_as": model and model.name,
                         "mean_bpp": row and row["mean_bpp"], "dice": row and row["dice"],
