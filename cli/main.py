@@ -1,6 +1,7 @@
 """segcodec encode | segment | info | models | serve | send | train | reproduce | export."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -73,7 +74,7 @@ def _batch(jobs, label: str, quiet: bool, work) -> None:
     written = skipped = failed = 0
     items = click.progressbar(jobs, label=label, file=sys.stderr,
                               item_show_func=lambda j: j and j.src.name) if bar else None
-    with items if bar else _nothing():
+    with items if bar else contextlib.nullcontext():
         for job in items if bar else jobs:
             if job.skip:
                 skipped += 1
@@ -94,14 +95,6 @@ def _batch(jobs, label: str, quiet: bool, work) -> None:
                    + f"{failed} failed", err=True)
     if failed:
         sys.exit(1)
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _plan(sources, dest, default, force, skip_existing):

@@ -5,6 +5,7 @@ straight to a label map at the input's size.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,7 +313,6 @@ def label_sidecar(model_id: bytes) -> dict:
 
 def write_sidecar(labels_path, model_id: bytes) -> Path:
     """``NAME.labels.json`` beside the label map (replacing one there: it belongs to it)."""
-    import json
     text = json.dumps(label_sidecar(model_id), indent=1) + "\n"
     return sgio.atomic_write(sidecar_path(labels_path),
                              lambda tmp: Path(tmp).write_text(text))
