@@ -32,7 +32,7 @@ def path_for(task: str, folder: Path = FOLDER) -> Path:
 def save(run_checkpoint: Path, path: Path) -> dict:
     """The run's validation-picked network -> ``path``; returns the metadata written."""
     net, cfg = loop.load_checkpoint(run_checkpoint, best=True)
-    picked = torch.load(run_checkpoint, weights_only=True).get("best") or {}
+    picked = torch.load(run_checkpoint, map_location="cpu", weights_only=True).get("best") or {}
     meta = {"config": json.dumps(cfg, sort_keys=True), "recipe": cfg["name"],
             "picked_step": str(picked.get("step", "last"))}
     path.parent.mkdir(parents=True, exist_ok=True)

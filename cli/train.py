@@ -22,10 +22,12 @@ def _fail(message: str) -> None:
 @click.option("--steps", type=int, help="Override the recipe's number of steps.")
 @click.option("--seed", type=int, help="Override the recipe's seed (0).")
 @click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu, cuda, cuda:N or auto; on a GPU the training set is held in its memory.")
 @click.option("--cache", type=click.Path(path_type=Path),
               default=Path.home() / ".cache" / "segcodec", show_default=True,
               help="Where the resampled training set is kept between runs.")
-def train(config, data, out, steps, seed, threads, cache):
+def train(config, data, out, steps, seed, threads, device, cache):
     """Train a recipe (e.g. isic-d4, hippocampus-seg) or a JSON config; pick its weights on a
     validation split of the training cases and score them on the test set.
 
@@ -45,7 +47,7 @@ def train(config, data, out, steps, seed, threads, cache):
 
     try:
         summary = run.run(config, data, out, steps=steps, seed=seed, threads=threads,
-                          cache=cache, progress=progress,
+                          device=device, cache=cache, progress=progress,
                           log=lambda m: click.echo(m, err=True))
     except (ValueError, OSError, KeyError) as exc:
         _fail(f"{config}: {exc}")

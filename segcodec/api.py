@@ -176,14 +176,19 @@ def decode(data: bytes) -> Decoded:
     return Decoded(header, entropy.decode(payload, m.table, header.latent_shape, header.ndim), m)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" (a CUDA GPU where there is one), "cpu", "cuda" or "cuda:N" as a torch.device."""
+    if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but no CUDA GPU is available")
-    if device not in ("cpu", "cuda"):
-        raise InputError(f"device must be auto, cpu or cuda, not {device!r}")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise InputError(f"--device {device} asked for, but no such CUDA GPU is available")
+    return dev
 
 
 def _orientation(m: zoo.Model, affine, error=InputError) -> np.ndarray | None:

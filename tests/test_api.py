@@ -216,3 +216,16 @@ def test_an_int64_photograph_is_read_by_its_values():
     assert dice(segcodec.segment(segcodec.encode(image.astype(np.int64))), reference, 1) > 0.99
     with pytest.raises(InputError, match="8- or 16-bit"):
         segcodec.encode(image.astype(np.int64) * 1000)
+
+
+@pytest.mark.parametrize("name", ["tpu", "cuda:x", "cuda:99", ""])
+def test_unknown_or_missing_devices_are_refused_in_one_line(name):
+    from segcodec.api import resolve_device
+    with pytest.raises(segcodec.InputError, match="device"):
+        resolve_device(name)
+
+
+def test_cpu_and_auto_devices_resolve():
+    from segcodec.api import resolve_device
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")

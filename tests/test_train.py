@@ -303,3 +303,35 @@ def test_checkpoints_and_caches_never_run_code(tmp_path):
     with pytest.raises(Exception):
         loop.load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_affine_augmentation_moves_image_and_targets_together(ndim):
+    gen = torch.Generator().manual_seed(3)
+    grid = (24, 24) if ndim == 2 else (12, 16, 12)
+    fg = (torch.rand((6, 1) + grid, generator=gen) > 0.7).float()
+    fg = torch.nn.functional.avg_pool2d(fg.flatten(0, 1) if ndim == 3 else fg, 3, 1, 1) \
+        .reshape(fg.shape)  # blobs, so a shift of one pixel keeps the maps correlated
+    t = torch.cat([1 - fg, fg], 1)
+    x = fg.repeat(1, 3 if ndim == 2 else 1, *([1] * ndim))
+    xa, ta = loop.augment(x, t, torch.Generator().manual_seed(0), "affine")
+    xb, tb = loop.augment(x, t, torch.Generator().manual_seed(0), "affine")
+    assert torch.equal(xa, xb) and torch.equal(ta, tb)  # drawn from the run's generator
+    assert xa.shape == x.shape and ta.shape == t.shape
+    assert torch.allclose(ta.sum(1), torch.ones(()), atol=1e-5)  # still class fractions
+    assert not torch.allclose(ta, loop.augment(x, t, torch.Generator().manual_seed(0))[1])
+    for i in range(len(x)):  # the image moved with its targets: gain and offset aside
+        r = torch.corrcoef(torch.stack([xa[i, 0].flatten(), ta[i, 1].flatten()]))[0, 1]
+        assert r > 0.98, (i, float(r))
+    with pytest.raises(ValueError, match="augmentation"):
+        loop.augment(x, t, gen, "mixup")
+
+
+def test_runs_written_before_augment_existed_resume_as_flips(tmp_path):
+    cfg = smoke_config("isic-d2", steps=2)
+    cfg.pop("augment", None)
+    x, t, _ = fixture_set(cfg)
+    loop.train(cfg, x, t, tmp_path)
+    loop.train({**cfg, "augment": "flips", "steps": 2}, x, t, tmp_path)  # same run: no error
+    with pytest.raises(ValueError, match="augment=flips"):
+        loop.train({**cfg, "augment": "affine"}, x, t, tmp_path)

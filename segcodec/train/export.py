@@ -60,7 +60,7 @@ def build_model(net: SegCodecNet, cfg: dict, x: torch.Tensor, name: str, is_defa
 def export(checkpoint: Path, root: Path, name: str, out: Path | None = None,
            is_default: bool = False, cache: Path | None = None) -> dict:
     try:
-        ck = torch.load(checkpoint, weights_only=True)
+        ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
         cfg = ck["config"]
     except Exception as exc:  # pickle, zip and key errors alike: not a training checkpoint
         raise ValueError(f"{checkpoint}: not a segcodec training checkpoint ({exc})") from None

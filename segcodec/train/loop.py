@@ -27,7 +27,8 @@ from .losses import ContextRate, loss_dis, loss_distil, loss_seg
 
 # A run resumes only under the config it started with.
 RESUME_KEYS = ("arch", "steps", "seed", "lr", "batch", "compress", "target", "dis_weight",
-               "rate_weight", "dice_weight", "rate_ramp", "distil_weight")
+               "rate_weight", "dice_weight", "rate_ramp", "distil_weight", "augment")
+DEFAULTS = {"augment": "flips"}  # what configs written before the key existed meant
 LOG_COLUMNS = ["step", "elapsed_s", "loss", "loss_seg", "loss_dis", "loss_cr_bpp", "loss_distil",
                "dice"]
 VAL_COLUMNS = ["step", "val_dice", "val_dice_classes", "val_bpp_estimate"]
@@ -72,8 +73,17 @@ def run_net(net: nn.Module, x: torch.Tensor, stochastic: bool = True,
     return net(x, features), None, None
 
 
-def augment(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator):
-    """Flips and (2D) quarter turns; lesions have no preferred orientation."""
+def augment(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator, kind: str = "flips"):
+    """Flips and (2D) quarter turns; lesions have no preferred orientation.
+
+    ``kind="affine"`` adds, per case, a random similarity transform (2D: any angle, scale
+    within 15%, shift within 10%; 3D: an in-plane turn within 0.15 rad, scale within 10%, shift
+    within 5%) of image and targets alike, and a gain and offset of 0.1 sigma per channel.
+    """
+    if kind == "affine":
+        x, t = _affine(x, t, gen)
+    elif kind != "flips":
+        raise ValueError(f"unknown augmentation {kind!r}")
     if x.ndim == 4:
         k = int(torch.randint(4, (1,), generator=gen))
         x, t = torch.rot90(x, k, (2, 3)), torch.rot90(t, k, (2, 3))
@@ -84,6 +94,27 @@ def augment(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator):
         if torch.rand(1, generator=gen) < 0.5:
             x, t = x.flip(d), t.flip(d)
     return x, t
+
+
+def _affine(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator):
+    n, nd = len(x), x.ndim - 2
+
+    def draw(*shape):  # from the run's generator, so a resumed run draws the same
+        return torch.rand(*shape, generator=gen).to(x.device) * 2 - 1
+
+    angle = draw(n) * (torch.pi if nd == 2 else 0.15)
+    scale = torch.exp(draw(n) * (0.15 if nd == 2 else 0.1))
+    theta = torch.zeros(n, nd, nd + 1, device=x.device)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+    if nd == 3:
+        theta[:, 2, 2] = scale
+    theta[:, :, nd] = draw(n, nd) * (0.1 if nd == 2 else 0.05)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
+    t = F.grid_sample(t, grid, padding_mode="reflection", align_corners=False)
+    shape = (n, x.shape[1]) + (1,) * nd
+    return x * (1 + 0.1 * draw(*shape)) + 0.1 * draw(*shape), t
 
 
 def scores(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> dict:
@@ -132,21 +163,26 @@ def plot_losses(log_path: Path, png_path: Path) -> None:
 
 
 def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
-          threads: int = 1, log_every: int = 25, save_every_s: float = 120.0,
-          progress=None) -> None:
+          threads: int = 1, device: str | torch.device = "cpu", log_every: int = 25,
+          save_every_s: float = 120.0, progress=None) -> None:
     """Train ``cfg`` on working-grid images ``x`` and soft targets ``t``; resume from ``out``.
 
     ``val`` = (working-grid images, full-size labels) of the validation cases: scored 20
     times a run (``val.csv``), and the best-scoring weights are kept in the checkpoint as
     ``best`` (among those past the rate ramp, whose rate is the final one).
-    ``progress(step, total)`` is called after every step.
+    ``progress(step, total)`` is called after every step.  On ``device`` (a GPU) the whole
+    training set is held in its memory; checkpoints load on any device.
     """
     torch.set_num_threads(threads)
+    device = torch.device(device)
+    x, t = x.to(device), t.to(device)
+    if val is not None:
+        val = (val[0].to(device), val[1])
     out.mkdir(parents=True, exist_ok=True)
     steps, arch = cfg["steps"], cfg["arch"]
     torch.manual_seed(cfg["seed"])
     gen = torch.Generator().manual_seed(cfg["seed"])
-    net = build_net(cfg)
+    net = build_net(cfg).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
     # A warm-up of at least 3 steps: OneCycleLR divides by zero when it lasts exactly one.
     warm_up = max(0.05, 3 / steps) if steps >= 6 else 0.05
@@ -154,13 +190,15 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
                                                 pct_start=warm_up)
     critic = d_opt = None
     if cfg["dis_weight"]:
-        critic = Critic(arch["ndim"], arch["n_classes"], cfg["critic_widths"])
+        critic = Critic(arch["ndim"], arch["n_classes"], cfg["critic_widths"]).to(device)
         d_opt = torch.optim.RMSprop(critic.parameters(), lr=cfg["lr"] / 4)
-    rate = ContextRate(arch["latent_channels"], arch["ndim"]) if cfg["compress"] else None
+    rate = ContextRate(arch["latent_channels"], arch["ndim"]).to(device) \
+        if cfg["compress"] else None
     teacher = None
     if cfg.get("distil_weight"):
         # The uncompressed segmentor on the image teaches s on g(latents); it stays frozen.
         teacher = load_checkpoint(Path(cfg["teacher"]), best=True)[0].requires_grad_(False)
+        teacher.to(device)
     n_pix = int(np.prod(arch["work_shape"]))
     modules = {"net": net, "opt": opt, "sched": sched, "critic": critic, "d_opt": d_opt,
                "rate": rate}
@@ -169,7 +207,7 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
     step, elapsed, best = 0, 0.0, None
     if cfg.get("init") and not ckpt_path.exists():
         # Fine-tuning (rate points): weights and rate-model counts from the parent run.
-        parent = torch.load(Path(cfg["init"]), weights_only=True)
+        parent = torch.load(Path(cfg["init"]), map_location=device, weights_only=True)
         if parent.get("best"):  # the parent's validation pick, not its last step
             parent["net"] = parent["best"]["net"]
         for key in ("net", "critic", "rate"):
@@ -179,10 +217,11 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
         seg = load_checkpoint(Path(cfg["init_segmentor"]), best=True)[0]
         net.segmentor.load_state_dict(seg.state_dict())
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=True)
-        changed = [k for k in RESUME_KEYS if ck["config"].get(k) != cfg.get(k)]
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        started = {k: ck["config"].get(k, DEFAULTS.get(k)) for k in RESUME_KEYS}
+        changed = [k for k in RESUME_KEYS if started[k] != cfg.get(k, DEFAULTS.get(k))]
         if changed:
-            was = ", ".join(f"{k}={ck['config'].get(k)}" for k in changed)
+            was = ", ".join(f"{k}={started[k]}" for k in changed)
             raise ValueError(f"{out} holds a run started with {was}; use another --out")
         for key, module in modules.items():
             if module is not None:
@@ -220,7 +259,8 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
                                     f"{bpp:.5g}"])
         if step >= selectable_from and (best is None or mean > best["val_dice"]):
             best = {"step": step, "val_dice": mean,
-                    "net": {k: v.clone() for k, v in net.state_dict().items()}}
+                    "net": {k: v.detach().to("cpu", copy=True)
+                            for k, v in net.state_dict().items()}}
 
     (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
     log_path = out / "log.csv"
@@ -242,7 +282,8 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
     try:
         while step < steps:
             idx = torch.randint(len(x), (cfg["batch"],), generator=gen)
-            xb, tb = augment(x[idx], t[idx], gen)
+            xb, tb = augment(x[idx.to(device)], t[idx.to(device)], gen,
+                             cfg.get("augment", DEFAULTS["augment"]))
             feats: list = []
             out_b, p, z = run_net(net, xb, features=feats)
             if cfg["target"] == "image":
@@ -344,7 +385,7 @@ def last_logged(log_path: Path) -> dict:
 def load_checkpoint(path: Path, best: bool = False) -> tuple[nn.Module, dict]:
     """The trained network (eval mode) and config of a checkpoint: its last weights, or with
     ``best`` those that scored best on the validation cases (where the run kept them)."""
-    ck = torch.load(path, weights_only=True)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     net = build_net(ck["config"])
     net.load_state_dict(ck["best"]["net"] if best and ck.get("best") else ck["net"])
     return net.eval(), ck["config"]

@@ -49,10 +49,13 @@ def resolve(config: str, out: Path, steps: int | None = None, seed: int | None =
 
 def run(config: str, data: Path | str, out: Path | str | None = None, *,
         steps: int | None = None, seed: int | None = None, threads: int = 1,
-        cache: Path | None = DEFAULT_CACHE, progress=None, log=print) -> dict:
+        device: str = "cpu", cache: Path | None = DEFAULT_CACHE, progress=None,
+        log=print) -> dict:
     """Train ``config`` on ``data`` into ``out`` (default runs/CONFIG; an existing run
     resumes), then score the validation pick on the test cases; returns and writes
     ``summary.json``.  ValueError or OSError for a bad config, data or parent run."""
+    from ..api import resolve_device
+    dev = resolve_device(device)
     data = Path(data)
     recipe = recipes.config(config)
     datasets.check_root(data, recipe["task_key"])
@@ -66,8 +69,8 @@ def run(config: str, data: Path | str, out: Path | str | None = None, *,
     log(f"{cfg['name']}: {len(x)} training / {len(xv)} validation / {len(xt)} test "
         f"cases loaded in {time.time() - t0:.0f} s")
     val = (xv, val_labels) if cfg["target"] == "labels" else None
-    loop.train(cfg, x, t, out, val=val, threads=threads, progress=progress)
-    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    loop.train(cfg, x, t, out, val=val, threads=threads, device=dev, progress=progress)
+    ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     net, _ = loop.load_checkpoint(out / "checkpoint.pt", best=True)
     summary = {"config": cfg["name"], "design": cfg["design"], "steps": ck["step"],
                "train_seconds": round(ck["elapsed"]), "train_cases": len(x),
