@@ -178,6 +178,7 @@ def test_rate_point_fine_tunes_its_parent_run(tmp_path):
     cfg = recipes.config("isic-d4-r2")
     assert cfg["init"] == "isic-d4"
     assert cfg["rate_weight"] > recipes.config("isic-d4")["rate_weight"]
+    assert cfg["select_from"] == 0.5  # not the parent's weights from its first steps
     (tmp_path / "isic2017").mkdir()
     from click.testing import CliRunner
     from segcodec.cli.main import main
@@ -335,3 +336,13 @@ def test_runs_written_before_augment_existed_resume_as_flips(tmp_path):
     loop.train({**cfg, "augment": "flips", "steps": 2}, x, t, tmp_path)  # same run: no error
     with pytest.raises(ValueError, match="augment=flips"):
         loop.train({**cfg, "augment": "affine"}, x, t, tmp_path)
+
+
+def test_a_rate_point_picks_only_from_its_second_half(tmp_path):
+    cfg = smoke_config("isic-d4", steps=6, rate_ramp=0.0, select_from=0.5)
+    x, t, full = fixture_set(cfg)
+    loop.train(cfg, x, t, tmp_path, val=(x, full))
+    val = list(csv.DictReader(open(tmp_path / "val.csv")))
+    eligible = {int(r["step"]): float(r["val_dice"]) for r in val if int(r["step"]) >= 3}
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ck["best"]["step"] == max(eligible, key=eligible.get)

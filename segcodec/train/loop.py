@@ -239,7 +239,10 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
         tmp.replace(ckpt_path)
 
     val_every = max(1, steps // 20)
-    selectable_from = int(cfg["rate_ramp"] * steps) if cfg["rate_weight"] else 0
+    # Picks come after the rate ramp (or ``select_from`` x steps, where a fine-tune to a new
+    # rate point needs time to reach it), so the pick codes at the run's rate.
+    selectable_from = int(cfg.get("select_from", cfg["rate_ramp"]) * steps) \
+        if cfg["rate_weight"] else 0
 
     def validate():
         nonlocal best

@@ -104,6 +104,7 @@ def config(name_or_path: str) -> dict:
         "distil_weight": 1.0 if taught else 0.0,
     }
     if point != 1:
+        # Picked from the second half: the first steps still code at the parent's rate.
         cfg.update(init=f"{m['task']}-d4", steps=steps // 8, lr=task["lr"] / 4,
-                   rate_ramp=0.0)
+                   rate_ramp=0.0, select_from=0.5)
     return cfg
