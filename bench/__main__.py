@@ -9,6 +9,7 @@
     python -m bench load                            # the server under concurrent clients
     python -m bench references                      # ship runs/<task>-seg as the references
     python -m bench startup                         # light commands against python -c pass
+    python -m bench validation --data ../shared/data RUN...  # choose runs on validation
 
 Each module's --help lists its options; ``--smoke`` (where offered) runs on fixtures/
 and writes to a scratch folder unless --out says otherwise.
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 COMMANDS = ("rate", "ablation", "speed", "latency", "figures", "evaluate", "load",
-            "references", "startup")
+            "references", "startup", "validation")
 SMOKE_OUT = Path(tempfile.gettempdir()) / "segcodec-bench-smoke"
 
 

@@ -66,14 +66,15 @@ def train(config, data, out, steps, seed, threads, device, cache):
 @click.option("--out", type=click.Path(path_type=Path),
               help="Folder for the .sgm files (default: the package's models/).")
 @click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--cache", type=click.Path(path_type=Path),
               default=Path.home() / ".cache" / "segcodec", show_default=True)
-def reproduce(task, data, runs, out, threads, cache):
-    """Train and export TASK's shipped models from their recipes: the seg reference, then
-    the default and low-rate models it teaches."""
+def reproduce(task, data, runs, out, threads, device, cache):
+    """Train and export TASK's shipped models from their recipes: the seg reference (the
+    teacher), D4, and the rate point shipped. The recipes are the GPU runs' (hours on a CPU)."""
     from segcodec.train import run
     try:
-        for result in run.reproduce(task, data, runs, out, threads, cache,
+        for result in run.reproduce(task, data, runs, out, threads, device, cache,
                                     log=lambda m: click.echo(m, err=True)):
             click.echo(json.dumps(result))
     except (ValueError, OSError, KeyError) as exc:

@@ -71,7 +71,8 @@ def export(checkpoint: Path, root: Path, name: str, out: Path | None = None,
     x, _, _ = data.cached_set(cfg, root, "fit", cache)
     picked = ck.get("best") or {"step": ck["step"]}
     training = {"recipe": cfg["name"], "steps": picked["step"], "seed": cfg["seed"],
-                "train_seconds": round(ck["elapsed"]), "train_cases": len(x)}
+                "train_seconds": round(ck["elapsed"]), "train_cases": len(x),
+                **({"hardware": ck["hardware"]} if ck.get("hardware") else {})}
     manifest, state, table, latents = build_model(net, cfg, x, name, is_default, training,
                                                   training_domain(cfg, root))
     path = write_model_file(out or BUILTIN_DIR, manifest, state, table)

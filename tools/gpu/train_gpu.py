@@ -1,0 +1,234 @@
+"""Train the v3 runs on one GPU in a fixed wall-clock budget, several runs side by side.
+
+    python tools/gpu/pack.py --data ../shared/data --out .gpu       # here: the data sets
+    python tools/gpu/train_gpu.py --packs .gpu --out OUT --deadline-s 540   # on the GPU
+    python tools/gpu/train_gpu.py --packs .gpu --out OUT --long 220         # longer D4s
+
+The GPU machine gets the repository, ``.gpu`` (the packs; for ``--long`` also
+``teachers/NAME/checkpoint.pt``) and a zstandard wheel; it has torch, numpy and numba.
+
+Phase 1 trains the uncompressed references (each task with flips only and with affine
+augmentation); the better one on the carved validation split becomes the teacher. Phase 2
+trains D4 from it (both augmentations), phase 3 the rate points from the better D4. Each run
+sizes its steps to its time budget from its own measured speed. Per phase, OUT gets
+phaseN.tar: per run, a checkpoint with the validation pick's weights (no optimiser state),
+log.csv, val.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+PACKS = Path(".gpu")  # set from --packs; the worker processes get it in their spec
+
+GPU_BATCH = {"isic": 32, "hippocampus": 16}
+
+
+def load_pack(task: str):
+    import numpy as np
+    import torch
+    import zstandard
+    raw = zstandard.ZstdDecompressor().decompress((PACKS / f"{task}.npz.zst").read_bytes(),
+                                                  max_output_size=1 << 30)
+    pack = np.load(io.BytesIO(raw))
+    norm = json.loads(str(pack["normalisation"]))
+    sets = {}
+    for split in ("fit", "val"):
+        if task == "isic":
+            mean = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
+            std = torch.tensor(norm["std"]).view(1, 3, 1, 1)
+            x = (torch.from_numpy(pack[f"{split}_x_u8"]).float() / 255 - mean) / std
+        else:
+            x = torch.from_numpy(pack[f"{split}_x_f16"]).float()
+        fg = torch.from_numpy(pack[f"{split}_t_u8"]).float() / 255
+        t = torch.cat([(1 - fg.sum(1, keepdim=True)).clamp(min=0), fg], 1)
+        sets[split] = (x, t)
+    labels, at = [], 0
+    for shape in pack["val_shapes"]:
+        n = int(np.prod(shape))
+        labels.append(pack["val_labels"][at:at + n].reshape(tuple(int(s) for s in shape)))
+        at += n
+    return norm, sets["fit"], (sets["val"][0], labels)
+
+
+def worker(spec: dict) -> None:
+    """One run: calibrate the step rate, size the run to its budget, train, strip."""
+    import torch
+    from segcodec.train import loop
+    t_start = time.time()
+    torch.backends.cudnn.benchmark = True
+    cfg, out, budget = spec["cfg"], Path(spec["out"]), spec["budget_s"]
+    norm, (x, t), val = load_pack(cfg["task_key"])
+    cfg["normalisation"] = norm
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # Calibration: a short throwaway run of the same config, timed after its warm-up.
+    marks = {}
+
+    def mark(step, total):
+        marks[step] = time.time()
+
+    probe = dict(cfg, steps=60)
+    loop.train(probe, x, t, out.parent / (out.name + "-probe"), val=None, device=dev,
+               progress=mark, save_every_s=1e9)
+    rate = 40 / (marks[60] - marks[20])
+    t0 = time.time()
+    net = loop.build_net(cfg).to(dev)
+    loop.evaluate(net, val[0].to(dev), val[1], cfg["arch"]["n_classes"])
+    val_s = time.time() - t0
+    left = budget - (time.time() - t_start)
+    steps = max(50, int((left - 20 * val_s) * rate * 0.8))
+    cfg["steps"] = steps
+    print(f"{out.name}: {rate:.1f} steps/s, validation {val_s:.2f} s, {left:.0f} s left "
+          f"-> {steps} steps", flush=True)
+    hard_stop = t_start + budget + 25
+
+    def guard(step, total):
+        if time.time() > hard_stop:
+            print(f"{out.name}: over budget at step {step}/{total}; stopping", flush=True)
+            raise KeyboardInterrupt
+
+    try:
+        loop.train(cfg, x, t, out, val=val, device=dev, progress=guard, save_every_s=60)
+    except KeyboardInterrupt:
+        pass
+    ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    best = ck.get("best") or {"step": ck["step"], "val_dice": float("nan"), "net": ck["net"]}
+    slim = {k: ck[k] for k in ("config", "rate", "critic", "step", "elapsed") if k in ck}
+    slim.update(net=best["net"], best=best, hardware="NVIDIA H100 (device tool), "
+                f"{rate:.1f} steps/s measured with the phase's runs side by side")
+    torch.save(slim, out / "checkpoint.pt")
+    summary = {"run": out.name, "steps": ck["step"], "of": steps, "seconds": round(ck["elapsed"]),
+               "picked_step": best["step"], "val_dice": best["val_dice"],
+               "val_bpp_estimate_last": _last_val_bpp(out)}
+    (out / "summary.json").write_text(json.dumps(summary) + "\n")
+    print(json.dumps(summary), flush=True)
+
+
+def _last_val_bpp(out: Path):
+    import csv
+    rows = list(csv.DictReader(open(out / "val.csv")))
+    return float(rows[-1]["val_bpp_estimate"]) if rows else None
+
+
+def phase(n: int, specs: list[dict], runs: Path, out: Path) -> dict:
+    procs = []
+    for spec in specs:
+        path = runs / f"{spec['name']}.json"
+        path.write_text(json.dumps(spec))
+        log = open(runs / f"{spec['name']}.log", "w")
+        procs.append((spec, log, subprocess.Popen(
+            [sys.executable, __file__, "--packs", str(PACKS), "--one", str(path)],
+            stdout=log, stderr=subprocess.STDOUT)))
+    results = {}
+    for spec, log, proc in procs:
+        proc.wait()
+        log.close()
+        text = (runs / f"{spec['name']}.log").read_text()
+        print(f"--- {spec['name']} (rc {proc.returncode})\n" + text[-1500:], flush=True)
+        summary = runs / spec["name"] / "summary.json"
+        if summary.exists():
+            results[spec["name"]] = json.loads(summary.read_text())
+    with tarfile.open(out / f"phase{n}.tar", "w") as tar:
+        for spec in specs:
+            run = runs / spec["name"]
+            for f in ("checkpoint.pt", "log.csv", "val.csv", "config.json", "summary.json"):
+                if (run / f).exists():
+                    tar.add(run / f, arcname=f"{spec['name']}/{f}")
+            tar.add(runs / f"{spec['name']}.log", arcname=f"{spec['name']}/stdout.log")
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--packs", type=Path, default=Path(".gpu"), help="tools/gpu/pack.py's --out")
+    ap.add_argument("--runs", type=Path, default=Path("/tmp/runs"))
+    ap.add_argument("--deadline-s", type=float, default=470)
+    ap.add_argument("--scale", type=float, default=1.0, help="all budgets x this (tests)")
+    ap.add_argument("--tasks", default="isic,hippocampus")
+    ap.add_argument("--augs", default="flips,affine")
+    ap.add_argument("--long", type=float, help="only D4 from .gpu/teachers, this budget (s)")
+    ap.add_argument("--one", type=Path)
+    args = ap.parse_args()
+    global PACKS
+    PACKS = args.packs.resolve()
+    if args.one:
+        return worker(json.loads(args.one.read_text()))
+    from segcodec.train import recipes
+    t_start = time.time()
+    runs, out = args.runs, args.out
+    runs.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    budgets = [165 * args.scale, 185 * args.scale, 75 * args.scale]
+
+    def spec(name, recipe, budget, **changes):
+        cfg = recipes.config(recipe)
+        cfg.update(name=name, batch=GPU_BATCH[cfg["task_key"]], **changes)
+        for key in ("init", "init_segmentor", "teacher"):
+            if cfg.get(key):
+                cfg[key] = str(runs / changes.get(f"_{key}", cfg[key]) / "checkpoint.pt")
+        cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+        if cfg.get("init"):
+            cfg["init_segmentor"] = None  # the parent run already holds a trained s
+        return {"name": name, "cfg": cfg, "out": str(runs / name), "budget_s": budget}
+
+    tasks, augs = args.tasks.split(","), args.augs.split(",")
+    if args.long:
+        import shutil
+        teacher = {"isic": "isic-seg", "hippocampus": "hippocampus-seg-aff"}
+        for name in teacher.values():
+            (runs / name).mkdir(exist_ok=True)
+            shutil.copy(PACKS / "teachers" / name / "checkpoint.pt", runs / name)
+        p = [spec("isic-d4-aff-long", "isic-d4", args.long, augment="affine",
+                  _init_segmentor=teacher["isic"], _teacher=teacher["isic"]),
+             spec("hippocampus-d4-aff-long", "hippocampus-d4", args.long, augment="affine",
+                  _init_segmentor=teacher["hippocampus"], _teacher=teacher["hippocampus"]),
+             spec("hippocampus-d4-aff-long-s1", "hippocampus-d4", args.long, augment="affine",
+                  seed=1, _init_segmentor=teacher["hippocampus"],
+                  _teacher=teacher["hippocampus"])]
+        print("long", json.dumps(phase(4, p, runs, out)), flush=True)
+        return
+    p1 = [spec(f"{t}-seg{'-aff' if a == 'affine' else ''}", f"{t}-seg", budgets[0], augment=a)
+          for t in tasks for a in augs]
+    r1 = phase(1, p1, runs, out)
+    print("phase 1", json.dumps(r1), f"{time.time() - t_start:.0f} s", flush=True)
+    teacher = {}
+    for t in tasks:
+        done = {k: v for k, v in r1.items() if k.startswith(f"{t}-seg")}
+        if not done:
+            continue
+        teacher[t] = max(done, key=lambda k: done[k]["val_dice"])
+    p2 = []
+    for t in teacher:
+        for a in augs:
+            p2.append(spec(f"{t}-d4{'-aff' if a == 'affine' else ''}", f"{t}-d4", budgets[1],
+                           augment=a, _init_segmentor=teacher[t], _teacher=teacher[t]))
+    r2 = phase(2, p2, runs, out)
+    print("phase 2", json.dumps(r2), f"{time.time() - t_start:.0f} s", flush=True)
+    left = args.deadline_s - (time.time() - t_start) - 15
+    budget3 = max(30 * args.scale, min(budgets[2], left))
+    p3 = []
+    for t in tasks:
+        done = {k: v for k, v in r2.items() if k.startswith(f"{t}-d4")}
+        if not done:
+            continue
+        parent = max(done, key=lambda k: done[k]["val_dice"])
+        aug = "affine" if parent.endswith("-aff") else "flips"
+        for point in (2, 3, 4):
+            p3.append(spec(f"{parent}-r{point}", f"{t}-d4-r{point}", budget3, augment=aug,
+                           _init=parent, _teacher=teacher[t]))
+    r3 = phase(3, p3, runs, out)
+    print("phase 3", json.dumps(r3), f"{time.time() - t_start:.0f} s", flush=True)
+    (out / "summary.json").write_text(json.dumps({"teacher": teacher, "phase1": r1, "phase2": r2,
+                                                 "phase3": r3}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
