@@ -62,14 +62,16 @@ def measure(run: Path, root: Path, models: Path, cache: Path | None) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = ["# Runs on the validation split", "", f"`{result['command']}`; validation cases "
-             "carved from the training cases (the tests are never read); rates are whole-file "
-             "bytes x 8 / input pixels.", ""]
+    lines = ["# Runs on the validation split", ""]
+    lines += [f"`{c}`" for c in result["commands"]]
+    lines += ["", "Validation cases carved from the training cases (the tests are never read); "
+              "rates are whole-file bytes x 8 / input pixels.", ""]
     for task in sorted({r["task"] for r in result["rows"]}):
         rows = sorted((r for r in result["rows"] if r["task"] == task), key=lambda r: r["run"])
         lines += [f"## {task}", "", "| " + " | ".join(COLUMNS) + " |",
                   "|" + "---|" * len(COLUMNS)]
-        lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+        lines += ["| " + " | ".join(f"{r[c]:g}" if isinstance(r[c], float) else str(r[c])
+                                    for c in COLUMNS) + " |" for r in rows]
         lines.append("")
     return "\n".join(lines)
 
@@ -93,12 +95,13 @@ def main(argv=None) -> dict:
     for run in args.runs:
         rows.append(measure(run, args.data, scratch, args.cache))
         print(json.dumps(rows[-1]), flush=True)
+    commands = [command("validation", argv)]
     previous = args.out / "validation.json"
-    if previous.exists():
+    if previous.exists():  # earlier calls' rows stay, and the commands that measured them
+        old = json.loads(previous.read_text())
         measured = {(r["task"], r["run"]) for r in rows}
-        rows = [r for r in json.loads(previous.read_text())["rows"]
-                if (r["task"], r["run"]) not in measured] + rows
-    result = {"command": command("validation", argv),
-              "machine": machine(args.threads), "rows": rows}
+        rows = [r for r in old["rows"] if (r["task"], r["run"]) not in measured] + rows
+        commands = old.get("commands", []) + commands
+    result = {"commands": commands, "machine": machine(args.threads), "rows": rows}
     write_outputs(args.out, "validation", result, markdown(result))
     return result

@@ -195,9 +195,9 @@ def _default_labels(src: Path) -> Path:
 @main.command()
 @click.argument("sgc_files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Label file (.png, .nii.gz, .npy) or, for several inputs, an existing "
-                   "folder. Default: beside the input, as NAME.labels.<kind of the original "
-                   "input>.")
+              help="Label file (.png, .nii.gz, .npy, or .dcm: a DICOM Segmentation, with "
+                   "--source) or, for several inputs, an existing folder. Default: beside the "
+                   "input, as NAME.labels.<kind of the original input>.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where g and s run.")
 @_force
@@ -209,7 +209,8 @@ def _default_labels(src: Path) -> Path:
 @click.option("--overlay", type=click.Path(path_type=Path), metavar="PNG",
               help="Also write a quick look of the labels over the image (needs --source).")
 @click.option("--source", type=click.Path(path_type=Path),
-              help="The original image of a single .sgc, for --overlay.")
+              help="The original image (file or DICOM series folder) of a single .sgc, for "
+                   "--overlay or a .dcm output.")
 def segment(sgc_files, output, device, force, skip_existing, quiet, remote, token_file,
             overlay, source):
     """Turn .sgc files (or folders of them) into label maps, without rebuilding the image."""
@@ -220,10 +221,11 @@ def segment(sgc_files, output, device, force, skip_existing, quiet, remote, toke
             _fail(f"{src}: no .sgc files in this folder")
         sources += found
     jobs = _plan(sources, output, _default_labels, force, skip_existing)
-    if overlay is not None and (len(jobs) != 1 or remote):
-        _fail("--overlay takes one local .sgc file")
-    if source is not None and overlay is None:
-        _fail("--source is the image for --overlay; give both")
+    as_seg = output is not None and output.name.lower().endswith(".dcm")
+    if (overlay is not None or as_seg) and (len(jobs) != 1 or remote):
+        _fail("--overlay and a .dcm output take one local .sgc file")
+    if source is not None and overlay is None and not as_seg:
+        _fail("--source is the image for --overlay or a .dcm output; give one of them")
     if overlay is not None and overlay.exists() and not force:
         _fail(f"{overlay}: exists; --force replaces it")
     token = _run(read_token, token_file) if remote else None

@@ -69,12 +69,11 @@ def segment_remote_file(src, dst, url: str, token: str | None = None, *,
         default = destinations.default_labels_path(src, header)
         dst = default if dst is None else Path(dst) / default.name if Path(dst).is_dir() \
             else Path(dst)
-        sgio.check_label_path(dst, header.ndim)  # and a bad destination
+        segcodec.api.check_destination(dst, header)  # and a bad destination
         t1 = time.perf_counter()
         result = _fetch(data, url, token, timeout)
     t2 = time.perf_counter()
-    out = sgio.write_labels(dst, result.labels, result.affine, result.classes)
-    segcodec.api.write_sidecar(out, header.model_id)
+    out = segcodec.api.write_label_file(dst, result.labels, header, affine=result.affine)
     t3 = time.perf_counter()
     if not quiet:
         _report(str(src), url, result, [("read", t1 - t0), ("request", result.seconds),
@@ -138,8 +137,9 @@ def serve(host, port, device, token_file, max_body, max_queue, workers, max_batc
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("--remote", required=True, metavar="URL", help="The server, http://host:port.")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Label file (.png, .nii.gz, .npy) or folder. Default: beside the input, "
-                   "as NAME.labels.<kind of the input>.")
+              help="Label file (.png, .nii.gz, .npy; .dcm, a DICOM Segmentation, for a DICOM "
+                   "input) or folder. Default: beside the input, as NAME.labels.<kind of the "
+                   "input>.")
 @click.option("--model", help="Model name or id (default: by input kind, 2D or 3D).")
 @click.option("--no-geometry", is_flag=True,
               help="Keep voxel spacing and orientation off the wire; the labels still get "
@@ -172,13 +172,14 @@ def send_file(src, dst, url: str, token: str | None = None, *, model=None,
         dst = default if dst is None else Path(dst) / default.name if Path(dst).is_dir() \
             else Path(dst)
         destinations.not_the_input(src, dst)
-        sgio.check_label_path(dst, header.ndim)  # before the upload
+        # A DICOM input is the source of a DICOM Segmentation (-o seg.dcm).
+        source = src if loaded.source == "dicom" else None
+        segcodec.api.check_destination(dst, header, source)  # before the upload
         t2 = time.perf_counter()
         result = _fetch(data, url, token, timeout)
     t3 = time.perf_counter()
     affine = result.affine if result.affine is not None else loaded.affine
-    out = sgio.write_labels(dst, result.labels, affine, result.classes)
-    segcodec.api.write_sidecar(out, header.model_id)
+    out = segcodec.api.write_label_file(dst, result.labels, header, source, affine)
     t4 = time.perf_counter()
     _report(str(src), url, result, [("read", t1 - t0), ("encode", t2 - t1),
                                     ("request", result.seconds),

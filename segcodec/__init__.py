@@ -7,7 +7,7 @@
 from .container import Header
 from .errors import InputError, SgcError, SgcFormatError, UnknownModelError
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # The coding path needs torch; reading a header, --help and --version do not, so the API is
 # imported on first use (PEP 562).

@@ -252,8 +252,9 @@ def segment_file(src, dst=None, *, device: str = "auto", overlay=None, source=No
 
     Without ``dst``, or with a folder as ``dst``, the file is named after the input,
     ``NAME.labels.<ext>``, in the kind of file the image came from (format_spec.md §1.3).
-    ``overlay`` (a .png path) also writes a quick look of the labels over ``source``, the
-    original image file, which the ``.sgc`` does not hold.
+    ``source`` is the original image, which the ``.sgc`` does not hold: a ``.dcm`` ``dst``
+    is a DICOM Segmentation of that series (or image) (``segcodec.dicomseg``), and
+    ``overlay`` (a .png path) a quick look of the labels over it.
     """
     src = Path(src)
     try:
@@ -267,7 +268,7 @@ def segment_file(src, dst=None, *, device: str = "auto", overlay=None, source=No
     elif Path(dst).is_dir():
         dst = Path(dst) / default_labels_path(src, decoded.header).name
     not_the_input(src, dst)
-    sgio.check_label_path(dst, decoded.header.ndim)  # before g and s run
+    check_destination(dst, decoded.header, source)  # before g and s run
     image = None
     if overlay is not None:  # checked, like the labels' name, before g and s run
         for other in (p for p in (src, dst, source) if p is not None):
@@ -276,11 +277,42 @@ def segment_file(src, dst=None, *, device: str = "auto", overlay=None, source=No
             raise InputError(f"{overlay}: an overlay is a .png file in an existing folder")
         image = _overlay_source(source, decoded.header)
     labels = labels_from_latents(decoded, device)
-    out = sgio.write_labels(dst, labels, decoded.header.affine, len(decoded.model.labels))
-    write_sidecar(out, decoded.header.model_id)
+    out = write_label_file(dst, labels, decoded.header, source)
     if overlay is not None:
         from . import overlay as quick_look
         quick_look.write(overlay, image, labels, zoo.label_colours(len(decoded.model.labels)))
+    return out
+
+
+def check_destination(dst, header: Header, source=None) -> None:
+    """InputError unless the labels of a file with this header can be written to ``dst``: a
+    known kind of file, and for ``.dcm`` (a DICOM Segmentation) a ``source`` series (or
+    image) of the coded image's shape.  Checked before any network runs or upload starts."""
+    sgio.check_label_path(dst, header.ndim)
+    if sgio.suffix(Path(dst)) == ".dcm":
+        from . import dicomseg
+        if source is None:
+            raise InputError(f"{dst}: a DICOM Segmentation needs the source series "
+                             "(--source DIR): the .sgc holds no DICOM identifiers")
+        not_the_input(source, dst)
+        dicomseg.check_source(Path(source), header.shape)
+
+
+def write_label_file(dst, labels: np.ndarray, header: Header, source=None,
+                     affine=None) -> Path:
+    """Write ``labels`` as ``dst``'s name says (PNG, NIfTI, .npy, or with ``source`` a DICOM
+    Segmentation), with the ``NAME.labels.json`` sidecar; ``affine`` overrides the header's."""
+    sidecar = label_sidecar(header.model_id)
+    names = [label["name"] for label in sidecar["labels"]]
+    if sgio.suffix(Path(dst)) == ".dcm" and source is not None:
+        from . import dicomseg
+        seg = dicomseg.segmentation(labels, Path(source), names, sidecar["model"],
+                                    sidecar["model_id"])
+        out = sgio.atomic_write(Path(dst), lambda tmp: seg.save_as(tmp))
+    else:
+        out = sgio.write_labels(dst, labels, header.affine if affine is None else affine,
+                                len(names))
+    write_sidecar(out, header.model_id)
     return out
 
 

@@ -289,4 +289,4 @@ def test_overlay_never_replaces_the_source_or_the_labels(tmp_path):
                  "--overlay", tmp_path / "a.jpg", "--force", ok=False)
     assert "is the input" in result.output and (tmp_path / "a.jpg").read_bytes() == before
     result = run("segment", tmp_path / "a.sgc", "--source", tmp_path / "a.jpg", ok=False)
-    assert "give both" in result.output
+    assert "give one of them" in result.output

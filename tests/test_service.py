@@ -424,3 +424,24 @@ def test_a_file_declaring_more_voxels_than_the_limit_is_413_before_any_work(file
     monkeypatch.setattr(service.api, "decode", lambda data: pytest.fail("decoded"))
     message = error(http.post("/v1/segment", content=files[0][1]), 413, "too_large")
     assert "declares 65536 voxels" in message
+
+
+def test_send_of_a_dicom_series_can_answer_a_dicom_segmentation(url, tmp_path):
+    import highdicom as hd
+    from test_io import write_series
+    img = nib.load(HIPPO[0])
+    lps = img.as_reoriented(np.array([[0, -1], [1, -1], [2, 1]], dtype=float))
+    folder = tmp_path / "series"
+    folder.mkdir()
+    write_series(folder, np.asarray(lps.dataobj).astype(np.uint16), spacing=(1, 1, 1),
+                 origin=tuple(np.diag([-1.0, -1.0, 1.0]) @ lps.affine[:3, 3]))
+    result = CliRunner().invoke(cli_service.send, [str(folder), "--remote", url,
+                                                   "-o", str(tmp_path / "seg.dcm")])
+    assert result.exit_code == 0, result.output
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    local = segcodec.segment(segcodec.encode_file(folder, tmp_path / "x.sgc").read_bytes())
+    from segcodec.io import dicom
+    uids = [ds.SOPInstanceUID for _, ds in dicom.series(folder)]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
+                                               combine_segments=True)
+    np.testing.assert_array_equal(frames, local.transpose(2, 1, 0))

@@ -83,18 +83,22 @@ def label_suffix(source: str, ndim: int) -> str:
 def check_label_path(path, ndim: int) -> None:
     """InputError unless labels of ``ndim`` dimensions can be written under this name."""
     ext = suffix(Path(path))
-    if ext not in (".png",) + NIFTI_SUFFIXES + NPY_SUFFIXES:
-        raise InputError(f"{path}: labels can be written as .png, .nii, .nii.gz or .npy, "
-                         f"not {ext or '(no extension)'}")
+    if ext not in (".png", ".dcm") + NIFTI_SUFFIXES + NPY_SUFFIXES:
+        raise InputError(f"{path}: labels can be written as .png, .nii, .nii.gz, .npy or .dcm "
+                         f"(a DICOM Segmentation), not {ext or '(no extension)'}")
     if ext == ".png" and ndim != 2:
         raise InputError(f"{path}: PNG holds 2D labels; write a 3D label map as .nii.gz or .npy")
 
 
 def write_labels(path, labels: np.ndarray, affine: np.ndarray | None, n_labels: int) -> Path:
-    """Write a label map as PNG, NIfTI or .npy, chosen by the file name."""
+    """Write a label map as PNG, NIfTI or .npy, chosen by the file name (a DICOM
+    Segmentation needs its source series: ``segcodec.dicomseg``)."""
     path = Path(path)
     check_label_path(path, labels.ndim)
     ext = suffix(path)
+    if ext == ".dcm":
+        raise InputError(f"{path}: a DICOM Segmentation is made with its source series "
+                         "(--source DIR): the .sgc holds no DICOM identifiers")
     if ext == ".png":
         from . import raster
         return atomic_write(path, lambda tmp: raster.write_labels(tmp, labels, n_labels))

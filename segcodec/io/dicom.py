@@ -123,8 +123,9 @@ def _even_step(positions: list[float], folder: Path) -> None:
                          "a slice is missing or the series is uneven")
 
 
-def read_series(folder: Path) -> Loaded:
-    """All DICOM files of one series in a folder -> volume (column, row, slice), as dcm2niix."""
+def series(folder: Path) -> list[tuple[Path, "pydicom.Dataset"]]:
+    """The files of the one series in ``folder`` and their headers, in slice order (along the
+    slice normal, else by InstanceNumber); InputError for a mixed, uneven or non-image series."""
     files = sorted(p for p in folder.iterdir() if p.is_file())
     headers = []
     for p in files:
@@ -134,14 +135,12 @@ def read_series(folder: Path) -> Loaded:
             continue
     if not headers:
         raise InputError(f"{folder}: no DICOM files in this folder")
-    series = {getattr(ds, "SeriesInstanceUID", None) for _, ds in headers}
-    if len(series) > 1:
-        raise InputError(f"{folder}: holds {len(series)} DICOM series; pass one series per folder")
+    uids = {getattr(ds, "SeriesInstanceUID", None) for _, ds in headers}
+    if len(uids) > 1:
+        raise InputError(f"{folder}: holds {len(uids)} DICOM series; pass one series per folder")
     axes = _axes(headers[0][1])
     if axes is not None:
-        col_step, row_step, _ = axes
-        normal = np.cross(col_step / np.linalg.norm(col_step), row_step / np.linalg.norm(row_step))
-        key = [float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)))
+        key = [float(np.dot(_normal(axes), np.asarray(ds.ImagePositionPatient, dtype=float)))
                for _, ds in headers]
     else:
         key = [int(getattr(ds, "InstanceNumber", 0) or 0) for _, ds in headers]
@@ -150,17 +149,29 @@ def read_series(folder: Path) -> Loaded:
     order = np.argsort(key, kind="stable")
     if axes is not None:
         _even_step([key[i] for i in order], folder)
-    slices = [_pixels(_read(headers[i][0]), headers[i][0]) for i in order]
+    return [headers[i] for i in order]
+
+
+def _normal(axes) -> np.ndarray:
+    col_step, row_step, _ = axes
+    return np.cross(col_step / np.linalg.norm(col_step), row_step / np.linalg.norm(row_step))
+
+
+def read_series(folder: Path) -> Loaded:
+    """All DICOM files of one series in a folder -> volume (column, row, slice), as dcm2niix."""
+    headers = series(folder)
+    slices = [_pixels(_read(p), p) for p, _ in headers]
     if len({s.shape for s in slices}) != 1 or slices[0].ndim != 2:
         raise InputError(f"{folder}: slices differ in size or are not single-frame grayscale")
     volume = np.stack(slices, axis=-1).transpose(1, 0, 2)  # (column, row, slice)
+    axes = _axes(headers[0][1])
     affine = None
     if axes is not None:
-        col_step, row_step, origin = axes
-        first = np.asarray(headers[order[0]][1].ImagePositionPatient, dtype=float)
-        last = np.asarray(headers[order[-1]][1].ImagePositionPatient, dtype=float)
+        col_step, row_step, _ = axes
+        first = np.asarray(headers[0][1].ImagePositionPatient, dtype=float)
+        last = np.asarray(headers[-1][1].ImagePositionPatient, dtype=float)
         slice_step = (last - first) / (len(slices) - 1) if len(slices) > 1 \
-            else normal * _slice_thickness(headers[0][1])
+            else _normal(axes) * _slice_thickness(headers[0][1])
         lps = np.eye(4)
         lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = col_step, row_step, slice_step, first
         affine = _LPS_TO_RAS @ lps

@@ -1,0 +1,75 @@
+"""DICOM Segmentation output: made with highdicom from the source series, read back exactly."""
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from click.testing import CliRunner
+
+import segcodec
+from segcodec.cli.main import main
+from segcodec.io import dicom
+
+from conftest import HIPPO
+from test_io import write_series
+
+
+@pytest.fixture(scope="module")
+def coded_series(tmp_path_factory):
+    """A hippocampus volume written as a shuffled LPS DICOM series, and its .sgc."""
+    tmp = tmp_path_factory.mktemp("seg")
+    img = nib.load(HIPPO[0])
+    lps = img.as_reoriented(np.array([[0, -1], [1, -1], [2, 1]], dtype=float))
+    folder = tmp / "series"
+    folder.mkdir()
+    write_series(folder, np.asarray(lps.dataobj).astype(np.uint16), spacing=(1, 1, 1),
+                 origin=tuple(np.diag([-1.0, -1.0, 1.0]) @ lps.affine[:3, 3]))
+    sgc = segcodec.encode_file(folder, tmp / "x.sgc")
+    return folder, sgc
+
+
+def test_the_segmentation_holds_the_labels_of_each_source_slice(coded_series, tmp_path):
+    folder, sgc = coded_series
+    out = segcodec.segment_file(sgc, tmp_path / "seg.dcm", source=folder)
+    labels = np.load(segcodec.segment_file(sgc, tmp_path / "labels.npy"))
+    model = segcodec.decode(sgc.read_bytes()).model
+    seg = hd.seg.segread(out)
+    assert seg.SegmentationType == "BINARY" and seg.Modality == "SEG"
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == model.labels[1:]
+    assert seg.SegmentSequence[0].SegmentAlgorithmName == model.name
+    series = dicom.series(folder)
+    source = pydicom.dcmread(series[0][0])
+    assert seg.PatientID == source.PatientID and seg.StudyInstanceUID == source.StudyInstanceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    uids = [ds.SOPInstanceUID for _, ds in series]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
+                                               combine_segments=True)
+    assert labels.any()
+    np.testing.assert_array_equal(frames, labels.transpose(2, 1, 0))
+    again = pydicom.dcmread(out)  # plain pydicom reads it too
+    assert again.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+    assert int(again.NumberOfFrames) == len(uids) * (len(model.labels) - 1)
+
+
+def test_a_segmentation_needs_its_own_source_series(coded_series, tmp_path):
+    folder, sgc = coded_series
+    with pytest.raises(segcodec.InputError, match="source series"):
+        segcodec.segment_file(sgc, tmp_path / "seg.dcm")
+    other = tmp_path / "other"
+    other.mkdir()
+    write_series(other, np.zeros((20, 30, 5), np.uint16))
+    with pytest.raises(segcodec.InputError, match="not those of the source"):
+        segcodec.segment_file(sgc, tmp_path / "seg.dcm", source=other)
+    assert not list(tmp_path.glob("*.dcm")) and not list(tmp_path.glob(".*"))
+
+
+def test_cli_writes_a_segmentation_with_source_and_refuses_one_without(coded_series, tmp_path):
+    folder, sgc = coded_series
+    runner = CliRunner()
+    ok = runner.invoke(main, ["segment", str(sgc), "-o", str(tmp_path / "s.dcm"),
+                              "--source", str(folder)])
+    assert ok.exit_code == 0, ok.output
+    assert hd.seg.segread(tmp_path / "s.dcm").NumberOfFrames > 0
+    bad = runner.invoke(main, ["segment", str(sgc), "-o", str(tmp_path / "t.dcm")])
+    assert bad.exit_code == 1 and "source series" in bad.output
+    assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1
