@@ -1,4 +1,5 @@
-"""segcodec encode | segment | info | models | serve | send | train | reproduce | export."""
+"""segcodec encode | segment | info | models | evaluate | serve | send | train | reproduce |
+export."""
 from __future__ import annotations
 
 import contextlib
@@ -295,6 +296,38 @@ def models(as_json):
                        "`segcodec models --json` loads it)")
     if not index["models"] and not modelfiles.model_files():
         click.echo("no models installed")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="An MSD / nnU-Net folder (imagesTr/ + labelsTr/, or imagesTs/ + labelsTs/) "
+                   "or a folder of images/ and masks/.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Folder for cases.csv and summary.json. Default: evaluate-MODEL/.")
+@click.option("--force", is_flag=True, help="Code cases outside the model's domain too.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where g and s run.")
+def evaluate(model, data, output, force, device):
+    """Score MODEL on a labelled data set: per-case Dice, IoU, bytes and bpp (cases.csv),
+    and their means (summary.json)."""
+    from segcodec import evaluate as evaluation
+    from segcodec import zoo
+    out = output or Path(f"evaluate-{model}")
+    _run(zoo.find, model)  # a bad model or folder fails before the progress bar shows
+    _run(evaluation.cases, data)
+    with click.progressbar(length=1, label=f"evaluating {model}", file=sys.stderr) as bar:
+        def progress(done, total):
+            bar.length = total
+            bar.update(done - bar.pos)
+        summary = _run(evaluation.run, model, data, out, force=force, device=device,
+                       progress=progress)
+    means = ", ".join(f"{k} {v:.4g}" for k, v in summary["mean"].items())
+    click.echo(f"{summary['model']} on {summary['coded']} of {summary['cases']} cases: "
+               f"{means or 'none coded'} -> {out}")
+    if summary["failed"]:
+        click.echo(f"segcodec: {summary['failed']} case(s) not coded; their errors are in "
+                   f"{out / 'cases.csv'}", err=True)
 
 
 main.add_command(serve)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..networks import Compressor, Reconstructor, SegCodecNet, Segmentor, binarize
+from ..metrics import scores
 from ..transforms import labels_from_logits
 from .critic import Critic
 from .losses import ContextRate, loss_dis, loss_distil, loss_seg
@@ -115,17 +116,6 @@ def _affine(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator):
     t = F.grid_sample(t, grid, padding_mode="reflection", align_corners=False)
     shape = (n, x.shape[1]) + (1,) * nd
     return x * (1 + 0.1 * draw(*shape)) + 0.1 * draw(*shape), t
-
-
-def scores(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> dict:
-    """Dice and IoU per foreground class (1.0 where both maps lack the class)."""
-    dice, iou = [], []
-    for c in range(1, n_classes):
-        a, b = pred == c, truth == c
-        inter, union = int((a & b).sum()), int((a | b).sum())
-        dice.append(1.0 if union == 0 else 2 * inter / (a.sum() + b.sum()))
-        iou.append(1.0 if union == 0 else inter / union)
-    return {"dice": dice, "iou": iou}
 
 
 @torch.no_grad()
