@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import segcodec
-from segcodec import zoo
+from segcodec import metrics, zoo
 from segcodec.train import data as datasets
 from segcodec.train import loop, recipes
 from segcodec.transforms import labels_from_logits, normalise, resample
@@ -158,7 +158,7 @@ def untrained_segmentor(task: str, name: str) -> Segmentor:
 
 def mean_dice(labels: np.ndarray, truth: np.ndarray, task: str) -> float:
     """Dice averaged over the task's foreground classes (1.0 for a class both lack)."""
-    return statistics.fmean(loop.scores(labels, truth, n_classes(task))["dice"])
+    return statistics.fmean(metrics.scores(labels, truth, n_classes(task))["dice"])
 
 
 # Timing and memory

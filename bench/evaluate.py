@@ -17,9 +17,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import segcodec
-from segcodec import entropy, zoo
+from segcodec import entropy, metrics, zoo
 from segcodec.train import data as datasets
-from segcodec.train import loop
 
 from .common import RESULTS, command, from_chw, machine, median_seconds
 
@@ -74,7 +73,7 @@ def evaluate(model: zoo.Model, pairs, kind: str, geometry: bool) -> dict:
         payloads.append(len(data) - header_bytes)
         sizes.append(len(data))
         bpp.append(len(data) * 8 / truth.size)
-        scores.append(loop.scores(labels, truth, len(model.labels))["dice"])
+        scores.append(metrics.scores(labels, truth, len(model.labels))["dice"])
     scores = np.asarray(scores)
     return {"cases": len(pairs), "geometry": geometry, "mean_bpp": round(float(np.mean(bpp)), 5),
             "mean_bytes": round(float(np.mean(sizes)), 1), "max_bytes": int(max(sizes)),

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import segcodec
-from segcodec import api, bits, container, entropy, labelcodec, modelfiles, zoo
+from segcodec import api, bits, container, entropy, labelcodec, metrics, modelfiles, zoo
 from segcodec.train import data as datasets
 from segcodec.train import export, loop, recipes
 from segcodec.transforms import labels_from_logits, normalise, resample
@@ -170,7 +170,7 @@ def measure(task: str, cases: list[Case], segs: list[Segmentor], models, autoseg
                                     "encode_s": [], "decode_s": [], "segment_s": []})
         p["bytes"].append(size)
         p["bpp"].append(size * 8 / case.pixels)
-        s = loop.scores(labels, case.truth, classes)
+        s = metrics.scores(labels, case.truth, classes)
         p["dice"].append(s["dice"])
         p["iou"].append(s["iou"])
         for k, v in (("encode_s", enc), ("decode_s", dec), ("segment_s", seg)):
