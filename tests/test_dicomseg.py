@@ -1,6 +1,5 @@
 """DICOM Segmentation output: made with highdicom from the source series, read back exactly."""
 import highdicom as hd
-import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -10,20 +9,14 @@ import segcodec
 from segcodec.cli.main import main
 from segcodec.io import dicom
 
-from conftest import HIPPO
-from test_io import write_series
+from test_io import write_lps_series, write_series
 
 
 @pytest.fixture(scope="module")
 def coded_series(tmp_path_factory):
     """A hippocampus volume written as a shuffled LPS DICOM series, and its .sgc."""
     tmp = tmp_path_factory.mktemp("seg")
-    img = nib.load(HIPPO[0])
-    lps = img.as_reoriented(np.array([[0, -1], [1, -1], [2, 1]], dtype=float))
-    folder = tmp / "series"
-    folder.mkdir()
-    write_series(folder, np.asarray(lps.dataobj).astype(np.uint16), spacing=(1, 1, 1),
-                 origin=tuple(np.diag([-1.0, -1.0, 1.0]) @ lps.affine[:3, 3]))
+    folder = write_lps_series(tmp / "series")
     sgc = segcodec.encode_file(folder, tmp / "x.sgc")
     return folder, sgc
 

@@ -42,6 +42,17 @@ def write_series(folder, volume, spacing=(0.9, 0.8, 1.5), origin=(10.0, -20.0, 3
         ds.save_as(folder / f"slice{n:03d}.dcm", enforce_file_format=True)
 
 
+def write_lps_series(folder, nifti=HIPPO[0]):
+    """A NIfTI volume as a scanner stores it (columns towards the patient's left, rows towards
+    posterior, axial slices at their LPS positions), written as a shuffled DICOM series."""
+    img = nib.load(nifti)
+    lps = img.as_reoriented(np.array([[0, -1], [1, -1], [2, 1]], dtype=float))
+    folder.mkdir(exist_ok=True)
+    write_series(folder, np.asarray(lps.dataobj).astype(np.uint16), spacing=(1, 1, 1),
+                 origin=tuple(np.diag([-1.0, -1.0, 1.0]) @ lps.affine[:3, 3]))
+    return folder
+
+
 @pytest.fixture
 def series(tmp_path):
     volume = np.asarray(nib.load(HIPPO[0]).dataobj).astype(np.uint16)

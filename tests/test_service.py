@@ -428,13 +428,8 @@ def test_a_file_declaring_more_voxels_than_the_limit_is_413_before_any_work(file
 
 def test_send_of_a_dicom_series_can_answer_a_dicom_segmentation(url, tmp_path):
     import highdicom as hd
-    from test_io import write_series
-    img = nib.load(HIPPO[0])
-    lps = img.as_reoriented(np.array([[0, -1], [1, -1], [2, 1]], dtype=float))
-    folder = tmp_path / "series"
-    folder.mkdir()
-    write_series(folder, np.asarray(lps.dataobj).astype(np.uint16), spacing=(1, 1, 1),
-                 origin=tuple(np.diag([-1.0, -1.0, 1.0]) @ lps.affine[:3, 3]))
+    from test_io import write_lps_series
+    folder = write_lps_series(tmp_path / "series")
     result = CliRunner().invoke(cli_service.send, [str(folder), "--remote", url,
                                                    "-o", str(tmp_path / "seg.dcm")])
     assert result.exit_code == 0, result.output
