@@ -19,7 +19,7 @@ import segcodec
 from segcodec import destinations, modelfiles
 from segcodec import io as sgio
 
-from .service import read_token, segment_remote_file, send, serve
+from .service import device_option, read_token, segment_remote_file, send, serve
 from .train import export, reproduce, train
 
 _INPUT_SUFFIXES = sgio.RASTER_SUFFIXES + sgio.NIFTI_SUFFIXES + sgio.NPY_SUFFIXES
@@ -199,8 +199,7 @@ def _default_labels(src: Path) -> Path:
               help="Label file (.png, .nii.gz, .npy, or .dcm: a DICOM Segmentation, with "
                    "--source) or, for several inputs, an existing folder. Default: beside the "
                    "input, as NAME.labels.<kind of the original input>.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Where g and s run.")
+@device_option
 @_force
 @_skip
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
@@ -306,8 +305,7 @@ def models(as_json):
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Folder for cases.csv and summary.json. Default: evaluate-MODEL/.")
 @click.option("--force", is_flag=True, help="Code cases outside the model's domain too.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Where g and s run.")
+@device_option
 def evaluate(model, data, output, force, device):
     """Score MODEL on a labelled data set: per-case Dice, IoU, bytes and bpp (cases.csv),
     and their means (summary.json)."""

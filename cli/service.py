@@ -16,6 +16,10 @@ from segcodec.errors import naming  # errors name the file, as local `segment` d
 TOKEN_ENV = "SEGCODEC_TOKEN"
 
 
+# Checked by segcodec.api.resolve_device, which names what it accepts in its one-line error.
+device_option = click.option("--device", default="auto", show_default=True,
+                             help="Where g and s run: auto, cpu, cuda or cuda:N.")
+
 def _fail(message: str) -> None:
     click.echo(f"segcodec: error: {message}", err=True)
     sys.exit(1)
@@ -86,8 +90,7 @@ def segment_remote_file(src, dst, url: str, token: str | None = None, *,
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Where g and s run.")
+@device_option
 @click.option("--token-file", type=click.Path(path_type=Path),
               help="Require 'Authorization: Bearer <first line of this file>'.")
 @click.option("--max-body", default=1 << 20, show_default=True, type=click.IntRange(64),

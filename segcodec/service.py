@@ -1,6 +1,6 @@
 """The segmentation service: POST a ``.sgc`` file, get its label map back.
 
-    segcodec serve --host 127.0.0.1 --port 8080 [--device auto|cpu|cuda] [--token-file F]
+    segcodec serve --host 127.0.0.1 --port 8080 [--device auto|cpu|cuda|cuda:N] [--token-file F]
 
 ``POST /v1/segment``  body: a ``.sgc`` file.  Answer: the label map, as a label stream
     (``application/x-segcodec-labels``, format_spec.md §7: lossless, geometry inside) unless the
@@ -178,7 +178,7 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
     is answered 413 before g and s run: a 170-byte upload may declare a 406³ image.
     """
     dev = api.resolve_device(device)  # InputError for cuda without a GPU: fail at start-up
-    device = dev.type
+    device = str(dev)  # "cuda:1" stays on GPU 1
     models = zoo.installed()
     for m in models.values():
         m.net_on(dev)

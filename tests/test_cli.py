@@ -290,3 +290,14 @@ def test_overlay_never_replaces_the_source_or_the_labels(tmp_path):
     assert "is the input" in result.output and (tmp_path / "a.jpg").read_bytes() == before
     result = run("segment", tmp_path / "a.sgc", "--source", tmp_path / "a.jpg", ok=False)
     assert "give one of them" in result.output
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:99"])
+def test_an_unusable_device_is_a_one_line_error_and_writes_nothing(tmp_path, device):
+    shutil.copy(ISIC[0], tmp_path / "a.jpg")
+    run("encode", tmp_path / "a.jpg", tmp_path / "a.sgc")
+    result = run("segment", tmp_path / "a.sgc", "--device", device, ok=False)
+    assert "device" in result.output and "Traceback" not in result.output
+    assert not list(tmp_path.glob("a.labels.*"))
+    result = run("serve", "--device", device, ok=False)
+    assert "device" in result.output and len(result.output.strip().splitlines()) == 1
