@@ -139,8 +139,15 @@ def load_file(path: Path) -> Model:
 
 
 _cache: dict[bytes, Model] | None = None
+_files: dict[Path, Model] = {}  # each file loaded once, whether by get() or installed()
 _broken: dict[Path, str] = {}
 _cache_lock = threading.Lock()
+
+
+def _load(path: Path) -> Model:
+    if path not in _files:
+        _files[path] = load_file(path)
+    return _files[path]
 
 
 def installed() -> dict[bytes, Model]:
@@ -153,7 +160,7 @@ def installed() -> dict[bytes, Model]:
             _broken.clear()
             for path in model_files():
                 try:
-                    model = load_file(path)
+                    model = _load(path)
                 except (SgcError, OSError) as exc:
                     _broken[path] = str(exc)
                     continue
@@ -177,11 +184,30 @@ def reload() -> None:
     global _cache
     with _cache_lock:
         _cache = None
+        _files.clear()
 
 
 def get(model_id: bytes) -> Model:
+    """The installed model with this id.  A model file is named by its hash, which begins
+    with the id, so only the file that can hold it is loaded (decoding one file does not
+    load every installed model); the full scan names what is installed when none does."""
+    key = bytes(model_id)
+    with _cache_lock:
+        if _cache is not None and key in _cache:
+            return _cache[key]
+        if _cache is None:
+            for path in model_files():
+                match = _NAME.match(path.name)
+                if not match or match["hash"] != key.hex()[:8]:
+                    continue
+                try:
+                    model = _load(path)
+                except (SgcError, OSError):
+                    continue  # installed() sets it aside with its reason
+                if model.model_id == key:
+                    return model
     try:
-        return installed()[bytes(model_id)]
+        return installed()[key]
     except KeyError:
         raise UnknownModelError(f"unknown model id {bytes(model_id).hex()}: this install has "
                                 f"{', '.join(m.hex() for m in installed()) or 'no models'}"

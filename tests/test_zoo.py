@@ -156,3 +156,21 @@ def test_any_malformed_model_file_is_an_sgc_error(extra_models, content):
     with pytest.raises(SgcError, match="not a valid segcodec model"):
         zoo.load_file(path)
     assert path in zoo.broken()
+
+
+def test_a_file_is_decoded_after_loading_only_its_own_model(extra_models, monkeypatch):
+    path = tiny_model(extra_models)
+    (extra_models / "broken-00000000.sgm").write_bytes(b"not a model")
+    tiny_id = zoo.load_file(path).model_id
+    zoo.reload()
+    loaded = []
+    real = zoo.load_file
+    monkeypatch.setattr(zoo, "load_file", lambda p: loaded.append(p.name) or real(p))
+    assert zoo.get(tiny_id).name == "tiny"
+    assert loaded == [path.name]  # not the shipped models, not the broken file
+    assert zoo.get(tiny_id) is zoo.get(tiny_id) and len(loaded) == 1
+    zoo.installed()  # the full scan reuses what is loaded and sets the broken file aside
+    assert loaded.count(path.name) == 1 and "broken-00000000.sgm" in {p.name for p in
+                                                                     zoo.broken()}
+    with pytest.raises(UnknownModelError, match="unknown model id"):
+        zoo.get(bytes(6))
