@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..networks import Compressor, Reconstructor, SegCodecNet, Segmentor, binarize
 from ..metrics import scores
+from ..networks import Compressor, Reconstructor, SegCodecNet, Segmentor, binarize
 from ..transforms import labels_from_logits
 from .critic import Critic
 from .losses import ContextRate, loss_dis, loss_distil, loss_seg
