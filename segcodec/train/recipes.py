@@ -16,9 +16,9 @@ g(latents) is distilled towards ``seg`` on the image (``distil_weight``,
 ``losses.loss_distil``).  Every run scores a validation split carved from the training cases
 and keeps its best weights (``loop.train``); the test cases are never seen.
 
-``-rN`` after ``d4`` picks rate point N: ``d4`` fine-tuned for an eighth of its steps with the
-weight of ``loss_cr`` times 3**(N-1) (a curve costs a fraction of training each point anew),
-its weights picked from the second half.
+``-rN`` after ``d4`` picks rate point N: ``d4`` fine-tuned for an eighth of its steps (or the
+task's ``rate_point`` steps) with the weight of ``loss_cr`` times 3**(N-1) (a curve costs a
+fraction of training each point anew), its weights picked from the second half.
 
 The v3 recipes are those of the runs trained on one H100 (``tools/gpu``): larger batches,
 affine augmentation (``loop.augment``) where it won on the validation split, and the steps
@@ -61,7 +61,9 @@ TASKS = {
                  "g_widths": [32, 16, 8], "s_widths": [8, 16, 32], "s_norm": True,
                  "n_classes": 3, "work_shape": [32, 48, 32]},
         "critic_widths": [16, 32],
-        "batch": 16, "lr": 2e-3, "steps": {"seg": 4667, "other": 1642}, "rate_weight": 0.1,
+        # Rate points: the 242 steps that hippocampus-v3's fine-tune's budget bought.
+        "batch": 16, "lr": 2e-3, "steps": {"seg": 4667, "other": 1642, "rate_point": 242},
+        "rate_weight": 0.1,
         # Validation mean Dice of the references: 0.860 with flips, 0.876 with affine; of D4:
         # 0.833 and 0.847.
         "augment": {"seg": "affine", "other": "affine"},
@@ -120,6 +122,6 @@ def config(name_or_path: str) -> dict:
     }
     if point != 1:
         # Picked from the second half: the first steps still code at the parent's rate.
-        cfg.update(init=f"{m['task']}-d4", steps=steps // 8, lr=task["lr"] / 4,
-                   rate_ramp=0.0, select_from=0.5)
+        cfg.update(init=f"{m['task']}-d4", steps=task["steps"].get("rate_point", steps // 8),
+                   lr=task["lr"] / 4, rate_ramp=0.0, select_from=0.5)
     return cfg
