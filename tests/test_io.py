@@ -13,7 +13,7 @@ import segcodec
 from segcodec import io as sgio
 from segcodec.errors import InputError
 
-from conftest import HIPPO
+from conftest import HIPPO, ISIC
 
 
 def write_series(folder, volume, spacing=(0.9, 0.8, 1.5), origin=(10.0, -20.0, 30.0),
@@ -93,6 +93,24 @@ def test_single_dicom_file_is_a_2d_image(tmp_path):
     # code a saturated image into a confident "lesion".
     with pytest.raises(InputError, match="isic-lesion.*-896..1167"):
         segcodec.encode(loaded.array, kind="2d", affine=loaded.affine, source="dicom")
+
+
+def test_a_photograph_stored_in_12_of_16_bits_is_read_at_its_stated_depth(tmp_path):
+    rgb = np.asarray(Image.open(ISIC[0]).convert("RGB"))[:64, :80]
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    for key in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+        if key in ds:
+            delattr(ds, key)
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = (rgb.astype(np.uint32) * 4095 // 255).astype(np.uint16).tobytes()  # 4095: white
+    ds.save_as(tmp_path / "photo.dcm", enforce_file_format=True)
+    loaded = sgio.read(tmp_path / "photo.dcm")
+    assert loaded.array.dtype == np.uint16 and loaded.array.shape == rgb.shape
+    # On the photograph rules' scale (uint16: 65535 is white) it is the 8-bit image.
+    np.testing.assert_allclose(loaded.array / 65535, rgb / 255, atol=1.5 / 255)
 
 
 def test_folder_with_two_series_is_refused(series, tmp_path):

@@ -72,9 +72,23 @@ def _axes(ds):
     return iop[:3] * spacing[1], iop[3:] * spacing[0], origin
 
 
+def _full_range(pixels: np.ndarray, ds) -> np.ndarray:
+    """Unsigned integers stored in fewer bits than their type (BitsStored 12 of 16, say) scaled
+    to the type's whole range, where the photograph rules read white (api.encode)."""
+    try:
+        stored = int(ds.BitsStored)
+    except (AttributeError, TypeError, ValueError):
+        return pixels
+    if pixels.dtype.kind != "u" or not 1 <= stored < 8 * pixels.dtype.itemsize:
+        return pixels
+    top = np.iinfo(pixels.dtype).max
+    scaled = np.minimum(pixels, 2 ** stored - 1).astype(np.float64) * (top / (2 ** stored - 1))
+    return np.rint(scaled).astype(pixels.dtype)
+
+
 def read_file(path: Path) -> Loaded:
     ds = _read(path)
-    pixels = _pixels(ds, path)
+    pixels = _full_range(_pixels(ds, path), ds)
     if pixels.ndim == 3 and getattr(ds, "NumberOfFrames", 1) > 1:
         raise InputError(f"{path}: multi-frame DICOM is not supported; pass a series folder")
     if pixels.ndim == 3:  # RGB single frame
