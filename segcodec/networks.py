@@ -143,10 +143,34 @@ class SegCodecNet(nn.Module):
 
     def forward(self, x: torch.Tensor, stochastic: bool = True, features: list | None = None):
         """Training path: returns (class logits, bit probabilities, bits)."""
-        p = torch.sigmoid(self.compressor(x))
-        z = binarize(p) if stochastic else (p > 0.5).to(p.dtype)
-        z = p + (z - p).detach()  # straight-through gradient
+        p, z = latent_bits(self.compressor, x, stochastic)
         return self.decode_logits(z, features), p, z
+
+
+class AutoEncoder(nn.Module):
+    """Auto/Seg's codec (the paper's baseline): C and an image decoder, g with the image's
+    channels out, trained on pixel MSE; a segmentor then segments its reconstruction."""
+
+    def __init__(self, arch: dict):
+        super().__init__()
+        nd = arch["ndim"]
+        self.compressor = Compressor(nd, arch["in_channels"], arch["latent_channels"],
+                                     arch["c_widths"])
+        self.reconstructor = Reconstructor(nd, arch["latent_channels"], arch["g_widths"],
+                                           out_channels=arch["in_channels"])
+
+    def forward(self, x: torch.Tensor, stochastic: bool = True):
+        """Returns (reconstruction, bit probabilities, bits)."""
+        p, z = latent_bits(self.compressor, x, stochastic)
+        return self.reconstructor(z), p, z
+
+
+def latent_bits(compressor: nn.Module, x: torch.Tensor, stochastic: bool = True):
+    """(bit probabilities, bits) of C on ``x``: sampled in training (``binarize``), thresholded
+    otherwise, with a straight-through gradient to the probabilities."""
+    p = torch.sigmoid(compressor(x))
+    z = binarize(p) if stochastic else (p > 0.5).to(p.dtype)
+    return p, p + (z - p).detach()
 
 
 def binarize(p: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics import scores
-from ..networks import Compressor, Reconstructor, SegCodecNet, Segmentor, binarize
+from ..networks import AutoEncoder, SegCodecNet, Segmentor
 from ..transforms import labels_from_logits
 from .critic import Critic
 from .losses import ContextRate, loss_dis, loss_distil, loss_seg
@@ -33,24 +33,6 @@ DEFAULTS = {"augment": "flips"}  # what configs written before the key existed m
 LOG_COLUMNS = ["step", "elapsed_s", "loss", "loss_seg", "loss_dis", "loss_cr_bpp", "loss_distil",
                "dice"]
 VAL_COLUMNS = ["step", "val_dice", "val_dice_classes", "val_bpp_estimate"]
-
-
-class AutoEncoder(nn.Module):
-    """Auto/Seg's codec: C and an image decoder (g with image channels out), pixel MSE."""
-
-    def __init__(self, arch: dict):
-        super().__init__()
-        nd = arch["ndim"]
-        self.compressor = Compressor(nd, arch["in_channels"], arch["latent_channels"],
-                                     arch["c_widths"])
-        self.reconstructor = Reconstructor(nd, arch["latent_channels"], arch["g_widths"],
-                                           out_channels=arch["in_channels"])
-
-    def forward(self, x: torch.Tensor, stochastic: bool = True):
-        p = torch.sigmoid(self.compressor(x))
-        z = binarize(p) if stochastic else (p > 0.5).to(p.dtype)
-        z = p + (z - p).detach()
-        return self.reconstructor(z), p, z
 
 
 def build_net(cfg: dict) -> nn.Module:
