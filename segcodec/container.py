@@ -47,6 +47,19 @@ class Header:
     def ndim(self) -> int:
         return len(self.shape)
 
+    def _key(self) -> tuple:
+        # The affine (an array) and the metadata (a dict) by value, so headers compare and hash.
+        affine = None if self.affine is None else tuple(np.asarray(self.affine).ravel().tolist())
+        metadata = None if self.metadata is None else json.dumps(self.metadata, sort_keys=True)
+        return (self.model_id, tuple(self.shape), self.channels, tuple(self.latent_shape),
+                self.source, affine, metadata)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Header) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
     def to_dict(self) -> dict:
         return {"format_version": VERSION, "model_id": self.model_id.hex(),
                 "shape": list(self.shape), "channels": self.channels,

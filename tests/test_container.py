@@ -183,3 +183,16 @@ def test_mutated_files_only_raise_sgc_errors(data):
             container.read(candidate)
         except SgcError:
             pass
+
+
+def test_headers_with_geometry_and_metadata_compare_and_hash_by_value():
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    h = Header(model_id=MID, shape=(35, 51, 40), channels=1, latent_shape=(2, 9, 13, 10),
+               source="nifti", affine=affine, metadata={"site": "A", "n": 3})
+    got, _ = container.read(container.write(h, b""))
+    assert got == h and hash(got) == hash(h) and len({got, h}) == 1
+    moved = affine.copy()
+    moved[0, 3] = 1.0
+    assert Header(**{**h.__dict__, "affine": moved}) != h
+    assert Header(**{**h.__dict__, "metadata": {"n": 3, "site": "B"}}) != h
+    assert Header(**{**h.__dict__, "affine": None}) != h and h != "not a header"
