@@ -113,6 +113,23 @@ def test_a_photograph_stored_in_12_of_16_bits_is_read_at_its_stated_depth(tmp_pa
     np.testing.assert_allclose(loaded.array / 65535, rgb / 255, atol=1.5 / 255)
 
 
+def test_dicom_declaring_too_many_pixels_is_refused_before_decoding(tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    write_series(folder, np.zeros((4, 4, 3), np.uint16), shuffle=False)
+    for p in sorted(folder.iterdir()):  # three small files that claim 5000x5000 each
+        ds = pydicom.dcmread(p)
+        ds.Rows = ds.Columns = 5000
+        ds.save_as(p)
+    with pytest.raises(InputError, match="declares 75000000 pixels"):
+        sgio.read(folder)
+    ds = pydicom.dcmread(sorted(folder.iterdir())[0])
+    ds.Rows = ds.Columns = 9000
+    ds.save_as(tmp_path / "one.dcm")
+    with pytest.raises(InputError, match="declares 81000000 pixels"):
+        sgio.read(tmp_path / "one.dcm")
+
+
 def test_folder_with_two_series_is_refused(series, tmp_path):
     folder, volume = series
     write_series(folder, volume[:, :, :3], shuffle=False)

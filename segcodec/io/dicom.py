@@ -13,6 +13,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
+from ..container import MAX_PIXELS
 from ..errors import InputError
 from . import Loaded
 
@@ -41,8 +42,25 @@ def _check_image(ds, path) -> None:
         raise InputError(f"{path}: is {kind}, not an image to segment")
 
 
+def _declared_pixels(ds) -> int:
+    """Rows x Columns x frames of one file, from its header (samples per pixel aside)."""
+    try:
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        return int(ds.Rows) * int(ds.Columns) * max(frames, 1)
+    except (AttributeError, TypeError, ValueError):
+        return 0  # no image attributes: pixel decoding names the problem
+
+
+def _check_size(pixels: int, where) -> None:
+    """Before any pixel is decoded: a small compressed file cannot make us inflate gigabytes."""
+    if pixels > MAX_PIXELS:
+        raise InputError(f"{where}: declares {pixels} pixels, more than the limit of "
+                         f"{MAX_PIXELS}")
+
+
 def _pixels(ds, path) -> np.ndarray:
     _check_image(ds, path)
+    _check_size(_declared_pixels(ds), path)
     try:
         if getattr(ds, "PhotometricInterpretation", "") == "PALETTE COLOR":
             from pydicom.pixels import apply_color_lut
@@ -174,6 +192,7 @@ def _normal(axes) -> np.ndarray:
 def read_series(folder: Path) -> Loaded:
     """All DICOM files of one series in a folder -> volume (column, row, slice), as dcm2niix."""
     headers = series(folder)
+    _check_size(sum(_declared_pixels(ds) for _, ds in headers), folder)
     slices = [_pixels(_read(p), p) for p, _ in headers]
     if len({s.shape for s in slices}) != 1 or slices[0].ndim != 2:
         raise InputError(f"{folder}: slices differ in size or are not single-frame grayscale")
