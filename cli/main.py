@@ -221,7 +221,7 @@ def segment(sgc_files, output, device, force, skip_existing, quiet, remote, toke
             _fail(f"{src}: no .sgc files in this folder")
         sources += found
     jobs = _plan(sources, output, _default_labels, force, skip_existing)
-    as_seg = output is not None and output.name.lower().endswith(".dcm")
+    as_seg = output is not None and sgio.suffix(output) == ".dcm"
     if (overlay is not None or as_seg) and (len(jobs) != 1 or remote):
         _fail("--overlay and a .dcm output take one local .sgc file")
     if source is not None and overlay is None and not as_seg:
@@ -312,13 +312,13 @@ def evaluate(model, data, output, force, device):
     from segcodec import evaluate as evaluation
     from segcodec import zoo
     out = output or Path(f"evaluate-{model}")
-    _run(zoo.find, model)  # a bad model or folder fails before the progress bar shows
+    found = _run(zoo.find, model)  # a bad model or folder fails before the progress bar shows
     _run(evaluation.cases, data)
     with click.progressbar(length=1, label=f"evaluating {model}", file=sys.stderr) as bar:
         def progress(done, total):
             bar.length = total
             bar.update(done - bar.pos)
-        summary = _run(evaluation.run, model, data, out, force=force, device=device,
+        summary = _run(evaluation.run, found, data, out, force=force, device=device,
                        progress=progress)
     means = ", ".join(f"{k} {v:.4g}" for k, v in summary["mean"].items())
     click.echo(f"{summary['model']} on {summary['coded']} of {summary['cases']} cases: "

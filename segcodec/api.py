@@ -312,7 +312,7 @@ def write_label_file(dst, labels: np.ndarray, header: Header, source=None,
     else:
         out = sgio.write_labels(dst, labels, header.affine if affine is None else affine,
                                 len(names))
-    write_sidecar(out, header.model_id)
+    write_sidecar(out, sidecar)
     return out
 
 
@@ -348,8 +348,9 @@ def label_sidecar(model_id: bytes) -> dict:
                                                               entry["colours"]))]}
 
 
-def write_sidecar(labels_path, model_id: bytes) -> Path:
-    """``NAME.labels.json`` beside the label map (replacing one there: it belongs to it)."""
-    text = json.dumps(label_sidecar(model_id), indent=1) + "\n"
+def write_sidecar(labels_path, sidecar: dict) -> Path:
+    """``NAME.labels.json`` (``label_sidecar``) beside the label map (replacing one there: it
+    belongs to it)."""
+    text = json.dumps(sidecar, indent=1) + "\n"
     return sgio.atomic_write(sidecar_path(labels_path),
                              lambda tmp: Path(tmp).write_text(text))

@@ -62,9 +62,23 @@ def frames(labels: np.ndarray, n_images: int, rows: int, columns: int) -> np.nda
 
 
 def check_source(source: Path, shape) -> None:
-    """InputError unless ``source`` is a DICOM series (or image) of the coded image's shape."""
-    images = source_images(source)
-    frames(np.zeros(shape, np.uint8), len(images), int(images[0].Rows), int(images[0].Columns))
+    """InputError unless ``source`` is a DICOM series (or image) of the coded image's shape;
+    from the headers alone (the pixels are read once, by ``segmentation``)."""
+    import pydicom
+
+    from .io import dicom
+    if source.is_dir():
+        headers = [ds for _, ds in dicom.series(source)]
+    else:
+        try:
+            headers = [pydicom.dcmread(source, stop_before_pixels=True)]
+        except Exception as exc:  # pydicom raises many kinds for a file that is not DICOM
+            raise InputError(f"{source}: not a readable DICOM source ({exc})") from None
+    try:
+        rows, columns = int(headers[0].Rows), int(headers[0].Columns)
+    except (AttributeError, TypeError, ValueError):
+        raise InputError(f"{source}: not a DICOM image (no Rows and Columns)") from None
+    frames(np.zeros(shape, np.uint8), len(headers), rows, columns)
 
 
 def segmentation(labels: np.ndarray, source: Path, label_names: list[str], model_name: str,

@@ -45,14 +45,13 @@ def _pairs_msd(images: Path, labels: Path) -> list[tuple[str, Path, Path]]:
     for image in sorted(p for p in images.iterdir() if sgio.suffix(p) in sgio.NIFTI_SUFFIXES):
         if image.name.startswith("."):
             continue  # macOS resource forks, which MSD archives carry
-        name = image.name[:-len(sgio.suffix(image))]
-        if name.endswith("_0000"):  # nnU-Net: one file per channel; the first names the case
+        ext = sgio.suffix(image)
+        name = image.name[:-len(ext)]
+        # nnU-Net names one file per channel, NAME_0000 first, and the label NAME.
+        if not (labels / (name + ext)).is_file() and name.endswith("_0000"):
             name = name[:-5]
-        elif name[-5:-4] == "_" and name[-4:].isdigit():
-            continue  # another channel of a case
-        label = labels / (name + sgio.suffix(image))
-        if label.is_file():
-            out.append((name, image, label))
+        if (labels / (name + ext)).is_file():
+            out.append((name, image, labels / (name + ext)))
     if not out:
         raise InputError(f"{images}: no image with a label file in {labels}")
     return out

@@ -31,14 +31,17 @@ def model_files() -> list[Path]:
     return sorted(p for d in model_dirs() if d.is_dir() for p in d.glob("*" + SUFFIX))
 
 
+def files_for(model_id: bytes) -> list[Path]:
+    """The installed model files that can hold ``model_id``: those whose name carries the
+    start of its hash (loading checks the hash itself)."""
+    return [p for p in model_files()
+            if (m := _NAME.match(p.name)) and model_id.hex().startswith(m["hash"])]
+
+
 def name_for(model_id: bytes) -> str | None:
-    """The name of the installed model file whose hash starts as ``model_id`` does, by file
-    name alone (loading checks the hash)."""
-    for path in model_files():
-        m = _NAME.match(path.name)
-        if m and model_id.hex().startswith(m["hash"]):
-            return m["name"]
-    return None
+    """The name of the installed model file that can hold ``model_id``, by file name alone."""
+    files = files_for(model_id)
+    return _NAME.match(files[0].name)["name"] if files else None
 
 
 def read_index(folder: Path = BUILTIN_DIR) -> dict:

@@ -196,10 +196,7 @@ def get(model_id: bytes) -> Model:
         if _cache is not None and key in _cache:
             return _cache[key]
         if _cache is None:
-            for path in model_files():
-                match = _NAME.match(path.name)
-                if not match or match["hash"] != key.hex()[:8]:
-                    continue
+            for path in modelfiles.files_for(key):
                 try:
                     model = _load(path)
                 except (SgcError, OSError):
