@@ -309,11 +309,11 @@ def models(as_json):
 def evaluate(model, data, output, force, device):
     """Score MODEL on a labelled data set: per-case Dice, IoU, bytes and bpp (cases.csv),
     and their means (summary.json)."""
+    from segcodec import datasets, zoo
     from segcodec import evaluate as evaluation
-    from segcodec import zoo
     out = output or Path(f"evaluate-{model}")
     found = _run(zoo.find, model)  # a bad model or folder fails before the progress bar shows
-    _run(evaluation.cases, data)
+    _run(datasets.cases, data)
     with click.progressbar(length=1, label=f"evaluating {model}", file=sys.stderr) as bar:
         def progress(done, total):
             bar.length = total

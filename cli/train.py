@@ -14,25 +14,41 @@ def _fail(message: str) -> None:
 
 
 @click.command()
-@click.argument("config")
+@click.argument("config", required=False)
 @click.option("--data", type=click.Path(path_type=Path), required=True,
-              help="Folder holding isic2017/ and/or msd_hippocampus/.")
+              help="A data set folder (MSD / nnU-Net: dataset.json, imagesTr/, labelsTr/; or "
+                   "images/ + masks/), or for the isic-* and hippocampus-* recipes the folder "
+                   "holding isic2017/ and msd_hippocampus/.")
+@click.option("--design", type=click.Choice(["seg", "d1", "d2", "d3", "d4", "autoseg"]),
+              default="d4", show_default=True,
+              help="Without CONFIG: the design to train, planned for the data set. d1-d4 "
+                   "start from (and are taught by) the seg run, so train that first.")
+@click.option("--rate-point", type=int, default=1, show_default=True,
+              help="Without CONFIG: d4 fine-tuned from the d4 run with 3^(N-1) times its "
+                   "rate weight.")
 @click.option("--out", type=click.Path(path_type=Path),
-              help="Run folder (default runs/CONFIG); an existing run resumes.")
+              help="Run folder (default runs/NAME); an existing run resumes.")
 @click.option("--steps", type=int, help="Override the recipe's number of steps.")
 @click.option("--seed", type=int, help="Override the recipe's seed (0).")
+@click.option("--batch", type=click.IntRange(1), help="Override the recipe's batch size.")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True,
               help="cpu, cuda, cuda:N or auto; on a GPU the training set is held in its memory.")
 @click.option("--cache", type=click.Path(path_type=Path),
               default=Path.home() / ".cache" / "segcodec", show_default=True,
               help="Where the resampled training set is kept between runs.")
-def train(config, data, out, steps, seed, threads, device, cache):
-    """Train a recipe (e.g. isic-d4, hippocampus-seg) or a JSON config; pick its weights on a
-    validation split of the training cases and score them on the test set.
+def train(config, data, design, rate_point, out, steps, seed, batch, threads, device, cache):
+    """Train on a data set folder (planned from its fingerprint), or a recipe (e.g. isic-d4,
+    hippocampus-seg) or JSON config; pick its weights on a seeded validation split of the
+    training cases and score them on the test cases (imagesTs/ + labelsTs/) where there are any.
 
-    Writes checkpoint.pt (resumable), log.csv, val.csv, losses.png and summary.json to the run
-    folder.
+    \b
+    segcodec train --data Task05_Prostate --design seg   # the reference, D4's teacher
+    segcodec train --data Task05_Prostate                # D4 -> runs/prostate-d4/
+    segcodec export runs/prostate-d4/checkpoint.pt --data Task05_Prostate --name prostate-v1
+
+    Writes checkpoint.pt (resumable), log.csv, val.csv, losses.png, split.json and summary.json
+    to the run folder.
     """
     from segcodec.train import run
 
@@ -41,16 +57,16 @@ def train(config, data, out, steps, seed, threads, device, cache):
     def progress(step, total):
         nonlocal bar
         if bar is None:
-            bar = click.progressbar(length=total, label=config, file=sys.stderr)
+            bar = click.progressbar(length=total, label=config or design, file=sys.stderr)
             bar.__enter__()
         bar.update(step - bar.pos)
 
     try:
-        summary = run.run(config, data, out, steps=steps, seed=seed, threads=threads,
-                          device=device, cache=cache, progress=progress,
-                          log=lambda m: click.echo(m, err=True))
+        summary = run.run(config, data, out, design=design, point=rate_point, steps=steps,
+                          seed=seed, batch=batch, threads=threads, device=device, cache=cache,
+                          progress=progress, log=lambda m: click.echo(m, err=True))
     except (ValueError, OSError, KeyError) as exc:
-        _fail(f"{config}: {exc}")
+        _fail(f"{config}: {exc}" if config else str(exc))
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -84,7 +100,8 @@ def reproduce(task, data, runs, out, threads, device, cache):
 @click.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--data", type=click.Path(path_type=Path), required=True,
-              help="Data folder: the entropy tables are fitted on the training latents.")
+              help="The run's data folder: the entropy tables are fitted on the training "
+                   "latents.")
 @click.option("--name", required=True, help="Model name, e.g. isic-lesion-v1.")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Folder for the .sgm file (default: the package's models/).")

@@ -18,7 +18,7 @@ from . import io as sgio
 from .container import Header
 from .destinations import default_labels_path, default_sgc_path, not_the_input, stem
 from .errors import InputError, SgcFormatError, naming
-from .transforms import labels_from_logits, normalise, resample
+from .transforms import labels_from_logits, normalise, photo_intensities, resample
 
 _DTYPE_KINDS = "biuf"  # bool, signed, unsigned, float
 
@@ -77,35 +77,6 @@ def _as_image(array, kind: str | None) -> tuple[np.ndarray, int]:
     return array, array.ndim - 1
 
 
-def _photo_intensities(array: np.ndarray, m: zoo.Model) -> np.ndarray:
-    """An image for a photograph model (8-bit ``fixed`` normalisation) on its 0..255 scale.
-
-    uint8 and uint16 are read at their full range (uint16 65535 -> 255), other integer
-    types (an ``np.array`` of Python ints is int64) by their values as 8 or 16 bits, bool as
-    0/255, and floats in the convention of skimage and torchvision, [0, 1]; anything else is
-    refused rather than coded as a near-black or saturated image.
-    """
-    if m.manifest["normalisation"].get("kind") != "fixed" or array.dtype == np.uint8:
-        return array
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8) * np.uint8(255)
-    if array.dtype.kind in "iu":
-        if array.min() < 0:
-            raise InputError(f"model {m.name} takes photographs; this {array.dtype} image "
-                             "has negative values")
-        top = np.iinfo(array.dtype).max if array.dtype in (np.uint8, np.uint16) else \
-            255 if array.max() <= 255 else 65535 if array.max() <= 65535 else None
-        if top is None:
-            raise InputError(f"model {m.name} takes 8- or 16-bit photographs; this "
-                             f"{array.dtype} image reaches {array.max()}")
-        return array.astype(np.float64) * (255.0 / top)
-    low, high = float(array.min()), float(array.max())
-    if low < 0 or high > 1:
-        raise InputError(f"model {m.name} takes float images in [0, 1] (this one spans "
-                         f"{low:g}..{high:g}); scale it, or pass uint8 for 0..255")
-    return array.astype(np.float64) * 255.0
-
-
 def _pick_model(model, ndim: int) -> zoo.Model:
     if model is None:
         return zoo.default_for(ndim)
@@ -135,7 +106,8 @@ def encode(image, *, model=None, kind: str | None = None, affine=None,
                           metadata=metadata, source=loaded.source, force=force)
     array, ndim = _as_image(image, kind)
     m = _pick_model(model, ndim)
-    array = _photo_intensities(array, m)
+    if m.manifest["normalisation"].get("kind") == "fixed":
+        array = photo_intensities(array, f"model {m.name}")
     if affine is not None:
         affine = np.asarray(affine, dtype=np.float64)
         if affine.shape != (4, 4) or not np.isfinite(affine).all():

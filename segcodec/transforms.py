@@ -9,12 +9,45 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import InputError
+
+
+def photo_intensities(array: np.ndarray, who: str = "this model") -> np.ndarray:
+    """A photograph (for ``fixed`` normalisation) on its 0..255 scale.
+
+    uint8 and uint16 are read at their full range (uint16 65535 -> 255), other integer
+    types (an ``np.array`` of Python ints is int64) by their values as 8 or 16 bits, bool as
+    0/255, and floats in the convention of skimage and torchvision, [0, 1]; anything else is
+    refused rather than coded as a near-black or saturated image.
+    """
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * np.uint8(255)
+    if array.dtype.kind in "iu":
+        if array.min() < 0:
+            raise InputError(f"{who} takes photographs; this {array.dtype} image has negative "
+                             "values")
+        top = np.iinfo(array.dtype).max if array.dtype in (np.uint8, np.uint16) else \
+            255 if array.max() <= 255 else 65535 if array.max() <= 65535 else None
+        if top is None:
+            raise InputError(f"{who} takes 8- or 16-bit photographs; this {array.dtype} "
+                             f"image reaches {array.max()}")
+        return array.astype(np.float64) * (255.0 / top)
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 1:
+        raise InputError(f"{who} takes float images in [0, 1] (this one spans "
+                         f"{low:g}..{high:g}); scale it, or pass uint8 for 0..255")
+    return array.astype(np.float64) * 255.0
+
 
 def normalise(image: np.ndarray, spec: dict) -> torch.Tensor:
     """Channels-first image (C, *spatial), any real dtype -> float32 tensor (1, C, *spatial).
 
     ``fixed``: (x * scale - mean[c]) / std[c], for 8-bit photographs.
     ``zscore``: (x - mean) / std over the whole image, for MRI whose scale is arbitrary.
+    ``ct``: x clipped to [low, high], then (x - mean) / std with the training set's statistics
+    (nnU-Net's CT scheme: Hounsfield units mean the same in every scan).
     """
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
     if spec["kind"] == "fixed":
@@ -22,6 +55,8 @@ def normalise(image: np.ndarray, spec: dict) -> torch.Tensor:
         mean = torch.tensor(spec["mean"], dtype=torch.float32).view(shape)
         std = torch.tensor(spec["std"], dtype=torch.float32).view(shape)
         return (x * spec["scale"] - mean) / std
+    if spec["kind"] == "ct":
+        return ((x.clamp(spec["low"], spec["high"]) - spec["mean"]) / spec["std"]).float()
     if spec["kind"] == "zscore":
         x64 = x.double()
         std = x64.std().item()

@@ -1,8 +1,10 @@
-"""Loaders for ../shared/data: ISIC 2017 (2D lesions) and MSD Task04 hippocampus (3D).
+"""Training sets: a data set folder (``segcodec.datasets``), or ../shared/data's ISIC 2017 and
+MSD Task04 hippocampus in their own layout.
 
 Each loader returns images already normalised and resampled to the model's working grid
 (the same functions ``segcodec.encode`` uses) and soft one-hot targets on that grid, plus the
-full-resolution labels for evaluation at the input's size.
+full-resolution labels for evaluation at the input's size.  Images are read as
+``segcodec.encode_file`` reads them, in the model's orientation.
 """
 from __future__ import annotations
 
@@ -13,18 +15,24 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from ..transforms import normalise, resample
+from .. import datasets
+from ..transforms import normalise, photo_intensities, resample
 
 SPLIT_FILE = Path(__file__).with_name("hippocampus_split.json")
 FOLDERS = {"isic": "isic2017", "hippocampus": "msd_hippocampus"}  # under --data
 
 
+def _legacy(root: Path, task_key: str) -> bool:
+    return task_key in FOLDERS and (root / FOLDERS[task_key]).is_dir()
+
+
 def check_root(root: Path, task_key: str) -> None:
-    """ValueError unless ``root`` holds the task's data set."""
-    if not (root / FOLDERS[task_key]).is_dir():
-        raise ValueError(f"{root}: no {FOLDERS[task_key]}/ inside (see ../shared/data/README)")
+    """ValueError unless ``root`` holds the task's data set: a data set folder, or for
+    ``isic`` and ``hippocampus`` a folder holding ../shared/data's."""
+    if not _legacy(root, task_key) and not datasets.is_dataset(root):
+        where = f"{FOLDERS[task_key]}/ or " if task_key in FOLDERS else ""
+        raise ValueError(f"{root}: no {where}imagesTr/ + labelsTr/ or images/ + masks/ inside")
 
 
 def isic_files(root: Path, split: str) -> list[tuple[Path, Path]]:
@@ -51,15 +59,10 @@ def hippocampus_files(root: Path, split: str) -> list[tuple[Path, Path]]:
     return [(base / "imagesTr" / n, base / "labelsTr" / n) for n in names]
 
 
-def read_pair(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(channels-first image, integer labels) from an ISIC or hippocampus pair."""
-    if image_path.suffix == ".jpg":
-        image = np.asarray(Image.open(image_path).convert("RGB")).transpose(2, 0, 1)
-        labels = (np.asarray(Image.open(label_path)) > 127).astype(np.uint8)
-        return image, labels
-    import nibabel as nib
-    image = np.asarray(nib.load(image_path).dataobj, dtype=np.float32)[None]
-    labels = np.asarray(nib.load(label_path).dataobj).astype(np.uint8)
+def read_pair(image_path: Path, label_path: Path, codes: str | None = None):
+    """(channels-first image, integer labels) of a case, in the orientation ``codes``."""
+    image, labels, _ = datasets.read_case(datasets.Case("", Path(image_path), Path(label_path)),
+                                          codes)
     return image, labels
 
 
@@ -71,11 +74,16 @@ def soft_targets(labels: np.ndarray, n_classes: int, work_shape) -> torch.Tensor
         else F.adaptive_avg_pool3d(onehot, work_shape)
 
 
-def load_set(pairs, normalisation: dict, n_classes: int, work_shape):
+def load_set(pairs, normalisation: dict, n_classes: int, work_shape, codes: str | None = None):
     """All pairs -> (X (N,C,*work), T (N,n_classes,*work), full-size label list)."""
     xs, ts, full = [], [], []
     for image_path, label_path in pairs:
-        image, labels = read_pair(image_path, label_path)
+        image, labels = read_pair(image_path, label_path, codes)
+        if normalisation["kind"] == "fixed":  # photographs, on encode's 0..255 scale
+            image = photo_intensities(image)
+        if labels.max() >= n_classes:
+            raise ValueError(f"{label_path}: label {labels.max()}, where the task has "
+                             f"{n_classes} labels")
         xs.append(resample(normalise(image, normalisation), work_shape)[0])
         ts.append(soft_targets(labels, n_classes, work_shape)[0])
         full.append(labels)
@@ -83,9 +91,9 @@ def load_set(pairs, normalisation: dict, n_classes: int, work_shape):
 
 
 def channel_stats(pairs, limit: int = 400) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of 8-bit images scaled to [0, 1]."""
-    acc = np.stack([read_pair(p, q)[0].reshape(3, -1) / 255.0 for p, q in pairs[:limit]], 1)
-    acc = acc.reshape(3, -1)
+    """Per-channel mean and std of photographs on the 0..1 scale."""
+    images = [photo_intensities(read_pair(p, q)[0]) for p, q in pairs[:limit]]
+    acc = np.concatenate([im.reshape(im.shape[0], -1) / 255.0 for im in images], 1)
     return [round(float(v), 4) for v in acc.mean(1)], [round(float(v), 4) for v in acc.std(1)]
 
 
@@ -93,46 +101,65 @@ VALIDATION_CASES = {"isic": 150, "hippocampus": 20}
 VALIDATION_SEED = 7
 
 
+def validation_cases(task_key: str, n_train: int) -> int:
+    """How many training cases are held out: the shipped tasks' numbers, else a tenth
+    (1 to 150)."""
+    n = VALIDATION_CASES.get(task_key) or min(150, max(1, round(n_train / 10)))
+    return min(n, n_train // 2)
+
+
 def task_pairs(task_key: str, root: Path, split: str) -> list[tuple[Path, Path]]:
     """The cases of ``split``:
 
-    - "train": every training case; "test": the reported test set (ISIC's official val set,
-      as in the paper; the hippocampus split in the repo);
-    - "fit" and "val": "train" carved in two by a seeded draw of ``VALIDATION_CASES``. Models,
-      epochs and rate points are chosen on "val", never on "test".
+    - "train": every training case; "test": the reported test set (a data set folder's
+      imagesTs/ + labelsTs/; ISIC's official val set, as in the paper; the hippocampus split
+      in the repo);
+    - "fit" and "val": "train" carved in two by a seeded draw of ``validation_cases``.
+      Models, epochs and rate points are chosen on "val", never on "test".
     """
-    if split == "test":
-        return isic_files(root, "val") if task_key == "isic" else hippocampus_files(root, "test")
-    pairs = isic_files(root, "train") if task_key == "isic" else hippocampus_files(root, "train")
+    if _legacy(root, task_key):
+        if split == "test":
+            return isic_files(root, "val") if task_key == "isic" \
+                else hippocampus_files(root, "test")
+        pairs = isic_files(root, "train") if task_key == "isic" \
+            else hippocampus_files(root, "train")
+    else:
+        ds = datasets.open(root)
+        pairs = [(c.image, c.label) for c in (ds.test if split == "test" else ds.training)]
+        if split == "test":
+            return pairs
     if split == "train":
         return pairs
     order = np.random.default_rng(VALIDATION_SEED).permutation(len(pairs))
-    held = set(order[:min(VALIDATION_CASES[task_key], len(pairs) // 2)].tolist())
+    held = set(order[:validation_cases(task_key, len(pairs))].tolist())
     if split not in ("fit", "val"):
         raise ValueError(f"unknown split {split!r}")
     return [p for i, p in enumerate(pairs) if (i in held) == (split == "val")]
 
 
 def normalisation_for(cfg: dict, root: Path) -> dict:
-    """The config's normalisation, or for RGB photographs one fixed from training statistics."""
-    if cfg.get("normalisation"):
-        return cfg["normalisation"]
+    """The config's normalisation, or for photographs one fixed from training statistics."""
+    norm = cfg.get("normalisation")
+    if norm and (norm["kind"] != "fixed" or "mean" in norm):
+        return norm
     mean, std = channel_stats(task_pairs(cfg["task_key"], root, "train"))
     return {"kind": "fixed", "scale": 1 / 255, "mean": mean, "std": std}
 
 
 def cached_set(cfg: dict, root: Path, split: str, cache: Path | None):
     """``load_set`` for a config's task and working grid, kept in ``cache`` between runs."""
-    norm = cfg["normalisation"]
-    key = json.dumps([cfg["task_key"], split, norm, cfg["arch"]["work_shape"], "tensors"],
-                     sort_keys=True)
+    norm, codes = cfg["normalisation"], cfg.get("orientation")
+    key = [cfg["task_key"], split, norm, cfg["arch"]["work_shape"], "tensors"]
+    if not _legacy(root, cfg["task_key"]):  # any folder may hold a data set of any name
+        key += [str(root.resolve()), codes]
+    key = json.dumps(key, sort_keys=True)
     path = cache / f"{cfg['task_key']}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt" \
         if cache else None
     if path and path.exists():  # tensors only: a planted cache file cannot run code
         x, t, full = torch.load(path, weights_only=True)
         return x, t, [labels.numpy() for labels in full]
     x, t, full = load_set(task_pairs(cfg["task_key"], root, split), norm,
-                          cfg["arch"]["n_classes"], tuple(cfg["arch"]["work_shape"]))
+                          cfg["arch"]["n_classes"], tuple(cfg["arch"]["work_shape"]), codes)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save((x, t, [torch.from_numpy(labels) for labels in full]), path)

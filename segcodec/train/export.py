@@ -10,6 +10,7 @@ import torch
 
 from .. import bits, domain, entropy, orientation
 from ..networks import SegCodecNet, count_parameters
+from ..transforms import photo_intensities
 from ..zoo import BUILTIN_DIR, write_model_file
 from . import data, loop, recipes
 
@@ -21,13 +22,23 @@ def training_latents(net: SegCodecNet, x: torch.Tensor, batch: int = 32):
             yield bits.threshold(logits.numpy())
 
 
+def orientation_of(cfg: dict) -> str | None:
+    """The axis codes volumes are brought to; configs written before the key read the task."""
+    if "orientation" in cfg:
+        return cfg["orientation"]
+    return recipes.TASKS.get(cfg["task_key"], {}).get("orientation")
+
+
 def training_domain(cfg: dict, root: Path) -> dict:
     """The model's domain (``segcodec.domain``) from its training cases' files."""
     pairs = data.task_pairs(cfg["task_key"], root, "fit")
     if cfg["arch"]["ndim"] == 2:
-        return domain.describe_photos(data.read_pair(p, q)[0] for p, q in pairs)
+        if cfg["arch"]["in_channels"] != 3:
+            return {"channels": cfg["arch"]["in_channels"]}
+        return domain.describe_photos(photo_intensities(data.read_pair(p, q)[0])
+                                      for p, q in pairs)
     import nibabel as nib
-    codes = recipes.TASKS[cfg["task_key"]].get("orientation")
+    codes = orientation_of(cfg)
     shapes, spacings = [], []
     for image_path, _ in pairs:
         img = nib.load(image_path)
@@ -46,8 +57,7 @@ def build_model(net: SegCodecNet, cfg: dict, x: torch.Tensor, name: str, is_defa
         "name": name, "task": cfg["task"], "labels": cfg["labels"],
         "normalisation": cfg["normalisation"], "architecture": cfg["arch"],
         # Volumes are reoriented to the training data's axes before C (format_spec.md §2.3).
-        **({"orientation": recipes.TASKS[cfg["task_key"]]["orientation"]}
-           if recipes.TASKS[cfg["task_key"]].get("orientation") else {}),
+        **({"orientation": orientation_of(cfg)} if orientation_of(cfg) else {}),
         "default": is_default, "training": training,
         **({"domain": domain_} if domain_ else {}),
         "parameters": {"C": count_parameters(net.compressor),

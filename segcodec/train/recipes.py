@@ -96,32 +96,54 @@ def config(name_or_path: str) -> dict:
     if not m or m["task"] not in TASKS or (m["point"] and m["design"] != "d4"):
         raise ValueError(f"unknown training config {name_or_path!r}; "
                          f"known: {', '.join(names())} or a .json file")
-    task, design = TASKS[m["task"]], DESIGNS[m["design"]]
+    return build(m["task"], TASKS[m["task"]], m["design"],
+                 int(m["point"]) if m["point"] is not None else 1)
+
+
+def for_dataset(root, design: str = "d4", point: int = 1) -> dict:
+    """The recipe of ``design`` (and rate point) for the data set folder ``root``, planned
+    from its fingerprint (``plan``)."""
+    from .. import datasets
+    from . import plan
+    if design not in DESIGNS:
+        raise ValueError(f"unknown design {design!r}; known: {', '.join(DESIGNS)}")
+    if point != 1 and design != "d4":
+        raise ValueError("rate points are points of design d4")
+    fp = plan.fingerprint(datasets.open(root))
+    return build(plan.task_key(fp["name"]), plan.task(fp), design, point)
+
+
+def build(key: str, task: dict, design_name: str, point: int = 1) -> dict:
+    """The config of ``design_name`` at rate point ``point`` for the task entry ``task``
+    (``TASKS[key]``, or one planned for a data set)."""
+    design = DESIGNS[design_name]
     # s starts from the uncompressed segmentor, which also teaches it: from scratch, 800 CPU
     # steps left v1's hippocampus D4 at mean Dice 0.776 against the reference's 0.876.
     taught = design["compress"] and "target" not in design
-    steps = task["steps"]["seg" if m["design"] == "seg" else "other"]
-    point = int(m["point"] if m["point"] is not None else 1)
+    steps = task["steps"]["seg" if design_name == "seg" else "other"]
     cfg = {
-        "name": name_or_path, "task_key": m["task"], "design": m["design"],
+        "name": f"{key}-{design_name}" + (f"-r{point}" if point != 1 else ""),
+        "task_key": key, "design": design_name,
         "task": task["task"], "labels": task["labels"],
-        "normalisation": task.get("normalisation"), "arch": dict(task["arch"]),
+        "normalisation": task.get("normalisation"), "orientation": task.get("orientation"),
+        "arch": dict(task["arch"]),
         "critic_widths": task["critic_widths"], "batch": task["batch"], "lr": task["lr"],
         "steps": steps, "seed": 0,
-        "augment": task["augment"]["seg" if m["design"] == "seg" else "other"],
+        "augment": task["augment"]["seg" if design_name == "seg" else "other"],
         "compress": design["compress"], "target": design.get("target", "labels"),
         "dis_weight": 0.1 if design["critic"] else 0.0,
         "rate_weight": task["rate_weight"] * 3 ** (point - 1) if design["rate"] else 0.0,
-        "dice_weight": task.get("seg_dice_weight", 1.0) if m["design"] == "seg" else 1.0,
+        "dice_weight": task.get("seg_dice_weight", 1.0) if design_name == "seg" else 1.0,
         # The rate loss ramps in over the first half so latents carry information first.
         "rate_ramp": 0.5,
         "init": None,
-        "init_segmentor": f"{m['task']}-seg" if taught else None,
-        "teacher": f"{m['task']}-seg" if taught else None,
+        "init_segmentor": f"{key}-seg" if taught else None,
+        "teacher": f"{key}-seg" if taught else None,
         "distil_weight": 1.0 if taught else 0.0,
+        **({"fingerprint": task["fingerprint"]} if "fingerprint" in task else {}),
     }
     if point != 1:
         # Picked from the second half: the first steps still code at the parent's rate.
-        cfg.update(init=f"{m['task']}-d4", steps=task["steps"].get("rate_point", steps // 8),
+        cfg.update(init=f"{key}-d4", steps=task["steps"].get("rate_point", steps // 8),
                    lr=task["lr"] / 4, rate_ramp=0.0, select_from=0.5)
     return cfg

@@ -1,6 +1,8 @@
 """One training run from Python, as ``segcodec train`` does it, and the shipped models' recipes.
 
     from segcodec.train import run
+    run.run(None, data="Task05_Prostate", design="seg")   # any data set folder: planned
+    run.run(None, data="Task05_Prostate")                  # D4, taught by the seg run
     summary = run.run("isic-d4", data="../shared/data", out="runs/isic-d4")
     run.reproduce("isic", data="../shared/data")   # the shipped isic models, end to end
 """
@@ -27,12 +29,25 @@ SHIPPED = {
 }
 
 
-def resolve(config: str, out: Path, steps: int | None = None, seed: int | None = None) -> dict:
-    """The complete config of a run: the recipe (or JSON file), overrides, and parent runs
-    (``init``, ``init_segmentor``, ``teacher``) as checkpoint paths beside ``out``."""
-    cfg = recipes.config(config)
+def recipe_for(config: str | None, data: Path, design: str = "d4", point: int = 1) -> dict:
+    """A named recipe or JSON config; without one, ``design`` planned for the data set."""
+    if config is None:
+        return recipes.for_dataset(data, design, point)
+    if design != "d4" or point != 1:
+        raise ValueError("a design or rate point is chosen by the recipe's name "
+                         f"({config!r}) or, without a name, by --design/--rate-point")
+    return recipes.config(config)
+
+
+def resolve(cfg: dict, out: Path, steps: int | None = None, seed: int | None = None,
+            batch: int | None = None) -> dict:
+    """The complete config of a run: the recipe, overrides, and parent runs (``init``,
+    ``init_segmentor``, ``teacher``) as checkpoint paths beside ``out``."""
+    cfg = dict(cfg)
     if steps:
         cfg["steps"] = steps
+    if batch:
+        cfg["batch"] = batch
     if seed is not None:
         cfg["seed"] = seed
     if cfg.get("init"):
@@ -42,31 +57,44 @@ def resolve(config: str, out: Path, steps: int | None = None, seed: int | None =
         if cfg.get(key) and not Path(cfg[key]).suffix:
             cfg[key] = str(out.parent / cfg[key] / "checkpoint.pt")
         if cfg.get(key) and not resuming and not Path(cfg[key]).exists():
-            raise ValueError(f"{cfg['name']} starts from {cfg[key]}: train that first")
+            parent = "d4" if key == "init" else "seg"
+            raise ValueError(f"{cfg['name']} starts from {cfg[key]}: train that first"
+                             + (f" (--design {parent})" if "fingerprint" in cfg else ""))
     return cfg
 
 
-def run(config: str, data: Path | str, out: Path | str | None = None, *,
-        steps: int | None = None, seed: int | None = None, threads: int = 1,
-        device: str = "cpu", cache: Path | None = DEFAULT_CACHE, progress=None,
-        log=print) -> dict:
-    """Train ``config`` on ``data`` into ``out`` (default runs/CONFIG; an existing run
-    resumes), then score the validation pick on the test cases; returns and writes
-    ``summary.json``.  ValueError or OSError for a bad config, data or parent run."""
+def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
+        design: str = "d4", point: int = 1, steps: int | None = None, seed: int | None = None,
+        batch: int | None = None, threads: int = 1, device: str = "cpu", cache: Path | None = DEFAULT_CACHE,
+        progress=None, log=print) -> dict:
+    """Train ``config`` (a recipe name or JSON file; None: ``design`` at rate ``point``,
+    planned for the data set folder ``data``) into ``out`` (default runs/NAME; an existing
+    run resumes), then score the validation pick on the test cases where there are any;
+    returns and writes ``summary.json``.  The split's case names go to ``split.json``.
+    ValueError or OSError for a bad config, data or parent run; InputError for bad data."""
     from ..api import resolve_device
     dev = resolve_device(device)
     data = Path(data)
-    recipe = recipes.config(config)
-    datasets.check_root(data, recipe["task_key"])
-    out = Path(out) if out else Path("runs") / recipe["name"]
-    cfg = resolve(config, out, steps, seed)
+    if config is not None:  # a recipe's data folder is checked before anything is read
+        datasets.check_root(data, recipes.config(config)["task_key"])
+    planned = recipe_for(config, data, design, point)
+    datasets.check_root(data, planned["task_key"])
+    out = Path(out) if out else Path("runs") / planned["name"]
+    cfg = resolve(planned, out, steps, seed, batch)
     t0 = time.time()
     cfg["normalisation"] = datasets.normalisation_for(cfg, data)
     x, t, _ = datasets.cached_set(cfg, data, "fit", cache)
     xv, _, val_labels = datasets.cached_set(cfg, data, "val", cache)
-    xt, _, test_labels = datasets.cached_set(cfg, data, "test", cache)
+    test = datasets.task_pairs(cfg["task_key"], data, "test")
+    xt, _, test_labels = datasets.cached_set(cfg, data, "test", cache) if test else ([], 0, [])
     log(f"{cfg['name']}: {len(x)} training / {len(xv)} validation / {len(xt)} test "
         f"cases loaded in {time.time() - t0:.0f} s")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "split.json").write_text(json.dumps(
+        {"seed": datasets.VALIDATION_SEED,
+         **{split: [Path(image).name for image, _ in datasets.task_pairs(cfg["task_key"], data,
+                                                                         split)]
+            for split in ("fit", "val", "test")}}, indent=1) + "\n")
     val = (xv, val_labels) if cfg["target"] == "labels" else None
     loop.train(cfg, x, t, out, val=val, threads=threads, device=dev, progress=progress)
     ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
@@ -77,7 +105,7 @@ def run(config: str, data: Path | str, out: Path | str | None = None, *,
                "last": loop.last_logged(out / "log.csv")}
     if ck.get("best"):  # the weights chosen on the validation cases; test scores are theirs
         summary["picked"] = {"step": ck["best"]["step"], "val_dice": ck["best"]["val_dice"]}
-    if cfg["target"] == "labels":
+    if cfg["target"] == "labels" and len(xt):
         summary["test"] = loop.evaluate(net, xt, test_labels, cfg["arch"]["n_classes"])
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
