@@ -10,6 +10,7 @@
     python -m bench references                      # ship runs/<task>-seg as the references
     python -m bench startup                         # light commands against python -c pass
     python -m bench validation --data ../shared/data RUN...  # choose runs on validation
+    python -m bench cohort --data ../shared/data    # files/s: a loop against Dask workers
 
 Each module's --help lists its options; ``--smoke`` (where offered) runs on fixtures/
 and writes to a scratch folder unless --out says otherwise.
@@ -20,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 COMMANDS = ("rate", "ablation", "speed", "latency", "figures", "evaluate", "load",
-            "references", "startup", "validation")
+            "references", "startup", "validation", "cohort")
 SMOKE_OUT = Path(tempfile.gettempdir()) / "segcodec-bench-smoke"
 
 

@@ -9,17 +9,16 @@ import math
 import signal
 import sys
 import threading
-import time
 import warnings
 from pathlib import Path
 
 import click
 
 import segcodec
-from segcodec import destinations, modelfiles
+from segcodec import batch, modelfiles
 from segcodec import io as sgio
 
-from .service import device_option, read_token, segment_remote_file, send, serve
+from .service import device_option, read_token, send, serve
 from .train import export, reproduce, train
 
 _INPUT_SUFFIXES = sgio.RASTER_SUFFIXES + sgio.NIFTI_SUFFIXES + sgio.NPY_SUFFIXES
@@ -67,42 +66,50 @@ def _bpp(nbytes: int, shape) -> float:
     return nbytes * 8 / math.prod(shape)
 
 
-def _batch(jobs, label: str, quiet: bool, work) -> None:
-    """Run ``work(job)`` (which returns the line to print) for each job; one line per error,
-    "N written, M failed" after a batch, exit status 1 when any failed.  On a terminal a batch
-    shows a progress bar instead of per-file lines, which would break it."""
-    bar = len(jobs) > 1 and not quiet and sys.stderr.isatty()
-    written = skipped = failed = 0
-    items = click.progressbar(jobs, label=label, file=sys.stderr,
-                              item_show_func=lambda j: j and j.src.name) if bar else None
-    with items if bar else contextlib.nullcontext():
-        for job in items if bar else jobs:
-            if job.skip:
-                skipped += 1
-                continue
-            try:
-                if job.error:
-                    raise segcodec.InputError(job.error)
-                line = work(job)
-            except (segcodec.SgcError, OSError) as exc:
-                click.echo(f"segcodec: error: {exc}", err=True)
-                failed += 1
-                continue
-            written += 1
+def _batch(run, n: int, label: str, quiet: bool, line, scheduler=None, workers=None) -> None:
+    """``run(client, progress)`` (a ``segcodec.batch`` function) over ``n`` files, here or on
+    a Dask cluster; one line per file (``line(result)``) or per error, "N written, M failed"
+    after a batch, exit status 1 when any failed.  On a terminal a batch shows a progress bar
+    instead of per-file lines, which would break it."""
+    bar = n > 1 and not quiet and sys.stderr.isatty()
+    counts = {"written": 0, "skipped": 0, "failed": 0}
+    progressbar = click.progressbar(length=n, label=label, file=sys.stderr) if bar else None
+
+    def progress(result):
+        if result.skipped:
+            counts["skipped"] += 1
+        elif result.error:
+            click.echo(f"segcodec: error: {result.error}", err=True)
+            counts["failed"] += 1
+        else:
+            counts["written"] += 1
             if not quiet and not bar:
-                click.echo(line)
-    if len(jobs) > 1:
-        click.echo(f"{written} written, " + (f"{skipped} skipped, " if skipped else "")
-                   + f"{failed} failed", err=True)
-    if failed:
+                click.echo(line(result))
+        if bar:
+            progressbar.update(1)
+
+    with progressbar if bar else contextlib.nullcontext():
+        if scheduler or workers:
+            _run(_on_cluster, run, progress, scheduler, workers)
+        else:
+            _run(run, None, progress)
+    if n > 1:
+        click.echo(f"{counts['written']} written, "
+                   + (f"{counts['skipped']} skipped, " if counts["skipped"] else "")
+                   + f"{counts['failed']} failed", err=True)
+    if counts["failed"]:
         sys.exit(1)
 
 
-def _plan(sources, dest, default, force, skip_existing):
+def _on_cluster(run, progress, scheduler, workers):
+    from segcodec import cluster
+    with cluster.connect(scheduler, workers) as client:
+        return run(client, progress)
+
+
+def _check_resume(force: bool, skip_existing: bool) -> None:
     if force and skip_existing:
         _fail("--force and --skip-existing exclude each other")
-    return _run(destinations.plan, sources, dest, default, force=force,
-                skip_existing=skip_existing)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,6 +137,14 @@ _skip = click.option("--skip-existing", is_flag=True,
                      help="Leave outputs that exist as they are (resume a batch).")
 
 
+def _cluster_options(command):
+    command = click.option("--scheduler", metavar="ADDRESS",
+                           help="Run the batch on this Dask cluster (tcp://host:8786, or a "
+                                "scheduler file); workers share this file system.")(command)
+    return click.option("--workers", type=click.IntRange(1),
+                        help="Run the batch on a local Dask cluster of N processes.")(command)
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
@@ -144,9 +159,10 @@ _skip = click.option("--skip-existing", is_flag=True,
               help="Settle an array (.npy) that could be an image or a volume.")
 @_force
 @_skip
+@_cluster_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def encode(paths, output, model, no_geometry, meta, volume, kind, force, skip_existing,
-           quiet):
+           scheduler, workers, quiet):
     """Compress images or volumes: encode SRC [DEST.sgc], or encode SRC... [DIR].
 
     SRC is a PNG/JPEG, NIfTI, .npy, DICOM file, DICOM series folder, or a folder of images.
@@ -167,30 +183,14 @@ def encode(paths, output, model, no_geometry, meta, volume, kind, force, skip_ex
             _fail(f"--meta takes KEY=VALUE, got {item!r}")
         metadata[key] = value
     sources = [p for src in paths for p in _expand(src)]
-    jobs = _plan(sources, dest, destinations.default_sgc_path, force, skip_existing)
-
-    def work(job):
-        t0 = time.perf_counter()
-        out = segcodec.encode_file(job.src, job.dst, model=model, geometry=not no_geometry,
-                                   metadata=metadata or None, force=force, volume=volume,
-                                   kind=kind)
-        header = segcodec.read_header(out.read_bytes())
-        size = out.stat().st_size
-        return (f"{job.src} -> {out}: {size} bytes, {_bpp(size, header.shape):.4f} bpp, "
-                f"{time.perf_counter() - t0:.2f} s")
-
-    _batch(jobs, "encoding", quiet, work)
-
-
-def _default_labels(src: Path) -> Path:
-    try:
-        data = src.read_bytes()
-    except OSError as exc:
-        raise segcodec.InputError(f"{src}: {exc.strerror or exc}") from None
-    try:
-        return destinations.default_labels_path(src, segcodec.read_header(data))
-    except segcodec.SgcError as exc:
-        raise type(exc)(f"{src}: {exc}") from exc
+    _check_resume(force, skip_existing)
+    _batch(lambda client, progress: batch.encode_many(
+               sources, dest, model=model, geometry=not no_geometry,
+               metadata=metadata or None, force=force, skip_existing=skip_existing,
+               volume=volume, kind=kind, client=client, progress=progress),
+           len(sources), "encoding", quiet,
+           lambda r: (f"{r.src} -> {r.dst}: {r.bytes} bytes, {r.bpp:.4f} bpp, "
+                      f"{r.seconds:.2f} s"), scheduler, workers)
 
 
 @main.command()
@@ -202,6 +202,7 @@ def _default_labels(src: Path) -> Path:
 @device_option
 @_force
 @_skip
+@_cluster_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @click.option("--remote", metavar="URL", help="Segment on a segcodec server (segcodec serve).")
 @click.option("--token-file", type=click.Path(path_type=Path),
@@ -211,8 +212,8 @@ def _default_labels(src: Path) -> Path:
 @click.option("--source", type=click.Path(path_type=Path),
               help="The original image (file or DICOM series folder) of a single .sgc, for "
                    "--overlay or a .dcm output.")
-def segment(sgc_files, output, device, force, skip_existing, quiet, remote, token_file,
-            overlay, source):
+def segment(sgc_files, output, device, force, skip_existing, scheduler, workers, quiet, remote,
+            token_file, overlay, source):
     """Turn .sgc files (or folders of them) into label maps, without rebuilding the image."""
     sources = []
     for src in sgc_files:
@@ -220,9 +221,9 @@ def segment(sgc_files, output, device, force, skip_existing, quiet, remote, toke
         if not found:
             _fail(f"{src}: no .sgc files in this folder")
         sources += found
-    jobs = _plan(sources, output, _default_labels, force, skip_existing)
+    _check_resume(force, skip_existing)
     as_seg = output is not None and sgio.suffix(output) == ".dcm"
-    if (overlay is not None or as_seg) and (len(jobs) != 1 or remote):
+    if (overlay is not None or as_seg) and (len(sources) != 1 or remote or scheduler or workers):
         _fail("--overlay and a .dcm output take one local .sgc file")
     if source is not None and overlay is None and not as_seg:
         _fail("--source is the image for --overlay or a .dcm output; give one of them")
@@ -230,14 +231,14 @@ def segment(sgc_files, output, device, force, skip_existing, quiet, remote, toke
         _fail(f"{overlay}: exists; --force replaces it")
     token = _run(read_token, token_file) if remote else None
 
-    def work(job):
-        t0 = time.perf_counter()
-        out = (segment_remote_file(job.src, job.dst, remote, token, quiet=quiet) if remote
-               else segcodec.segment_file(job.src, job.dst, device=device, overlay=overlay,
-                                          source=source))
-        return f"{job.src} -> {out} ({time.perf_counter() - t0:.2f} s)"
+    def line(r):
+        return r.report if r.report else f"{r.src} -> {r.dst} ({r.seconds:.2f} s)"
 
-    _batch(jobs, "segmenting", quiet, work)
+    _batch(lambda client, progress: batch.segment_many(
+               sources, output, device=device, remote=remote, token=token, force=force,
+               skip_existing=skip_existing, overlay=overlay, source=source, client=client,
+               progress=progress),
+           len(sources), "segmenting", quiet, line, scheduler, workers)
 
 
 @main.command()

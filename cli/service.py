@@ -42,12 +42,6 @@ def _ms(seconds: float) -> str:
     return f"{1e3 * seconds:.1f} ms"
 
 
-def _fetch(data: bytes, url: str, token: str | None, timeout: float):
-    from segcodec.remote import Client
-    with Client(url, token, timeout=timeout) as client:
-        return client.fetch(data)
-
-
 def _report(name: str, url: str, result, steps: list[tuple[str, float]]) -> None:
     server = ", ".join(f"{k} {v:.1f} ms" for k, v in result.server_ms.items())
     click.echo(f"{name} -> {url}: sent {result.sent} bytes, received {result.received} bytes")
@@ -57,32 +51,12 @@ def _report(name: str, url: str, result, steps: list[tuple[str, float]]) -> None
 
 def segment_remote_file(src, dst, url: str, token: str | None = None, *,
                         timeout: float = 60.0, quiet: bool = False) -> Path:
-    """``segcodec segment SRC --remote URL``: upload a .sgc file, write its labels.
-
-    ``dst`` as for local ``segment``: a file, a folder, or None for NAME.labels.<kind> beside
-    the input.  Prints each step's time and the bytes each way.
-    """
-    src = Path(src)
-    t0 = time.perf_counter()
-    try:
-        data = src.read_bytes()
-    except OSError as exc:
-        raise segcodec.InputError(f"{src}: {exc.strerror or exc}") from None
-    with naming(src):
-        header = segcodec.read_header(data)  # a bad file fails here, before any upload
-        default = destinations.default_labels_path(src, header)
-        dst = default if dst is None else Path(dst) / default.name if Path(dst).is_dir() \
-            else Path(dst)
-        segcodec.api.check_destination(dst, header)  # and a bad destination
-        t1 = time.perf_counter()
-        result = _fetch(data, url, token, timeout)
-    t2 = time.perf_counter()
-    out = segcodec.api.write_label_file(dst, result.labels, header, affine=result.affine)
-    t3 = time.perf_counter()
+    """``segcodec segment SRC --remote URL`` (``segcodec.remote.segment_file``), printing each
+    step's time and the bytes each way."""
+    from segcodec import remote
+    out, result, steps = remote.segment_file(src, dst, url, token, timeout=timeout)
     if not quiet:
-        _report(str(src), url, result, [("read", t1 - t0), ("request", result.seconds),
-                                        ("decode labels", result.decode_seconds),
-                                        ("write", t3 - t2), ("total", t3 - t0)])
+        _report(str(src), url, result, steps)
     return out
 
 
@@ -179,7 +153,9 @@ def send_file(src, dst, url: str, token: str | None = None, *, model=None,
         source = src if loaded.source == "dicom" else None
         segcodec.api.check_destination(dst, header, source)  # before the upload
         t2 = time.perf_counter()
-        result = _fetch(data, url, token, timeout)
+        from segcodec.remote import Client
+        with Client(url, token, timeout=timeout) as client:
+            result = client.fetch(data)
     t3 = time.perf_counter()
     affine = result.affine if result.affine is not None else loaded.affine
     out = segcodec.api.write_label_file(dst, result.labels, header, source, affine)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
 
 from . import labelcodec
-from .errors import SgcError, SgcFormatError, UnknownModelError
+from .errors import InputError, SgcError, SgcFormatError, UnknownModelError, naming
 
 
 class RemoteError(SgcError):
@@ -176,3 +177,35 @@ class Client:
 
     def health(self) -> dict:
         return self._request("GET", "/healthz").json()
+
+
+def segment_file(src, dst, url: str, token: str | None = None, *,
+                 timeout: float = 60.0) -> tuple[Path, RemoteLabels, list[tuple[str, float]]]:
+    """``segcodec segment SRC --remote URL``: upload a .sgc file, write its labels.
+
+    ``dst`` as for local ``segment_file``: a file, a folder, or None for NAME.labels.<kind>
+    beside the input.  Returns the label file, the server's answer and each step's seconds.
+    """
+    from . import api, destinations
+    from . import read_header
+    src = Path(src)
+    t0 = time.perf_counter()
+    try:
+        data = src.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{src}: {exc.strerror or exc}") from None
+    with naming(src):
+        header = read_header(data)  # a bad file fails here, before any upload
+        default = destinations.default_labels_path(src, header)
+        dst = default if dst is None else Path(dst) / default.name if Path(dst).is_dir() \
+            else Path(dst)
+        api.check_destination(dst, header)  # and a bad destination
+        t1 = time.perf_counter()
+        with Client(url, token, timeout=timeout) as client:
+            result = client.fetch(data)
+    t2 = time.perf_counter()
+    out = api.write_label_file(dst, result.labels, header, affine=result.affine)
+    t3 = time.perf_counter()
+    return out, result, [("read", t1 - t0), ("request", result.seconds),
+                         ("decode labels", result.decode_seconds), ("write", t3 - t2),
+                         ("total", t3 - t0)]

@@ -179,6 +179,11 @@ def broken() -> dict[Path, str]:
     return dict(_broken)
 
 
+def loaded() -> list[Path]:
+    """The model files this process has loaded (each once)."""
+    return list(_files)
+
+
 def reload() -> None:
     """Forget loaded models (after changing SEGCODEC_MODEL_PATH, say)."""
     global _cache

@@ -107,7 +107,8 @@ def test_a_planned_data_set_trains_exports_encodes_segments_and_evaluates(tmp_pa
     assert result.exit_code == 1 and "train that first (--design seg)" in result.output
     for design, steps in (("seg", "40"), ("d4", "120")):
         result = cli.invoke(main, ["train", "--data", str(root), "--design", design,
-                                   "--steps", steps, "--batch", "4", "--out", str(runs / f"organ-{design}"),
+                                   "--steps", steps, "--batch", "4",
+                                   "--out", str(runs / f"organ-{design}"),
                                    "--cache", str(tmp_path / "cache")])
         assert result.exit_code == 0, result.output
     summary = json.loads(result.output.splitlines()[-1])

@@ -65,8 +65,8 @@ def resolve(cfg: dict, out: Path, steps: int | None = None, seed: int | None = N
 
 def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
         design: str = "d4", point: int = 1, steps: int | None = None, seed: int | None = None,
-        batch: int | None = None, threads: int = 1, device: str = "cpu", cache: Path | None = DEFAULT_CACHE,
-        progress=None, log=print) -> dict:
+        batch: int | None = None, threads: int = 1, device: str = "cpu",
+        cache: Path | None = DEFAULT_CACHE, progress=None, log=print) -> dict:
     """Train ``config`` (a recipe name or JSON file; None: ``design`` at rate ``point``,
     planned for the data set folder ``data``) into ``out`` (default runs/NAME; an existing
     run resumes), then score the validation pick on the test cases where there are any;
