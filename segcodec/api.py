@@ -6,6 +6,7 @@ straight to a label map at the input's size.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,10 @@ def encode(image, *, model=None, kind: str | None = None, affine=None,
     array = orientation.to_model(array, ornt)
     if not force:
         domain.check(array, orientation.model_spacing(affine, ornt), m.manifest)
+    limit = domain.max_voxels(m.manifest)
+    if limit is not None and math.prod(shape) > limit:
+        raise InputError(f"{math.prod(shape)} voxels, more than model {m.name} takes ({limit}: "
+                         "its largest field of view at its finest voxel size), even with force")
     channels = array.shape[0]
     if channels != m.in_channels:
         if channels == 1 and m.in_channels == 3:
@@ -145,6 +150,10 @@ def decode(data: bytes) -> Decoded:
     if header.ndim != m.ndim or header.latent_shape != m.latent_shape:
         raise SgcFormatError(f"invalid .sgc: latent shape {header.latent_shape} does not match "
                              f"model {m.name} ({m.latent_shape})")
+    limit = domain.max_voxels(m.manifest)
+    if limit is not None and math.prod(header.shape) > limit:  # before any work it would cost
+        raise SgcFormatError(f"invalid .sgc: shape {header.shape} ({math.prod(header.shape)} "
+                             f"voxels) is more than model {m.name} takes ({limit})")
     return Decoded(header, entropy.decode(payload, m.table, header.latent_shape, header.ndim), m)
 
 

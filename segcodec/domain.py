@@ -13,8 +13,14 @@ model) is refused with the mismatch named, unless the caller forces it.  The man
   by ``MARGIN`` of their span.
 
 Models without a ``domain`` (v0, v1) check nothing beyond their channels.
+
+``force`` codes an input outside the domain, but not one larger than ``max_voxels``: a
+volume may not declare more voxels than the model's largest field of view holds at its finest
+voxel size, which bounds the work a (possibly hostile) file can ask of a decoder.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -55,6 +61,16 @@ def describe_volumes(shapes, spacings) -> dict:
             "field_of_view_mm": [[round(float(lo) * SIZE_FACTOR[0], 2),
                                   round(float(hi) * SIZE_FACTOR[1], 2)]
                                  for lo, hi in zip(fov.min(0), fov.max(0))]}
+
+
+def max_voxels(manifest: dict) -> int | None:
+    """The most voxels a ``.sgc`` file for this model may declare; None where its domain sets
+    no size (photographs, models without a domain)."""
+    domain = manifest.get("domain") or {}
+    if "field_of_view_mm" not in domain:
+        return None
+    finest = domain["voxel_size_mm"][0]
+    return math.prod(math.ceil(hi / finest) for _, hi in domain["field_of_view_mm"])
 
 
 def check(image: np.ndarray, spacing: np.ndarray | None, manifest: dict) -> None:

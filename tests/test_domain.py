@@ -52,8 +52,31 @@ def test_out_of_domain_inputs_are_refused_unless_forced(make, kind, message):
     image = make()
     with pytest.raises(InputError, match="outside model .*'s domain: " + message):
         segcodec.encode(image, kind=kind, affine=np.eye(4) if kind == "3d" else None)
+    if kind == "3d":  # a whole brain holds more voxels than any hippocampus file may declare
+        with pytest.raises(InputError, match="more than model .* takes .* even with force"):
+            segcodec.encode(image, kind=kind, force=True)
+        image = image[:80, :80, :80]
     data = segcodec.encode(image, kind=kind, force=True)
     assert segcodec.read_header(data).shape == image.shape[:2 if kind == "2d" else 3]
+
+
+def test_a_file_declaring_more_voxels_than_its_model_takes_is_refused_before_decoding(
+        monkeypatch):
+    import dataclasses
+
+    from segcodec import container, entropy, zoo
+    from segcodec.errors import SgcFormatError
+    m = zoo.find("hippocampus-v3")
+    assert domain.max_voxels(m.manifest) == 129 * 177 * 141
+    assert domain.max_voxels(zoo.find("isic-lesion-v3").manifest) is None
+    array, affine = hippo_volume(0)
+    header, payload = container.read(segcodec.encode(array, model=m))
+    # The audit's 194-byte file, which cost 8.8 s and 1.68 GB to segment.
+    data = container.write(dataclasses.replace(header, shape=(406, 406, 406)), payload)
+    monkeypatch.setattr(entropy, "decode", lambda *a: pytest.fail("decoded a refused file"))
+    with pytest.raises(SgcFormatError, match=r"\(66923416 voxels\) is more than model "
+                                             r"hippocampus-v3 takes \(3219453\)"):
+        segcodec.segment(data)
 
 
 def test_voxel_sizes_outside_the_training_range_are_refused():

@@ -426,6 +426,17 @@ def test_a_file_declaring_more_voxels_than_the_limit_is_413_before_any_work(file
     assert "declares 65536 voxels" in message
 
 
+def test_a_volume_larger_than_its_model_takes_is_400(http, files):
+    import dataclasses
+
+    from segcodec import container
+    volume = next(data for name, data in files if name.endswith(".nii.gz"))
+    header, payload = container.read(volume)
+    data = container.write(dataclasses.replace(header, shape=(200, 200, 200)), payload)
+    message = error(http.post("/v1/segment", content=data), 400, "bad_sgc")
+    assert "is more than model hippocampus-v3 takes" in message
+
+
 def test_send_of_a_dicom_series_can_answer_a_dicom_segmentation(url, tmp_path):
     import highdicom as hd
     from test_io import write_lps_series
