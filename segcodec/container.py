@@ -1,19 +1,19 @@
-"""Reading and writing ``.sgc`` files: header sections, varints and CRC (format_spec.md §1-§4).
+"""Reading and writing ``.sgc`` files: the header sections (format_spec.md §1-§4).
 
 The reader validates every field against the range the spec states before anything is
-allocated from it, and raises ``SgcFormatError`` naming the field.
+allocated from it, and raises ``SgcFormatError`` naming the field.  Varints, the geometry
+section and the CRC are ``wire``'s, shared with the label stream.
 """
 from __future__ import annotations
 
 import json
 import re
-import struct
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import zstandard
 
+from . import wire
 from .errors import SgcFormatError
 
 MAGIC = b"SG"  # §1.1
@@ -27,7 +27,6 @@ MAX_LATENT_SIDE = 4096  # §1.7
 MAX_LATENT_BITS = 1 << 24  # §1.7
 MAX_METADATA_BYTES = 65536  # §3
 MAX_METADATA_JSON = 1 << 20  # §3
-_VARINT_MAX_BYTES = 3
 MIN_FILE_BYTES = 19  # §1: every fixed field, one-byte varints, empty payload
 
 
@@ -68,46 +67,6 @@ class Header:
                 "metadata": self.metadata, "header_bytes": self.header_bytes}
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-class _Reader:
-    def __init__(self, data: bytes, end: int):
-        self.data, self.pos, self.end = data, 0, end
-
-    def take(self, n: int, name: str) -> bytes:
-        if self.pos + n > self.end:
-            raise SgcFormatError(f"truncated .sgc: {name} runs past the end of the file")
-        chunk = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return chunk
-
-    def varint(self, name: str, lo: int, hi: int) -> int:
-        value = 0
-        for i in range(_VARINT_MAX_BYTES):
-            byte = self.take(1, name)[0]
-            value |= (byte & 0x7F) << (7 * i)
-            if not byte & 0x80:
-                if i and byte == 0:
-                    raise SgcFormatError(f"invalid .sgc: {name} is a non-minimal varint")
-                break
-        else:
-            raise SgcFormatError(f"invalid .sgc: {name} varint is longer than "
-                                 f"{_VARINT_MAX_BYTES} bytes")
-        if not lo <= value <= hi:
-            raise SgcFormatError(f"invalid .sgc: {name} = {value}, expected {lo}..{hi}")
-        return value
-
-
 def check_image_shape(shape, channels: int, error=SgcFormatError) -> None:
     """§1.5-§1.6: the ranges a shape must satisfy, raising ``error`` naming the field."""
     ndim = len(shape)
@@ -130,26 +89,13 @@ def write(header: Header, payload: bytes) -> bytes:
     check_image_shape(header.shape, header.channels, ValueError)
     if len(header.model_id) != MODEL_ID_BYTES:
         raise ValueError("model id must be 6 bytes")
-    geometry = b""
-    if header.affine is not None:  # §2
-        affine = np.asarray(header.affine, dtype=np.float64)[:3, :4].astype("<f4")
-        if not np.isfinite(affine).all():
-            raise ValueError("affine must be finite")
-        linear = affine[:, :3]
-        if np.count_nonzero(linear - np.diag(np.diag(linear))) == 0:  # §2.2: axis-aligned
-            geometry = np.concatenate([np.diag(linear), affine[:, 3]]).astype("<f4").tobytes()
-        else:
-            geometry = affine.tobytes()
-    flags = (header.affine is not None) | (bool(header.metadata) << 1)
-    flags |= SOURCE_KINDS.index(header.source) << 2
-    flags |= (len(geometry) == 24) << 4
+    flags, geometry = wire.geometry(header.affine)  # §2
+    flags |= (bool(header.metadata) << 1) | (SOURCE_KINDS.index(header.source) << 2)
     out = bytearray(MAGIC)
     out += bytes([VERSION, flags]) + header.model_id
     out.append(ndim | (header.channels << 2))
-    for s in header.shape:
-        out += _varint(s)
-    for s in header.latent_shape:
-        out += _varint(s)
+    for s in (*header.shape, *header.latent_shape):
+        out += wire.varint(s)
     out += geometry
     if header.metadata:  # §3
         try:
@@ -164,10 +110,9 @@ def write(header: Header, payload: bytes) -> bytes:
         frame = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(text)
         if len(frame) > MAX_METADATA_BYTES:
             raise ValueError("compressed metadata is larger than 64 KiB")
-        out += _varint(len(frame)) + frame
+        out += wire.varint(len(frame)) + frame
     out += payload  # §4
-    out += struct.pack("<I", zlib.crc32(out))  # §1.8
-    return bytes(out)
+    return wire.with_crc(out)  # §1.8
 
 
 def read(data: bytes) -> tuple[Header, bytes]:
@@ -178,10 +123,9 @@ def read(data: bytes) -> tuple[Header, bytes]:
                              f"{MIN_FILE_BYTES}")
     if data[:2] != MAGIC:
         raise SgcFormatError("not a .sgc file: magic bytes are not 'SG'")
-    (crc,) = struct.unpack("<I", data[-4:])
-    if zlib.crc32(data[:-4]) != crc:
+    if not wire.crc_matches(data):
         raise SgcFormatError("corrupted .sgc: CRC-32 mismatch (truncated or damaged file)")
-    r = _Reader(data, len(data) - 4)
+    r = wire.Reader(data, len(data) - 4, ".sgc")
     r.take(2, "magic")
     version, flags = r.take(2, "version")
     if version != VERSION:
@@ -200,19 +144,7 @@ def read(data: bytes) -> tuple[Header, bytes]:
     if k * int(np.prod(grid, dtype=np.int64)) > MAX_LATENT_BITS:
         raise SgcFormatError(f"invalid .sgc: latent shape {(k, *grid)} exceeds "
                              f"{MAX_LATENT_BITS} bits")
-    affine = None
-    if flags & 1:  # §2
-        compact = bool(flags & 0x10)
-        values = np.frombuffer(r.take(24 if compact else 48, "geometry"),
-                               dtype="<f4").astype(np.float64)
-        if not np.isfinite(values).all():
-            raise SgcFormatError("invalid .sgc: geometry holds a non-finite number")
-        affine = np.eye(4)
-        if compact:  # §2.2
-            affine[:3, :3] = np.diag(values[:3])
-            affine[:3, 3] = values[3:]
-        else:  # §2.1
-            affine[:3] = values.reshape(3, 4)
+    affine = r.geometry(flags)  # §2
     metadata = None
     if flags & 2:  # §3
         n = r.varint("metadata length", 1, MAX_METADATA_BYTES)

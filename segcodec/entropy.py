@@ -9,16 +9,10 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
-from . import bits
+from . import bits, wire
 from .errors import SgcFormatError
 
 ONE = 1 << 16  # fixed-point scale of the tables (§5.3)
-
-
-def _model():
-    # perfect=False is part of the bitstream (§5.4): it selects constriction's fast
-    # quantisation of the probabilities, which the decoder must repeat exactly.
-    return constriction.stream.model.Categorical(perfect=False)
 
 
 def _probabilities(table: np.ndarray, ctx: np.ndarray) -> np.ndarray:
@@ -60,8 +54,9 @@ def ideal_bits(z: np.ndarray, table: np.ndarray, ndim: int) -> float:
 def _range_code(symbols: np.ndarray, ctx: np.ndarray, table: np.ndarray) -> bytes:
     encoder = constriction.stream.queue.RangeEncoder()
     if symbols.size:
-        encoder.encode(symbols.astype(np.int32), _model(), _probabilities(table, ctx))
-    return encoder.get_compressed().astype(">u4").tobytes()
+        encoder.encode(symbols.astype(np.int32), wire.coder_model(),
+                       _probabilities(table, ctx))
+    return wire.coded_bytes(encoder)
 
 
 def encode(z: np.ndarray, table: np.ndarray, ndim: int) -> bytes:
@@ -85,12 +80,10 @@ def encode(z: np.ndarray, table: np.ndarray, ndim: int) -> bytes:
 
 def decode(payload: bytes, table: np.ndarray, latent_shape, ndim: int) -> np.ndarray:
     """Payload bytes -> binary latents of ``latent_shape`` (uint8)."""
-    padded = bytes(payload) + b"\0" * (-len(payload) % 4)
-    words = np.frombuffer(padded, dtype=">u4").astype(np.uint32)
-    decoder = constriction.stream.queue.RangeDecoder(words)
+    decoder = wire.decoder_for(payload)
     z = np.zeros(latent_shape, dtype=np.uint8)
     z4 = bits.as_grid4(z)
-    model = _model()
+    model = wire.coder_model()
     try:
         for k in range(z4.shape[0]):
             plane = z4[k].reshape(-1)

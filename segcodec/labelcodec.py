@@ -9,15 +9,14 @@ values (§7.4) under adaptive integer counts (§7.5), so the probabilities are i
 """
 from __future__ import annotations
 
-import struct
-import zlib
 from dataclasses import dataclass
 
 import constriction
 import numpy as np
 from numba import njit
 
-from .container import SOURCE_KINDS, _varint, check_image_shape
+from . import wire
+from .container import SOURCE_KINDS, check_image_shape
 from .errors import InputError, SgcFormatError
 
 MEDIA_TYPE = "application/x-segcodec-labels"  # the service's default answer
@@ -156,21 +155,6 @@ def _update(counts, ctx, sym):
                 counts[c, s] = (counts[c, s] + 1) >> 1
 
 
-def _model():
-    return constriction.stream.model.Categorical(perfect=False)  # part of the stream (§7.5)
-
-
-def _geometry(affine) -> tuple[int, bytes]:
-    """§7.2 = format_spec.md §2: (flag bits, bytes)."""
-    if affine is None:
-        return 0, b""
-    a = np.asarray(affine, dtype=np.float64)[:3, :4].astype("<f4")
-    linear = a[:, :3]
-    if np.count_nonzero(linear - np.diag(np.diag(linear))) == 0:
-        return 0x11, np.concatenate([np.diag(linear), a[:, 3]]).astype("<f4").tobytes()
-    return 0x01, a.tobytes()
-
-
 def _setup(shape, classes):
     ndim = len(shape)
     dims = (1, *shape) if ndim == 2 else tuple(shape)
@@ -210,7 +194,7 @@ def encode(labels, classes: int | None = None, *, affine=None, source: str = "ar
     pos, ctx, sym = (np.empty(most, dtype=np.int64) for _ in range(3))
     escapes = np.ones((1, max(1, classes - ESCAPE)), dtype=np.int64)
     encoder = constriction.stream.queue.RangeEncoder()
-    model = _model()
+    model = wire.coder_model()
     for front in range(fronts if classes > 1 else 0):
         n = _wavefront(flat, dims, wa, wb, front, deltas, pos, ctx, sym, True)
         c, s = ctx[:n], sym[:n]
@@ -223,15 +207,15 @@ def encode(labels, classes: int | None = None, *, affine=None, source: str = "ar
                 zeros = np.zeros_like(esc)
                 encoder.encode(esc.astype(np.int32), model, _probabilities(escapes, zeros))
                 _update(escapes, zeros, esc)
-    payload = encoder.get_compressed().astype(">u4").tobytes()
+    payload = wire.coded_bytes(encoder)
     payload = payload[:len(payload) - min(3, len(payload) - len(payload.rstrip(b"\0")))]
-    flags, geometry = _geometry(affine)
+    flags, geometry = wire.geometry(affine)
     out = bytearray(MAGIC) + bytes([VERSION, flags | SOURCE_KINDS.index(source) << 2,
                                     labels.ndim])
     for s in labels.shape:
-        out += _varint(s)
+        out += wire.varint(s)
     out += bytes([classes - 1]) + geometry + payload
-    return bytes(out + struct.pack("<I", zlib.crc32(out)))
+    return wire.with_crc(out)
 
 
 def _bad(message: str) -> SgcFormatError:
@@ -245,49 +229,21 @@ def _parse(data: bytes):
         raise _bad(f"{len(data)} bytes, a valid stream has at least {MIN_BYTES}")
     if data[:2] != MAGIC:
         raise _bad("magic bytes are not 'SL'")
-    if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
+    if not wire.crc_matches(data):
         raise _bad("CRC-32 mismatch (truncated or damaged)")
     version, flags, ndim = data[2:5]
     if version != VERSION:
         raise _bad(f"version {version}; this reader knows {VERSION}")
-    if flags & 0xE2 or (flags & 0x10 and not flags & 1):
+    if flags & 0xE2 or (flags & wire.AXIS_ALIGNED and not flags & wire.GEOMETRY):
         raise _bad(f"reserved flag bits set (flags = {flags:#04x})")
     if ndim not in (2, 3):
         raise _bad(f"ndim = {ndim}, expected 2 or 3")
-    pos, end, shape = 5, len(data) - 4, []
-    for i in range(ndim):
-        value = 0
-        for b in range(3):
-            if pos >= end:
-                raise _bad(f"shape[{i}] runs past the end")
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << (7 * b)
-            if not byte & 0x80:
-                if b and not byte:
-                    raise _bad(f"shape[{i}] is a non-minimal varint")
-                break
-        else:
-            raise _bad(f"shape[{i}] varint is longer than 3 bytes")
-        shape.append(value)
-    check_image_shape(tuple(shape), 1, _bad)
-    geometry = (24 if flags & 0x10 else 48) if flags & 1 else 0
-    if pos + 1 + geometry > end:
-        raise _bad("header runs past the end")
-    classes = data[pos] + 1
-    values = np.frombuffer(data[pos + 1:pos + 1 + geometry], dtype="<f4").astype(np.float64)
-    if not np.isfinite(values).all():
-        raise _bad("geometry holds a non-finite number")
-    affine = None
-    if geometry:
-        affine = np.eye(4)
-        if geometry == 24:
-            affine[:3, :3] = np.diag(values[:3])
-            affine[:3, 3] = values[3:]
-        else:
-            affine[:3] = values.reshape(3, 4)
-    return (tuple(shape), classes, affine, SOURCE_KINDS[(flags >> 2) & 3],
-            data[pos + 1 + geometry:end])
+    r = wire.Reader(data, len(data) - 4, "label stream", pos=5)
+    shape = tuple(r.varint(f"shape[{i}]", 0, 1 << 21) for i in range(ndim))
+    check_image_shape(shape, 1, _bad)
+    classes = r.take(1, "classes")[0] + 1
+    affine = r.geometry(flags)
+    return shape, classes, affine, SOURCE_KINDS[(flags >> 2) & 3], data[r.pos:r.end]
 
 
 def decode(data: bytes, max_voxels: int = 1 << 24) -> LabelMap:
@@ -302,9 +258,8 @@ def decode(data: bytes, max_voxels: int = 1 << 24) -> LabelMap:
         raise _bad(f"declares {voxels} voxels, more than the {max_voxels} allowed here")
     padded, dims, wa, wb, fronts, deltas, most, counts, alphabet = _setup(shape, classes)
     flat = padded.reshape(-1)
-    words = np.frombuffer(payload + b"\0" * (-len(payload) % 4), dtype=">u4").astype(np.uint32)
-    decoder = constriction.stream.queue.RangeDecoder(words)
-    model = _model()
+    decoder = wire.decoder_for(payload)
+    model = wire.coder_model()
     pos, ctx = np.empty(most, dtype=np.int64), np.empty(most, dtype=np.int64)
     escapes = np.ones((1, max(1, classes - ESCAPE)), dtype=np.int64)
     try:

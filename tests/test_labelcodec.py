@@ -116,7 +116,7 @@ def test_damaged_streams_name_the_problem():
         (recrc(data[:3] + bytes([data[3] | 0x80]) + data[4:]), "reserved"),
         (recrc(data[:4] + b"\x04" + data[5:]), "ndim"),
         (recrc(data[:5] + b"\x00" + data[6:]), r"shape\[0\] = 0"),
-        (recrc(data[:8] + b"\x00" * 4), "header runs past"),
+        (recrc(data[:8] + b"\x00" * 4), "geometry runs past the end"),
     ]
     for bad, message in cases:
         with pytest.raises(SgcFormatError, match=message) as err:
