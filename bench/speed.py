@@ -33,7 +33,7 @@ from PIL import Image
 
 import segcodec
 from segcodec import api, bits, container, entropy, zoo
-from segcodec.transforms import labels_from_logits, normalise, resample
+from segcodec.transforms import labels_from_logits
 
 from . import codecs
 from .common import (FALLBACK, KIND, NDIM, PEERS, REPO, RESULTS, Case, command, load_cases,
@@ -100,13 +100,12 @@ def stages(case: Case, repeat: int) -> dict:
     that of contexts and range coding.
     """
     m = zoo.default_for(NDIM[case.task])
-    arch = m.manifest["architecture"]
     data = segcodec.encode(case.array, kind=case.kind, force=True)
     header, payload = container.read(data)
     with torch.no_grad():
-        # api's private validation is part of what encode pays, so it is timed too.
-        prep = lambda: resample(normalise(api._as_image(case.array, case.kind)[0],
-                                          m.manifest["normalisation"]), arch["work_shape"])
+        # encode's checks are part of what it pays, so they are timed too.
+        prep = lambda: api.working_grid(api.prepare(case.array, kind=case.kind, model=m,
+                                                    force=True))
         x = prep()
         logits = m.net.compressor(x)[0].numpy()
         z = bits.threshold(logits)
@@ -119,7 +118,7 @@ def stages(case: Case, repeat: int) -> dict:
             "C (network)": lambda: m.net.compressor(x),
             "threshold": lambda: bits.threshold(logits),
             "contexts (bits.coding_order)": lambda: bits.coding_order(z, header.ndim),
-            "range coding": lambda: entropy._range_code(sym, ctx, m.table),
+            "range coding": lambda: entropy.range_code(sym, ctx, m.table),
             "entropy.encode (contexts + range coding + trim)":
                 lambda: entropy.encode(z, m.table, header.ndim),
             "container": lambda: container.write(header, payload),

@@ -105,6 +105,31 @@ def encode(image, *, model=None, kind: str | None = None, affine=None,
             return encode(loaded.array, model=model, kind=kind or loaded.kind,
                           affine=loaded.affine if affine is None else affine,
                           metadata=metadata, source=loaded.source, force=force)
+    p = prepare(image, model=model, kind=kind, affine=affine, force=force)
+    z = compress(p)
+    header = Header(model_id=p.model.model_id, shape=p.shape, channels=p.channels,
+                    latent_shape=tuple(z.shape), source=source, affine=p.affine,
+                    metadata=metadata or None)
+    try:
+        return container.write(header, entropy.encode(z, p.model.table, p.model.ndim))
+    except (ValueError, TypeError) as exc:
+        raise InputError(str(exc)) from None
+
+
+@dataclass
+class Prepared:
+    """An input made ready for C: checked, scaled, in the model's orientation and channels."""
+    model: zoo.Model
+    array: np.ndarray  # channels first, as C's normalisation takes it
+    shape: tuple[int, ...]  # the input's own shape (what the header records)
+    channels: int  # the input's channels
+    affine: np.ndarray | None
+
+
+def prepare(image, *, model=None, kind: str | None = None, affine=None,
+            force: bool = False) -> Prepared:
+    """The first stage of ``encode``: an array (not a path) checked against the format and
+    the model (its intensity convention, domain and size), in the model's orientation."""
     array, ndim = _as_image(image, kind)
     m = _pick_model(model, ndim)
     if m.manifest["normalisation"].get("kind") == "fixed":
@@ -129,18 +154,19 @@ def encode(image, *, model=None, kind: str | None = None, affine=None,
         else:
             raise InputError(f"model {m.name} takes {m.in_channels}-channel images, "
                              f"got {channels} channels")
+    return Prepared(m, array, shape, channels, affine)
+
+
+def working_grid(p: Prepared) -> torch.Tensor:
+    """A prepared input normalised and resampled to the model's working grid: C's input."""
+    return resample(normalise(p.array, p.model.manifest["normalisation"]),
+                    p.model.manifest["architecture"]["work_shape"])
+
+
+def compress(p: Prepared) -> np.ndarray:
+    """C and the threshold: a prepared input's binary latents (uint8, (K, *grid))."""
     with torch.no_grad():
-        x = resample(normalise(array, m.manifest["normalisation"]),
-                     m.manifest["architecture"]["work_shape"])
-        z = bits.threshold(m.net.compressor(x)[0].numpy())
-    payload = entropy.encode(z, m.table, ndim)
-    header = Header(model_id=m.model_id, shape=shape, channels=channels,
-                    latent_shape=tuple(z.shape), source=source, affine=affine,
-                    metadata=metadata or None)
-    try:
-        return container.write(header, payload)
-    except (ValueError, TypeError) as exc:
-        raise InputError(str(exc)) from None
+        return bits.threshold(p.model.net.compressor(working_grid(p))[0].numpy())
 
 
 def decode(data: bytes) -> Decoded:
@@ -183,14 +209,25 @@ def _orientation(m: zoo.Model, affine, error=InputError) -> np.ndarray | None:
 
 
 def labels_from_latents(decoded: Decoded, device: str = "auto") -> np.ndarray:
+    """g and s on one decoded file: its labels at the input's shape, in its voxel order."""
+    return labels_of([decoded], device)[0]
+
+
+def labels_of(items: list[Decoded], device="auto") -> list[np.ndarray]:
+    """g and s on decoded files of one model, as one batch; each file's labels at its input's
+    shape, in its voxel order (format_spec.md §2.3)."""
     dev = resolve_device(device)
-    net = decoded.model.net_on(dev)
-    ornt = _orientation(decoded.model, decoded.header.affine, SgcFormatError)
+    net = items[0].model.net_on(dev)
     with torch.no_grad():
-        z = torch.from_numpy(decoded.latents.astype(np.float32))[None].to(dev)
-        labels = labels_from_logits(net.decode_logits(z),
-                                    orientation.model_shape(decoded.header.shape, ornt))
-    return orientation.to_input(labels, ornt)
+        z = torch.from_numpy(np.stack([d.latents for d in items]).astype(np.float32)).to(dev)
+        logits = net.decode_logits(z)
+    out = []
+    for i, d in enumerate(items):
+        ornt = _orientation(d.model, d.header.affine, SgcFormatError)
+        labels = labels_from_logits(logits[i:i + 1],
+                                    orientation.model_shape(d.header.shape, ornt))
+        out.append(orientation.to_input(labels, ornt))
+    return out
 
 
 def segment(data: bytes, *, device: str = "auto") -> np.ndarray:

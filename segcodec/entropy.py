@@ -51,7 +51,7 @@ def ideal_bits(z: np.ndarray, table: np.ndarray, ndim: int) -> float:
     return float(-np.log2(np.where(symbols == 1, p_one, 1.0 - p_one)).sum())
 
 
-def _range_code(symbols: np.ndarray, ctx: np.ndarray, table: np.ndarray) -> bytes:
+def range_code(symbols: np.ndarray, ctx: np.ndarray, table: np.ndarray) -> bytes:
     encoder = constriction.stream.queue.RangeEncoder()
     if symbols.size:
         encoder.encode(symbols.astype(np.int32), wire.coder_model(),
@@ -62,7 +62,7 @@ def _range_code(symbols: np.ndarray, ctx: np.ndarray, table: np.ndarray) -> byte
 def encode(z: np.ndarray, table: np.ndarray, ndim: int) -> bytes:
     """Binary latents (K, *grid) -> payload bytes (§4)."""
     symbols, ctx = bits.coding_order(z, ndim)
-    data = _range_code(symbols, ctx, table)
+    data = range_code(symbols, ctx, table)
     # §4: drop trailing bytes (or round the last kept byte up) while the stream still decodes
     # to the same bits; the decoder pads with zeros.  Checked by decoding, so always safe.
     for keep in range(max(0, len(data) - 4), len(data)):

@@ -45,7 +45,6 @@ from starlette.requests import ClientDisconnect
 from . import __version__, api, labelcodec, zoo
 from . import io as sgio
 from .errors import InputError, SgcError, SgcFormatError, UnknownModelError
-from .transforms import labels_from_logits
 
 LABELS = labelcodec.MEDIA_TYPE
 NIFTI = "application/x-nifti"
@@ -92,18 +91,6 @@ def _negotiate(accept: str | None) -> str | None:
     return None
 
 
-def _infer(items: list[api.Decoded], device: str) -> list[np.ndarray]:
-    """g and s on decoded files of one model; one file takes exactly ``segment``'s path."""
-    if len(items) == 1:
-        return [api.labels_from_latents(items[0], device)]
-    dev = api.resolve_device(device)
-    net = items[0].model.net_on(dev)
-    with torch.no_grad():
-        z = torch.from_numpy(np.stack([d.latents for d in items]).astype(np.float32)).to(dev)
-        logits = net.decode_logits(z)
-        return [labels_from_logits(logits[i:i + 1], d.header.shape) for i, d in enumerate(items)]
-
-
 class _Batcher:
     """One thread runs the networks: files that wait together go through as one batch.
 
@@ -112,7 +99,7 @@ class _Batcher:
     one ran, so a lone request is never delayed.
     """
 
-    def __init__(self, device: str, max_batch: int):
+    def __init__(self, device: torch.device, max_batch: int):
         self.device, self.max_batch = device, max_batch
         self.queue: queue.Queue = queue.Queue()
         threading.Thread(target=self._run, name="segcodec-infer", daemon=True).start()
@@ -136,7 +123,7 @@ class _Batcher:
                     by_model.setdefault(decoded.model.model_id, []).append((decoded, future))
             for items in by_model.values():
                 try:
-                    results = _infer([d for d, _ in items], self.device)
+                    results = api.labels_of([d for d, _ in items], self.device)
                 except Exception as exc:  # handed to the requests, which answer 500
                     for _, future in items:
                         future.set_exception(exc)
@@ -191,7 +178,7 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
         max_batch = 8 if dev.type == "cuda" else 1
     executor = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1),
                                   thread_name_prefix="segcodec-io")
-    batcher = _Batcher(device, max(1, max_batch))
+    batcher = _Batcher(dev, max(1, max_batch))
     admission = threading.BoundedSemaphore(max_queue)  # requests in flight, queued ones too
     in_flight, counting = 0, threading.Lock()  # for /healthz; admission is the semaphore's
     secret = token.encode() if token else None

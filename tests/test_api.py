@@ -229,3 +229,22 @@ def test_cpu_and_auto_devices_resolve():
     from segcodec.api import resolve_device
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type in ("cpu", "cuda")
+
+
+def test_a_batch_of_files_gets_each_files_own_labels_in_its_own_voxel_order():
+    """The service's batched path (one g+s call for several files) orients each file's
+    labels as ``segment`` does: a batch once returned them in the model's orientation."""
+    array, affine = hippo_volume(0)
+    flip = np.diag([-1.0, 1, 1, 1])
+    flip[0, 3] = (array.shape[0] - 1) * affine[0, 0]
+    files = [segcodec.encode(array, affine=affine),
+             segcodec.encode(array[::-1], affine=affine @ flip),
+             segcodec.encode(np.transpose(array, (1, 0, 2)),
+                             affine=affine[:, [1, 0, 2, 3]])]
+    decoded = [segcodec.api.decode(f) for f in files]
+    together = segcodec.api.labels_of(decoded, "cpu")
+    for data, labels in zip(files, together):
+        np.testing.assert_array_equal(labels, segcodec.segment(data, device="cpu"))
+    # and the reoriented copies are the same anatomy, labelled alike
+    np.testing.assert_array_equal(together[1][::-1], together[0])
+    np.testing.assert_array_equal(np.transpose(together[2], (1, 0, 2)), together[0])

@@ -90,13 +90,13 @@ def url(app):
 def blocked(monkeypatch):
     """Networks that wait for ``release.set()``: keeps requests in flight on demand."""
     release = threading.Event()
-    real = service._infer
+    real = service.api.labels_of
 
     def slow(items, device):
         release.wait(10)
         return real(items, device)
 
-    monkeypatch.setattr(service, "_infer", slow)
+    monkeypatch.setattr(service.api, "labels_of", slow)
     yield release
     release.set()
 
@@ -234,14 +234,14 @@ def test_full_queue_is_503_then_serves_again(files, blocked):
 
 def test_requests_that_wait_together_share_a_batch(files, monkeypatch):
     sizes, release = [], threading.Event()
-    real = service._infer
+    real = service.api.labels_of
 
     def counted(items, device):
         release.wait(10)
         sizes.append(len(items))
         return real(items, device)
 
-    monkeypatch.setattr(service, "_infer", counted)
+    monkeypatch.setattr(service.api, "labels_of", counted)
     app = service.create_app(device="cpu", max_batch=4, warm=False)
     http, data, answers = TestClient(app), files[0][1], []
     threads = [threading.Thread(target=lambda: answers.append(
