@@ -338,6 +338,17 @@ def test_runs_written_before_augment_existed_resume_as_flips(tmp_path):
         loop.train({**cfg, "augment": "affine"}, x, t, tmp_path)
 
 
+@pytest.mark.parametrize("key, value", [("critic_widths", [8, 8, 8]), ("orientation", "RAS"),
+                                        ("normalisation", {"kind": "zscore"})])
+def test_a_run_resumes_only_under_every_setting_it_started_with(tmp_path, key, value):
+    cfg = smoke_config("isic-d3", steps=2)
+    x, t, _ = fixture_set(cfg)
+    loop.train(cfg, x, t, tmp_path)
+    loop.train({**cfg, "teacher": None, "init": "moved/elsewhere"}, x, t, tmp_path)  # fine
+    with pytest.raises(ValueError, match=f"started with {key}="):
+        loop.train({**cfg, key: value}, x, t, tmp_path)
+
+
 def test_a_rate_point_picks_only_from_its_second_half(tmp_path):
     cfg = smoke_config("isic-d4", steps=6, rate_ramp=0.0, select_from=0.5)
     x, t, full = fixture_set(cfg)

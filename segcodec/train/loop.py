@@ -26,9 +26,9 @@ from ..transforms import labels_from_logits
 from .critic import Critic
 from .losses import ContextRate, loss_dis, loss_distil, loss_seg
 
-# A run resumes only under the config it started with.
-RESUME_KEYS = ("arch", "steps", "seed", "lr", "batch", "compress", "target", "dis_weight",
-               "rate_weight", "dice_weight", "rate_ramp", "distil_weight", "augment")
+# A run resumes only under the config it started with: every key but these, which say where
+# its parent runs are (a runs folder may move).
+RESUME_IGNORES = ("init", "init_segmentor", "teacher")
 DEFAULTS = {"augment": "flips"}  # what configs written before the key existed meant
 LOG_COLUMNS = ["step", "elapsed_s", "loss", "loss_seg", "loss_dis", "loss_cr_bpp", "loss_distil",
                "dice"]
@@ -190,10 +190,13 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
         net.segmentor.load_state_dict(seg.state_dict())
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        started = {k: ck["config"].get(k, DEFAULTS.get(k)) for k in RESUME_KEYS}
-        changed = [k for k in RESUME_KEYS if started[k] != cfg.get(k, DEFAULTS.get(k))]
+        started = ck["config"]
+        # A key the run was started without is compared only where its old meaning is known.
+        changed = [k for k in dict.fromkeys([*started, *cfg]) if k not in RESUME_IGNORES
+                   and (k in started or k in DEFAULTS)
+                   and started.get(k, DEFAULTS.get(k)) != cfg.get(k, DEFAULTS.get(k))]
         if changed:
-            was = ", ".join(f"{k}={started[k]}" for k in changed)
+            was = ", ".join(f"{k}={started.get(k, DEFAULTS.get(k))}" for k in changed)
             raise ValueError(f"{out} holds a run started with {was}; use another --out")
         for key, module in modules.items():
             if module is not None:
