@@ -11,6 +11,7 @@
     python -m bench startup                         # light commands against python -c pass
     python -m bench validation --data ../shared/data RUN...  # choose runs on validation
     python -m bench cohort --data ../shared/data    # files/s: a loop against Dask workers
+    python -m bench fuzz                            # 100,000 structure-aware inputs
 
 Each module's --help lists its options; ``--smoke`` (where offered) runs on fixtures/
 and writes to a scratch folder unless --out says otherwise.
@@ -21,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 COMMANDS = ("rate", "ablation", "speed", "latency", "figures", "evaluate", "load",
-            "references", "startup", "validation", "cohort")
+            "references", "startup", "validation", "cohort", "fuzz")
 SMOKE_OUT = Path(tempfile.gettempdir()) / "segcodec-bench-smoke"
 
 
