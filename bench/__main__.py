@@ -12,6 +12,7 @@
     python -m bench validation --data ../shared/data RUN...  # choose runs on validation
     python -m bench cohort --data ../shared/data    # files/s: a loop against Dask workers
     python -m bench fuzz                            # 100,000 structure-aware inputs
+    python -m bench attacks                         # the audit's attack files: time, memory
 
 Each module's --help lists its options; ``--smoke`` (where offered) runs on fixtures/
 and writes to a scratch folder unless --out says otherwise.
@@ -22,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 COMMANDS = ("rate", "ablation", "speed", "latency", "figures", "evaluate", "load",
-            "references", "startup", "validation", "cohort", "fuzz")
+            "references", "startup", "validation", "cohort", "fuzz", "attacks")
 SMOKE_OUT = Path(tempfile.gettempdir()) / "segcodec-bench-smoke"
 
 
