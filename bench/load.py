@@ -7,6 +7,9 @@ Starts ``segcodec serve`` on a free 127.0.0.1 port, uploads the fixtures' .sgc f
 ``--requests`` per level or ``--max-seconds``, whichever ends first, then a burst of malformed
 uploads.  Every answer is checked: 200, and labels equal to local ``segcodec.segment`` ones.
 Server memory (RSS) is read before the load, after it and after the malformed burst.
+``--slow-clients N`` holds N uploads open beside the load, each sending its headers and one
+byte of a 1,000-byte body, then nothing (reopened whenever the server drops one): they must
+not cost the load any errors.
 Writes load.json and load.md.  Not a test: the numbers depend on the machine and its load.
 """
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -84,6 +89,47 @@ async def run_level(url: str, files, expected, concurrency: int, requests: int,
             "errors": len(errors), "error_samples": errors[:3], "label_mismatches": mismatches}
 
 
+class SlowClients:
+    """``n`` uploads that stall after one body byte, held open (and reopened) in a thread."""
+
+    def __init__(self, port: int, n: int):
+        self.port, self.n, self.answers, self.stop = port, n, {}, threading.Event()
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+
+    def _open(self) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", self.port))
+        s.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\nS")
+        s.setblocking(False)
+        return s
+
+    def _hold(self) -> None:
+        socks = [self._open() for _ in range(self.n)]
+        while not self.stop.wait(0.25):
+            for i, s in enumerate(socks):
+                try:
+                    answer = s.recv(64)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    answer = b"reset"
+                status = answer.split(b" ")[1].decode() if answer.startswith(b"HTTP/") \
+                    else "closed"
+                self.answers[status] = self.answers.get(status, 0) + 1
+                s.close()
+                socks[i] = self._open()
+        for s in socks:
+            s.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(10)
+
+
 async def malformed_burst(url: str, files, n: int) -> dict:
     rng = np.random.default_rng(0)
     codes: dict[int, int] = {}
@@ -108,6 +154,8 @@ def main(argv=None) -> None:
     ap.add_argument("--max-seconds", type=float, default=60.0, help="Time limit per level.")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--malformed", type=int, default=150)
+    ap.add_argument("--slow-clients", type=int, default=0,
+                    help="Stalled uploads held open beside the load.")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -123,11 +171,12 @@ def main(argv=None) -> None:
         levels = []
         asyncio.run(run_level(server.url, files, expected, 1, len(files), 60))  # warm up
         rss_before = rss(server.proc.pid)
-        for c in args.concurrency:
-            levels.append(asyncio.run(run_level(server.url, files, expected, c, args.requests,
-                                                args.max_seconds)))
-            levels[-1]["server_rss_mb_after"] = round(rss(server.proc.pid) / 2**20, 1)
-            print(json.dumps(levels[-1]), flush=True)
+        with SlowClients(server.port, args.slow_clients) as slow:
+            for c in args.concurrency:
+                levels.append(asyncio.run(run_level(server.url, files, expected, c,
+                                                    args.requests, args.max_seconds)))
+                levels[-1]["server_rss_mb_after"] = round(rss(server.proc.pid) / 2**20, 1)
+                print(json.dumps(levels[-1]), flush=True)
         rss_after = rss(server.proc.pid)
         burst = asyncio.run(malformed_burst(server.url, files, args.malformed))
         rss_burst = rss(server.proc.pid)
@@ -144,6 +193,7 @@ def main(argv=None) -> None:
                           "after_load": round(rss_after / 2**20, 1),
                           "after_malformed": round(rss_burst / 2**20, 1)},
         "healthy_after": health["status"] == "ok",
+        "slow_clients": {"held": args.slow_clients, "answers": slow.answers},
     }
     write_outputs(args.out, "load", result, markdown(result))
 
@@ -165,7 +215,12 @@ def markdown(r: dict) -> str:
     lines += ["", f"Server RSS: {m['before_load']} MB before the load, {m['after_load']} MB "
               f"after it, {m['after_malformed']} MB after {r['malformed']['uploads']} malformed "
               f"uploads (answers: {r['malformed']['status_codes']}); healthy after: "
-              f"{r['healthy_after']}.", ""]
+              f"{r['healthy_after']}."]
+    slow = r.get("slow_clients") or {}
+    if slow.get("held"):
+        lines += ["", f"{slow['held']} stalled uploads were held open beside the load "
+                  f"(reopened when dropped); what they were answered: {slow['answers']}."]
+    lines.append("")
     return "\n".join(lines)
 
 
