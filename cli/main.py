@@ -102,7 +102,11 @@ def _batch(run, n: int, label: str, quiet: bool, line, scheduler=None, workers=N
 
 
 def _on_cluster(run, progress, scheduler, workers):
-    from segcodec import cluster
+    try:
+        from segcodec import cluster
+    except ImportError:
+        raise segcodec.InputError("--workers and --scheduler need Dask: pip install "
+                                  "'segcodec[cluster]'") from None
     with cluster.connect(scheduler, workers) as client:
         return run(client, progress)
 
@@ -232,7 +236,8 @@ def segment(sgc_files, output, device, force, skip_existing, scheduler, workers,
     token = _run(read_token, token_file) if remote else None
 
     def line(r):
-        return r.report if r.report else f"{r.src} -> {r.dst} ({r.seconds:.2f} s)"
+        done = f"{r.src} -> {r.dst} ({r.seconds:.2f} s)"
+        return f"{r.report}\n{done}" if r.report else done
 
     _batch(lambda client, progress: batch.segment_many(
                sources, output, device=device, remote=remote, token=token, force=force,

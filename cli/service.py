@@ -49,17 +49,6 @@ def _report(name: str, url: str, result, steps: list[tuple[str, float]]) -> None
                + (f"  (server: {server})" if server else ""))
 
 
-def segment_remote_file(src, dst, url: str, token: str | None = None, *,
-                        timeout: float = 60.0, quiet: bool = False) -> Path:
-    """``segcodec segment SRC --remote URL`` (``segcodec.remote.segment_file``), printing each
-    step's time and the bytes each way."""
-    from segcodec import remote
-    out, result, steps = remote.segment_file(src, dst, url, token, timeout=timeout)
-    if not quiet:
-        _report(str(src), url, result, steps)
-    return out
-
-
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface).")

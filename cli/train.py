@@ -43,9 +43,9 @@ def train(config, data, design, rate_point, out, steps, seed, batch, threads, de
     training cases and score them on the test cases (imagesTs/ + labelsTs/) where there are any.
 
     \b
-    segcodec train --data Task05_Prostate --design seg   # the reference, D4's teacher
-    segcodec train --data Task05_Prostate                # D4 -> runs/prostate-d4/
-    segcodec export runs/prostate-d4/checkpoint.pt --data Task05_Prostate --name prostate-v1
+    segcodec train --data Task09_Spleen --design seg   # the reference, D4's teacher
+    segcodec train --data Task09_Spleen                # D4 -> runs/spleen-d4/
+    segcodec export runs/spleen-d4/checkpoint.pt --data Task09_Spleen --name spleen-v1
 
     Writes checkpoint.pt (resumable), log.csv, val.csv, losses.png, split.json and summary.json
     to the run folder.

@@ -146,7 +146,8 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
     limit = domain.max_voxels(m.manifest)
     if limit is not None and math.prod(shape) > limit:
         raise InputError(f"{math.prod(shape)} voxels, more than model {m.name} takes ({limit}: "
-                         "its largest field of view at its finest voxel size), even with force")
+                         "its largest field of view at its finest voxel size)"
+                         + (", even with force" if force else ""))
     channels = array.shape[0]
     if channels != m.in_channels:
         if channels == 1 and m.in_channels == 3:
@@ -180,6 +181,7 @@ def decode(data: bytes) -> Decoded:
     if limit is not None and math.prod(header.shape) > limit:  # before any work it would cost
         raise SgcFormatError(f"invalid .sgc: shape {header.shape} ({math.prod(header.shape)} "
                              f"voxels) is more than model {m.name} takes ({limit})")
+    _orientation(m, header.affine, SgcFormatError)  # a singular affine fails this file alone
     return Decoded(header, entropy.decode(payload, m.table, header.latent_shape, header.ndim), m)
 
 

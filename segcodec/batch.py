@@ -21,6 +21,7 @@ with its one-line error, and the batch carries on.  On a cluster:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -119,9 +120,10 @@ def segment_remote_one(job: destinations.Job, url: str, token: str | None = None
     from . import remote
     t0 = time.perf_counter()
     out, answer, steps = remote.segment_file(job.src, job.dst, url, token)
-    timing = " | ".join(f"{k} {1e3 * v:.1f} ms" for k, v in steps)
+    server = ", ".join(f"{k} {v:.1f} ms" for k, v in answer.server_ms.items())
     report = (f"{job.src} -> {url}: sent {answer.sent} bytes, received {answer.received} "
-              f"bytes\n  {timing}")
+              "bytes\n  " + " | ".join(f"{k} {1e3 * v:.1f} ms" for k, v in steps)
+              + (f"  (server: {server})" if server else ""))
     return Result(job.src, out, bytes=out.stat().st_size, seconds=time.perf_counter() - t0,
                   report=report)
 
@@ -161,12 +163,24 @@ def run(jobs: list[destinations.Job], work, *, client=None, models=(),
         from distributed import as_completed
 
         from .cluster import ModelPlugin
-        client.register_plugin(ModelPlugin(list(models), os.environ.get(modelfiles.PATH_ENV)))
-        futures = client.map(_guarded, [jobs[i] for i in todo], work=work, pure=False,
-                             retries=2)
+        # Workers may run in other folders: they get absolute paths, results the caller's.
+        model_path = os.pathsep.join(str(Path(d).absolute()) for d in os.environ.get(
+            modelfiles.PATH_ENV, "").split(os.pathsep) if d) or None
+        client.register_plugin(ModelPlugin(list(models), model_path))
+        absolute = [dataclasses.replace(jobs[i], src=jobs[i].src.absolute(),
+                                        dst=jobs[i].dst.absolute()) for i in todo]
+        futures = client.map(_guarded, absolute, work=work, pure=False, retries=2)
         where = {f.key: i for f, i in zip(futures, todo)}
         for future in as_completed(futures):
-            done[where[future.key]] = result = future.result()
+            i = where[future.key]
+            try:
+                result = future.result()
+                result = dataclasses.replace(result, src=jobs[i].src,
+                                             dst=jobs[i].dst if result.dst else None)
+            except Exception as exc:  # a worker lost too often (KilledWorker), or a bug
+                result = Result(jobs[i].src, jobs[i].dst,
+                                error=f"{jobs[i].src}: {type(exc).__name__}: {exc}")
+            done[i] = result
             if progress:
                 progress(result)
     return done

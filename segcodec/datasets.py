@@ -19,6 +19,7 @@ Masks of only 0 and 255 mean background and label 1 (ISIC's convention) in both.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,19 +76,39 @@ def open(root) -> DataSet:  # noqa: A001 - the data set's counterpart of io.open
         if not isinstance(meta, dict):
             raise InputError(f"{root / 'dataset.json'}: not a JSON object")
     training = _pairs_msd(root / "imagesTr", root / "labelsTr")
+    more = sorted(p.name for p in (root / "imagesTr").iterdir()
+                  if re.search(r"_(?!0000)\d{4}\.", p.name))
+    if more:
+        raise InputError(f"{root}: cases have several channel files ({more[0]}, ...); "
+                         "segcodec trains on one channel per case")
     test = _pairs_msd(root / "imagesTs", root / "labelsTs", required=False) \
         if (root / "imagesTs").is_dir() and (root / "labelsTs").is_dir() else []
     return _described(root, "msd", meta, training, test)
 
 
 def cases(root) -> list[Case]:
-    """The cases to score in ``root``: its test cases where it has labelled ones, else its
-    training cases."""
-    ds = open(root)
-    return ds.test or ds.training
+    """The cases to score in ``root``: its labelled test cases (``imagesTs/`` +
+    ``labelsTs/``) where it has any, else its training cases.  Only the file names are read:
+    scoring needs no label names or channel description."""
+    root = Path(root)
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        return _pairs_2d(root / "images", root / "masks")
+    for images, labels in (("imagesTs", "labelsTs"), ("imagesTr", "labelsTr")):
+        if (root / images).is_dir() and (root / labels).is_dir():
+            found = _pairs_msd(root / images, root / labels, required=images == "imagesTr")
+            if found:
+                return found
+    raise InputError(f"{root}: no data set here: expected imagesTr/ + labelsTr/ (an MSD or "
+                     "nnU-Net folder), imagesTs/ + labelsTs/, or images/ + masks/")
 
 
 def _described(root: Path, layout: str, meta: dict, training, test) -> DataSet:
+    if sgio.suffix(training[0].image) in sgio.NIFTI_SUFFIXES:
+        import nibabel as nib
+        shape = nib.load(training[0].image).shape
+        if len(shape) == 4 and shape[3] > 1:
+            raise InputError(f"{training[0].image}: {shape[3]} channels in one 4D file; "
+                             "segcodec trains on one channel per case")
     probe = sgio.read(training[0].image)
     array = probe.array
     ndim = 3 if probe.kind == "3d" else 2
@@ -97,8 +118,9 @@ def _described(root: Path, layout: str, meta: dict, training, test) -> DataSet:
         modality = "RGB"
     elif isinstance(names, dict) and names:
         modality = str(names.get("0", next(iter(names.values()))))
-        if len(names) > 1 and ndim == 3:
-            raise InputError(f"{root}: {len(names)} channels per case; segcodec trains on one")
+        if len(names) > channels:
+            raise InputError(f"{root}: dataset.json names {len(names)} channels per case; "
+                             "segcodec trains on one channel (or one RGB image) per case")
     else:
         modality = "MRI" if ndim == 3 else "grey"
     return DataSet(root=root, name=str(meta.get("name") or root.name), layout=layout,

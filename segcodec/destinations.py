@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import io as sgio
-from .errors import InputError
+from .errors import InputError, SgcError
 
 
 @dataclass
@@ -38,7 +38,7 @@ def plan(sources: list[Path], dest: Path | None, default: Callable[[Path], Path]
     for src in sources:
         try:
             name = default(src)
-        except InputError as exc:
+        except SgcError as exc:  # this file cannot be planned; the others can
             jobs.append(Job(src, None, error=str(exc)))
             continue
         dst = name if dest is None else dest / name.name if dest.is_dir() else dest

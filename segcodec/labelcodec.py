@@ -209,7 +209,10 @@ def encode(labels, classes: int | None = None, *, affine=None, source: str = "ar
                 _update(escapes, zeros, esc)
     payload = wire.coded_bytes(encoder)
     payload = payload[:len(payload) - min(3, len(payload) - len(payload.rstrip(b"\0")))]
-    flags, geometry = wire.geometry(affine)
+    try:
+        flags, geometry = wire.geometry(affine)
+    except ValueError as exc:  # finite in float64, not in the stream's float32
+        raise InputError(str(exc)) from None
     out = bytearray(MAGIC) + bytes([VERSION, flags | SOURCE_KINDS.index(source) << 2,
                                     labels.ndim])
     for s in labels.shape:

@@ -248,3 +248,15 @@ def test_a_batch_of_files_gets_each_files_own_labels_in_its_own_voxel_order():
     # and the reoriented copies are the same anatomy, labelled alike
     np.testing.assert_array_equal(together[1][::-1], together[0])
     np.testing.assert_array_equal(np.transpose(together[2], (1, 0, 2)), together[0])
+
+
+def test_a_singular_affine_fails_its_own_file_at_decode():
+    from segcodec import container
+    array, affine = hippo_volume(0)
+    good = segcodec.encode(array, affine=affine)
+    header, payload = container.read(good)
+    import dataclasses
+    bad = container.write(dataclasses.replace(header, affine=np.diag([0.0, 1, 1, 1])), payload)
+    with pytest.raises(SgcFormatError, match="singular"):
+        segcodec.api.decode(bad)
+    assert segcodec.api.labels_of([segcodec.api.decode(good)], "cpu")[0].shape == array.shape

@@ -3,6 +3,7 @@ labels of a local run; failures come back per file; models load once per worker;
 killed worker are run again."""
 import os
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -146,3 +147,29 @@ def test_remote_segment_on_a_cluster_writes_the_servers_labels(tmp_path, client)
         else:
             assert np.array_equal(np.asarray(nib.load(a.dst).dataobj),
                                   np.asarray(nib.load(b.dst).dataobj))
+
+
+def test_a_bad_file_fails_alone_and_results_keep_the_callers_paths(tmp_path, client,
+                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    files = [p for p in cohort(tmp_path / "in", copies=1) if p.name != "broken.png"][:2]
+    Path("out").mkdir()
+    relative = [Path("in") / p.name for p in files]
+    encoded = batch.encode_many(relative, "out", client=client)
+    assert [r.src for r in encoded] == relative
+    assert all(r.dst == Path("out") / (r.src.name.split(".")[0] + ".sgc") for r in encoded)
+    Path("out/junk.sgc").write_bytes(b"SG" + bytes(30))
+    sgc = [Path("out/junk.sgc")] + [r.dst for r in encoded]
+    for c in (None, client):
+        results = batch.segment_many(sgc, force=True, client=c)
+        assert "junk.sgc" in results[0].error and not any(r.error for r in results[1:])
+
+
+def test_cluster_options_without_dask_are_one_line(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "segcodec.cluster", None)  # as if not installed
+    monkeypatch.delattr(segcodec, "cluster", raising=False)
+    shutil.copy(ISIC[0], tmp_path / "a.jpg")
+    result = CliRunner().invoke(main, ["encode", str(tmp_path / "a.jpg"), "--workers", "2"])
+    assert result.exit_code == 1 and "pip install 'segcodec[cluster]'" in result.output
+    assert "Traceback" not in result.output

@@ -216,3 +216,25 @@ def test_converted_shared_data_gives_the_recipes_the_same_cases(tmp_path):
         data.check_root(tmp_path, "isic")
     assert exporter.orientation_of(recipes.config("hippocampus-d4")) == "RAS"
     assert run.recipe_for(None, out / "hippocampus", "seg")["task_key"] == "hippocampus"
+
+
+def test_data_sets_segcodec_cannot_train_on_are_refused_in_one_line(tmp_path):
+    root = msd_folder(tmp_path / "multi", n_train=2, n_test=0)
+    first = sorted((root / "imagesTr").iterdir())[0]
+    shutil.copy(first, first.with_name(first.name.replace(".nii.gz", "_0001.nii.gz")))
+    with pytest.raises(InputError, match="several channel files .*one channel per case"):
+        datasets.open(root)
+    root = msd_folder(tmp_path / "4d", n_train=2, n_test=0)
+    for p in (root / "imagesTr").iterdir():
+        img = nib.load(p)
+        nib.save(nib.Nifti1Image(np.stack([img.get_fdata()] * 2, -1), img.affine), p)
+    with pytest.raises(InputError, match="2 channels in one 4D file"):
+        datasets.open(root)
+
+
+def test_cases_to_score_need_only_file_names(tmp_path):
+    root = msd_folder(tmp_path / "scored", n_train=2, n_test=2)
+    shutil.rmtree(root / "imagesTr")
+    shutil.rmtree(root / "labelsTr")
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "a": [1, 2]}}))
+    assert [c.name for c in datasets.cases(root)] == ["organ_002", "organ_003"]

@@ -329,7 +329,7 @@ def test_malformed_uploads_never_break_the_server(files, http):
     assert http.post("/v1/segment", content=valid[0]).status_code == 200
 
 
-def test_send_and_segment_remote_write_aligned_labels(files, url, tmp_path, capsys):
+def test_send_and_segment_remote_write_aligned_labels(files, url, tmp_path):
     src = tmp_path / "vol.nii.gz"
     shutil.copy(HIPPO[0], src)
     result = CliRunner().invoke(cli_service.send, [str(src), "--remote", url])
@@ -345,12 +345,15 @@ def test_send_and_segment_remote_write_aligned_labels(files, url, tmp_path, caps
     np.testing.assert_allclose(nib.load(tmp_path / "x.nii.gz").affine, image.affine, atol=1e-5)
 
     (tmp_path / "a.sgc").write_bytes(files[0][1])
-    out = cli_service.segment_remote_file(tmp_path / "a.sgc", None, url)
-    assert out == tmp_path / "a.labels.png"
+    from segcodec.cli.main import main
+    result = CliRunner().invoke(main, ["segment", str(tmp_path / "a.sgc"), "--remote", url])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "a.labels.png"
     np.testing.assert_array_equal(np.asarray(Image.open(out)),
                                   segcodec.segment(files[0][1], device="cpu") * 255)
-    printed = capsys.readouterr().out
+    printed = result.output
     assert f"sent {len(files[0][1])} bytes" in printed and "decode labels" in printed
+    assert "(server: " in printed and f"-> {out} (" in printed
 
 
 def test_send_to_nowhere_is_one_line(tmp_path):

@@ -1,8 +1,8 @@
 """One training run from Python, as ``segcodec train`` does it, and the shipped models' recipes.
 
     from segcodec.train import run
-    run.run(None, data="Task05_Prostate", design="seg")   # any data set folder: planned
-    run.run(None, data="Task05_Prostate")                  # D4, taught by the seg run
+    run.run(None, data="Task09_Spleen", design="seg")   # any data set folder: planned
+    run.run(None, data="Task09_Spleen")                  # D4, taught by the seg run
     summary = run.run("isic-d4", data="../shared/data", out="runs/isic-d4")
     run.reproduce("isic", data="../shared/data")   # the shipped isic models, end to end
 """
