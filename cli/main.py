@@ -18,15 +18,11 @@ import segcodec
 from segcodec import batch, modelfiles
 from segcodec import io as sgio
 
-from .service import device_option, read_token, send, serve
+from .common import device_option, fail
+from .service import read_token, send, serve
 from .train import export, reproduce, train
 
 _INPUT_SUFFIXES = sgio.RASTER_SUFFIXES + sgio.NIFTI_SUFFIXES + sgio.NPY_SUFFIXES
-
-
-def _fail(message: str) -> None:
-    click.echo(f"segcodec: error: {message}", err=True)
-    sys.exit(1)
 
 
 def _run(fn, *args, **kwargs):
@@ -34,9 +30,9 @@ def _run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except segcodec.SgcError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except OSError as exc:
-        _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+        fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
 
 
 def _holds_inputs(folder: Path) -> bool:
@@ -113,7 +109,7 @@ def _on_cluster(run, progress, scheduler, workers):
 
 def _check_resume(force: bool, skip_existing: bool) -> None:
     if force and skip_existing:
-        _fail("--force and --skip-existing exclude each other")
+        fail("--force and --skip-existing exclude each other")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -184,7 +180,7 @@ def encode(paths, output, model, no_geometry, meta, volume, kind, force, skip_ex
     for item in meta:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            _fail(f"--meta takes KEY=VALUE, got {item!r}")
+            fail(f"--meta takes KEY=VALUE, got {item!r}")
         metadata[key] = value
     sources = [p for src in paths for p in _expand(src)]
     _check_resume(force, skip_existing)
@@ -223,16 +219,16 @@ def segment(sgc_files, output, device, force, skip_existing, scheduler, workers,
     for src in sgc_files:
         found = sorted(src.glob("*.sgc")) if src.is_dir() else [src]
         if not found:
-            _fail(f"{src}: no .sgc files in this folder")
+            fail(f"{src}: no .sgc files in this folder")
         sources += found
     _check_resume(force, skip_existing)
     as_seg = output is not None and sgio.suffix(output) == ".dcm"
     if (overlay is not None or as_seg) and (len(sources) != 1 or remote or scheduler or workers):
-        _fail("--overlay and a .dcm output take one local .sgc file")
+        fail("--overlay and a .dcm output take one local .sgc file")
     if source is not None and overlay is None and not as_seg:
-        _fail("--source is the image for --overlay or a .dcm output; give one of them")
+        fail("--source is the image for --overlay or a .dcm output; give one of them")
     if overlay is not None and overlay.exists() and not force:
-        _fail(f"{overlay}: exists; --force replaces it")
+        fail(f"{overlay}: exists; --force replaces it")
     token = _run(read_token, token_file) if remote else None
 
     def line(r):

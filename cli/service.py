@@ -2,27 +2,20 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 import click
 
 import segcodec
-from segcodec import io as sgio
 from segcodec import destinations
+from segcodec import io as sgio
 from segcodec.errors import naming  # errors name the file, as local `segment` does
+
+from .common import device_option, fail
 
 TOKEN_ENV = "SEGCODEC_TOKEN"
 
-
-# Checked by segcodec.api.resolve_device, which names what it accepts in its one-line error.
-device_option = click.option("--device", default="auto", show_default=True,
-                             help="Where g and s run: auto, cpu, cuda or cuda:N.")
-
-def _fail(message: str) -> None:
-    click.echo(f"segcodec: error: {message}", err=True)
-    sys.exit(1)
 
 
 def read_token(path) -> str | None:
@@ -87,7 +80,7 @@ def serve(host, port, device, token_file, max_body, max_queue, workers, max_batc
                          max_queue=max_queue, workers=workers, max_batch=max_batch,
                          body_timeout=body_timeout, max_output_voxels=max_output_voxels)
     except segcodec.SgcError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     config = app.state.config
     click.echo(f"segcodec: {len(segcodec.list_models())} models on {config['device']}, "
                f"batch {config['max_batch']}, token {'on' if config['token'] else 'off'}; "
@@ -119,7 +112,7 @@ def send(src, remote, output, model, no_geometry, token_file, timeout):
         out = send_file(src, output, remote, read_token(token_file), model=model,
                         geometry=not no_geometry, timeout=timeout)
     except segcodec.SgcError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(f"{src} -> {out}")
 
 

@@ -7,11 +7,7 @@ from pathlib import Path
 
 import click
 
-
-def _fail(message: str) -> None:
-    click.echo(f"segcodec: error: {message}", err=True)
-    sys.exit(1)
-
+from .common import fail
 
 @click.command()
 @click.argument("config", required=False)
@@ -66,7 +62,7 @@ def train(config, data, design, rate_point, out, steps, seed, batch, threads, de
                           seed=seed, batch=batch, threads=threads, device=device, cache=cache,
                           progress=progress, log=lambda m: click.echo(m, err=True))
     except (ValueError, OSError, KeyError) as exc:
-        _fail(f"{config}: {exc}" if config else str(exc))
+        fail(f"{config}: {exc}" if config else str(exc))
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -94,7 +90,7 @@ def reproduce(task, data, runs, out, threads, device, cache):
                                     log=lambda m: click.echo(m, err=True)):
             click.echo(json.dumps(result))
     except (ValueError, OSError, KeyError) as exc:
-        _fail(f"{task}: {exc}")
+        fail(f"{task}: {exc}")
 
 
 @click.command()
@@ -115,5 +111,5 @@ def export(checkpoint, data, name, out, is_default, cache):
     try:
         result = exporter.export(checkpoint, data, name, out, is_default, cache)
     except (ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(json.dumps(result))
