@@ -1,4 +1,5 @@
 """Model files: hash-checked, ids unambiguous, extra folders through SEGCODEC_MODEL_PATH."""
+import hashlib
 import shutil
 
 import numpy as np
@@ -34,7 +35,9 @@ def test_shipped_models_load_and_are_small():
     assert {m.ndim for m in models.values()} == {2, 3}
     for m in models.values():
         assert m.path.stat().st_size < 10_000_000
-        assert m.path.name.endswith(m.model_id.hex()[:8] + ".sgm")
+        # The id and the name's hash, from the file's bytes (format_spec §6), not from zoo.
+        digest = hashlib.sha256(m.path.read_bytes()).hexdigest()
+        assert m.model_id.hex() == digest[:12] and m.path.name == f"{m.name}-{digest[:8]}.sgm"
         assert sum(p.numel() for p in m.net.compressor.parameters()) < 1_300_000
 
 
