@@ -76,8 +76,7 @@ def open(root) -> DataSet:  # noqa: A001 - the data set's counterpart of io.open
         if not isinstance(meta, dict):
             raise InputError(f"{root / 'dataset.json'}: not a JSON object")
     training = _pairs_msd(root / "imagesTr", root / "labelsTr")
-    more = sorted(p.name for p in (root / "imagesTr").iterdir()
-                  if re.search(r"_(?!0000)\d{4}\.", p.name))
+    more = [p.name for p in sorted((root / "imagesTr").iterdir()) if _further_channel(p)]
     if more:
         raise InputError(f"{root}: cases have several channel files ({more[0]}, ...); "
                          "segcodec trains on one channel per case")
@@ -166,6 +165,16 @@ def _pairs_msd(images: Path, labels: Path, required: bool = True) -> list[Case]:
     if not out and required:
         raise InputError(f"{images}: no image with a label file in {labels}")
     return out
+
+
+def _further_channel(image: Path) -> bool:
+    """Whether an image is nnU-Net's second (third...) channel file of a case: NAME_0001
+    with no label of its own, where NAME has one."""
+    ext = sgio.suffix(image)
+    m = re.fullmatch(r"(.*)_(\d{4})", image.name[:-len(ext)] if ext else image.name)
+    labels = image.parent.parent / "labelsTr"
+    return bool(m and m[2] != "0000" and not _label_file(labels, m[0], ext)
+                and _label_file(labels, m[1], ext))
 
 
 def _label_file(labels: Path, name: str, ext: str) -> Path | None:

@@ -220,6 +220,9 @@ def test_converted_shared_data_gives_the_recipes_the_same_cases(tmp_path):
 
 def test_data_sets_segcodec_cannot_train_on_are_refused_in_one_line(tmp_path):
     root = msd_folder(tmp_path / "multi", n_train=2, n_test=0)
+    for sub in ("imagesTr", "labelsTr"):  # a four-digit case number is not a channel
+        (root / sub / "organ_001.nii.gz").rename(root / sub / "organ_0001.nii.gz")
+    assert len(datasets.open(root).training) == 2
     first = sorted((root / "imagesTr").iterdir())[0]
     shutil.copy(first, first.with_name(first.name.replace(".nii.gz", "_0001.nii.gz")))
     with pytest.raises(InputError, match="several channel files .*one channel per case"):
