@@ -6,6 +6,7 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -159,11 +160,17 @@ def test_images_and_masks_folder_plans_a_photograph_task(tmp_path):
     ds = datasets.open(root)
     assert (ds.ndim, ds.channels, ds.modality, ds.labels) == (2, 3, "RGB",
                                                               ["background", "label 1"])
+    grey = sorted((root / "images").iterdir())[-1]  # a grey photograph among RGB ones
+    Image.open(grey).convert("L").save(grey)
     cfg = recipes.for_dataset(root, "d4", 2)
     assert cfg["name"] == "lesions-d4-r2" and cfg["init"] == "lesions-d4"
     assert cfg["normalisation"] == {"kind": "fixed"} and cfg["arch"]["in_channels"] == 3
     cfg["normalisation"] = data.normalisation_for(cfg, root)
     assert len(cfg["normalisation"]["mean"]) == 3
+    x, _, _ = data.cached_set(cfg, root, "train", None)  # the grey one repeated, as encode does
+    norm = cfg["normalisation"]
+    pixels = [x[-1, c] * norm["std"][c] + norm["mean"][c] for c in range(3)]
+    assert x.shape[1] == 3 and torch.allclose(pixels[0], pixels[1], atol=1e-5)
     with pytest.raises(ValueError, match="rate points"):
         recipes.for_dataset(root, "seg", 2)
 

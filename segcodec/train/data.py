@@ -59,10 +59,17 @@ def hippocampus_files(root: Path, split: str) -> list[tuple[Path, Path]]:
     return [(base / "imagesTr" / n, base / "labelsTr" / n) for n in names]
 
 
-def read_pair(image_path: Path, label_path: Path, codes: str | None = None):
-    """(channels-first image, integer labels) of a case, in the orientation ``codes``."""
+def read_pair(image_path: Path, label_path: Path, codes: str | None = None,
+              channels: int | None = None):
+    """(channels-first image, integer labels) of a case, in the orientation ``codes``; a grey
+    image for a ``channels=3`` task repeated to RGB, as ``encode`` does."""
     image, labels, _ = datasets.read_case(datasets.Case("", Path(image_path), Path(label_path)),
                                           codes)
+    if channels == 3 and image.shape[0] == 1:
+        image = np.repeat(image, 3, axis=0)
+    elif channels is not None and image.shape[0] != channels:
+        raise ValueError(f"{image_path}: {image.shape[0]} channels, where the task has "
+                         f"{channels}")
     return image, labels
 
 
@@ -74,11 +81,12 @@ def soft_targets(labels: np.ndarray, n_classes: int, work_shape) -> torch.Tensor
         else F.adaptive_avg_pool3d(onehot, work_shape)
 
 
-def load_set(pairs, normalisation: dict, n_classes: int, work_shape, codes: str | None = None):
+def load_set(pairs, normalisation: dict, n_classes: int, work_shape, codes: str | None = None,
+             channels: int | None = None):
     """All pairs -> (X (N,C,*work), T (N,n_classes,*work), full-size label list)."""
     xs, ts, full = [], [], []
     for image_path, label_path in pairs:
-        image, labels = read_pair(image_path, label_path, codes)
+        image, labels = read_pair(image_path, label_path, codes, channels)
         if normalisation["kind"] == "fixed":  # photographs, on encode's 0..255 scale
             image = photo_intensities(image)
         if labels.max() >= n_classes:
@@ -90,9 +98,9 @@ def load_set(pairs, normalisation: dict, n_classes: int, work_shape, codes: str 
     return torch.stack(xs), torch.stack(ts), full
 
 
-def channel_stats(pairs, limit: int = 400) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of photographs on the 0..1 scale."""
-    images = [photo_intensities(read_pair(p, q)[0]) for p, q in pairs[:limit]]
+def channel_stats(pairs, limit: int = 400, channels: int | None = None):
+    """Per-channel mean and std of photographs on the 0..1 scale: two lists."""
+    images = [photo_intensities(read_pair(p, q, channels=channels)[0]) for p, q in pairs[:limit]]
     acc = np.concatenate([im.reshape(im.shape[0], -1) / 255.0 for im in images], 1)
     return [round(float(v), 4) for v in acc.mean(1)], [round(float(v), 4) for v in acc.std(1)]
 
@@ -142,7 +150,8 @@ def normalisation_for(cfg: dict, root: Path) -> dict:
     norm = cfg.get("normalisation")
     if norm and (norm["kind"] != "fixed" or "mean" in norm):
         return norm
-    mean, std = channel_stats(task_pairs(cfg["task_key"], root, "train"))
+    mean, std = channel_stats(task_pairs(cfg["task_key"], root, "train"),
+                              channels=cfg["arch"]["in_channels"])
     return {"kind": "fixed", "scale": 1 / 255, "mean": mean, "std": std}
 
 
@@ -159,7 +168,8 @@ def cached_set(cfg: dict, root: Path, split: str, cache: Path | None):
         x, t, full = torch.load(path, weights_only=True)
         return x, t, [labels.numpy() for labels in full]
     x, t, full = load_set(task_pairs(cfg["task_key"], root, split), norm,
-                          cfg["arch"]["n_classes"], tuple(cfg["arch"]["work_shape"]), codes)
+                          cfg["arch"]["n_classes"], tuple(cfg["arch"]["work_shape"]), codes,
+                          cfg["arch"]["in_channels"])
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save((x, t, [torch.from_numpy(labels) for labels in full]), path)

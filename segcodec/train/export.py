@@ -35,7 +35,7 @@ def training_domain(cfg: dict, root: Path) -> dict:
     if cfg["arch"]["ndim"] == 2:
         if cfg["arch"]["in_channels"] != 3:
             return {"channels": cfg["arch"]["in_channels"]}
-        return domain.describe_photos(photo_intensities(data.read_pair(p, q)[0])
+        return domain.describe_photos(photo_intensities(data.read_pair(p, q, channels=3)[0])
                                       for p, q in pairs)
     import nibabel as nib
     codes = orientation_of(cfg)
