@@ -32,6 +32,8 @@ from pathlib import Path
 from . import destinations, modelfiles, read_header
 from .errors import InputError, SgcError
 
+MAX_FILES_PER_TASK = 16
+
 
 @dataclass
 class Result:
@@ -144,6 +146,10 @@ def _guarded(job: destinations.Job, work) -> Result:
                       error=f"{exc.filename or job.src}: {exc.strerror or exc}")
 
 
+def _guarded_all(jobs: list[destinations.Job], work) -> list[Result]:
+    return [_guarded(job, work) for job in jobs]
+
+
 def run(jobs: list[destinations.Job], work, *, client=None, models=(),
         progress=None) -> list[Result]:
     """``Result``s of ``work`` over ``jobs``, in the jobs' order: here, or on ``client``'s
@@ -167,20 +173,24 @@ def run(jobs: list[destinations.Job], work, *, client=None, models=(),
         model_path = os.pathsep.join(str(Path(d).absolute()) for d in os.environ.get(
             modelfiles.PATH_ENV, "").split(os.pathsep) if d) or None
         client.register_plugin(ModelPlugin(list(models), model_path))
-        absolute = [dataclasses.replace(jobs[i], src=jobs[i].src.absolute(),
-                                        dst=jobs[i].dst.absolute()) for i in todo]
-        futures = client.map(_guarded, absolute, work=work, pure=False, retries=2)
-        where = {f.key: i for f, i in zip(futures, todo)}
+        # A few files per task: Dask's per-task cost stays small beside a 2D file's.
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        size = max(1, min(MAX_FILES_PER_TASK, len(todo) // (4 * workers)))
+        groups = [todo[k:k + size] for k in range(0, len(todo), size)]
+        tasks = [[dataclasses.replace(jobs[i], src=jobs[i].src.absolute(),
+                                      dst=jobs[i].dst.absolute()) for i in g] for g in groups]
+        futures = client.map(_guarded_all, tasks, work=work, pure=False, retries=2)
+        where = {f.key: g for f, g in zip(futures, groups)}
         for future in as_completed(futures):
-            i = where[future.key]
+            group = where[future.key]
             try:
-                result = future.result()
-                result = dataclasses.replace(result, src=jobs[i].src,
-                                             dst=jobs[i].dst if result.dst else None)
+                results = future.result()
             except Exception as exc:  # a worker lost too often (KilledWorker), or a bug
-                result = Result(jobs[i].src, jobs[i].dst,
-                                error=f"{jobs[i].src}: {type(exc).__name__}: {exc}")
-            done[i] = result
-            if progress:
-                progress(result)
+                results = [Result(jobs[i].src, jobs[i].dst, error=f"{jobs[i].src}: "
+                                  f"{type(exc).__name__}: {exc}") for i in group]
+            for i, result in zip(group, results):
+                done[i] = dataclasses.replace(result, src=jobs[i].src,
+                                              dst=jobs[i].dst if result.dst else None)
+                if progress:
+                    progress(done[i])
     return done
