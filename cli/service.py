@@ -31,17 +31,6 @@ def read_token(path) -> str | None:
     return token
 
 
-def _ms(seconds: float) -> str:
-    return f"{1e3 * seconds:.1f} ms"
-
-
-def _report(name: str, url: str, result, steps: list[tuple[str, float]]) -> None:
-    server = ", ".join(f"{k} {v:.1f} ms" for k, v in result.server_ms.items())
-    click.echo(f"{name} -> {url}: sent {result.sent} bytes, received {result.received} bytes")
-    click.echo("  " + " | ".join(f"{k} {_ms(v)}" for k, v in steps)
-               + (f"  (server: {server})" if server else ""))
-
-
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface).")
@@ -119,6 +108,7 @@ def send(src, remote, output, model, no_geometry, token_file, timeout):
 def send_file(src, dst, url: str, token: str | None = None, *, model=None,
               geometry: bool = True, timeout: float = 60.0) -> Path:
     """Read an image, encode it, upload the .sgc, write the labels; prints the steps."""
+    from segcodec import remote
     src = Path(src)
     t0 = time.perf_counter()
     loaded = sgio.read(src)
@@ -135,15 +125,13 @@ def send_file(src, dst, url: str, token: str | None = None, *, model=None,
         source = src if loaded.source == "dicom" else None
         segcodec.api.check_destination(dst, header, source)  # before the upload
         t2 = time.perf_counter()
-        from segcodec.remote import Client
-        with Client(url, token, timeout=timeout) as client:
+        with remote.Client(url, token, timeout=timeout) as client:
             result = client.fetch(data)
     t3 = time.perf_counter()
     affine = result.affine if result.affine is not None else loaded.affine
     out = segcodec.api.write_label_file(dst, result.labels, header, source, affine)
     t4 = time.perf_counter()
-    _report(str(src), url, result, [("read", t1 - t0), ("encode", t2 - t1),
-                                    ("request", result.seconds),
-                                    ("decode labels", result.decode_seconds),
-                                    ("write", t4 - t3), ("total", t4 - t0)])
+    click.echo(remote.report(str(src), url, result, [
+        ("read", t1 - t0), ("encode", t2 - t1), ("request", result.seconds),
+        ("decode labels", result.decode_seconds), ("write", t4 - t3), ("total", t4 - t0)]))
     return out

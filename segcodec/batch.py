@@ -122,12 +122,8 @@ def segment_remote_one(job: destinations.Job, url: str, token: str | None = None
     from . import remote
     t0 = time.perf_counter()
     out, answer, steps = remote.segment_file(job.src, job.dst, url, token)
-    server = ", ".join(f"{k} {v:.1f} ms" for k, v in answer.server_ms.items())
-    report = (f"{job.src} -> {url}: sent {answer.sent} bytes, received {answer.received} "
-              "bytes\n  " + " | ".join(f"{k} {1e3 * v:.1f} ms" for k, v in steps)
-              + (f"  (server: {server})" if server else ""))
     return Result(job.src, out, bytes=out.stat().st_size, seconds=time.perf_counter() - t0,
-                  report=report)
+                  report=remote.report(str(job.src), url, answer, steps))
 
 
 def _guarded(job: destinations.Job, work) -> Result:

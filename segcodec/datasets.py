@@ -43,7 +43,6 @@ class Case:
 class DataSet:
     root: Path
     name: str
-    layout: str  # "msd" or "images"
     ndim: int
     channels: int
     modality: str  # "CT", "MRI", "RGB", or what dataset.json calls the channel
@@ -63,7 +62,7 @@ def open(root) -> DataSet:  # noqa: A001 - the data set's counterpart of io.open
     root = Path(root)
     if (root / "images").is_dir() and (root / "masks").is_dir():
         training = _pairs_2d(root / "images", root / "masks")
-        return _described(root, "images", {}, training, [])
+        return _described(root, {}, training, [])
     if not ((root / "imagesTr").is_dir() and (root / "labelsTr").is_dir()):
         raise InputError(f"{root}: no data set here: expected imagesTr/ + labelsTr/ (an MSD or "
                          "nnU-Net folder) or images/ + masks/")
@@ -82,7 +81,7 @@ def open(root) -> DataSet:  # noqa: A001 - the data set's counterpart of io.open
                          "segcodec trains on one channel per case")
     test = _pairs_msd(root / "imagesTs", root / "labelsTs", required=False) \
         if (root / "imagesTs").is_dir() and (root / "labelsTs").is_dir() else []
-    return _described(root, "msd", meta, training, test)
+    return _described(root, meta, training, test)
 
 
 def cases(root) -> list[Case]:
@@ -101,7 +100,7 @@ def cases(root) -> list[Case]:
                      "nnU-Net folder), imagesTs/ + labelsTs/, or images/ + masks/")
 
 
-def _described(root: Path, layout: str, meta: dict, training, test) -> DataSet:
+def _described(root: Path, meta: dict, training, test) -> DataSet:
     if sgio.suffix(training[0].image) in sgio.NIFTI_SUFFIXES:
         import nibabel as nib
         shape = nib.load(training[0].image).shape
@@ -122,7 +121,7 @@ def _described(root: Path, layout: str, meta: dict, training, test) -> DataSet:
                              "segcodec trains on one channel (or one RGB image) per case")
     else:
         modality = "MRI" if ndim == 3 else "grey"
-    return DataSet(root=root, name=str(meta.get("name") or root.name), layout=layout,
+    return DataSet(root=root, name=str(meta.get("name") or root.name),
                    ndim=ndim, channels=channels, modality=modality,
                    labels=_label_names(meta.get("labels"), training), training=training,
                    test=test)

@@ -179,6 +179,14 @@ class Client:
         return self._request("GET", "/healthz").json()
 
 
+def report(name: str, url: str, answer: RemoteLabels, steps: list[tuple[str, float]]) -> str:
+    """Two lines for a round trip: the bytes each way, each step's time and the server's."""
+    server = ", ".join(f"{k} {v:.1f} ms" for k, v in answer.server_ms.items())
+    return (f"{name} -> {url}: sent {answer.sent} bytes, received {answer.received} bytes\n  "
+            + " | ".join(f"{k} {1e3 * v:.1f} ms" for k, v in steps)
+            + (f"  (server: {server})" if server else ""))
+
+
 def segment_file(src, dst, url: str, token: str | None = None, *,
                  timeout: float = 60.0) -> tuple[Path, RemoteLabels, list[tuple[str, float]]]:
     """``segcodec segment SRC --remote URL``: upload a .sgc file, write its labels.

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import datasets, orientation
+from .. import io as sgio
 
 WORK_MULTIPLE = 8  # C halves the grid three times
 FOREGROUND_SAMPLE = 10_000  # foreground voxels drawn per case for CT statistics (nnU-Net's)
@@ -64,7 +65,7 @@ def _majority_orientation(ds: datasets.DataSet) -> str:
 
 def _geometry(path: Path, ndim: int, codes: str | None):
     """(shape, voxel sizes or None) from the header alone, in the orientation ``codes``."""
-    if ndim == 2 and datasets.sgio.suffix(path) in datasets.sgio.RASTER_SUFFIXES:
+    if ndim == 2 and sgio.suffix(path) in sgio.RASTER_SUFFIXES:
         from PIL import Image
         with Image.open(path) as im:
             return (im.height, im.width), None

@@ -75,8 +75,6 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
     from ..api import resolve_device
     dev = resolve_device(device)
     data = Path(data)
-    if config is not None:  # a recipe's data folder is checked before anything is read
-        datasets.check_root(data, recipes.config(config)["task_key"])
     planned = recipe_for(config, data, design, point)
     datasets.check_root(data, planned["task_key"])
     out = Path(out) if out else Path("runs") / planned["name"]
