@@ -6,7 +6,6 @@ straight to a label map at the input's size.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +123,7 @@ class Prepared:
     shape: tuple[int, ...]  # the input's own shape (what the header records)
     channels: int  # the input's channels
     affine: np.ndarray | None
+    force: bool = False  # code it even where C's features say it is unlike the training data
 
 
 def prepare(image, *, model=None, kind: str | None = None, affine=None,
@@ -143,11 +143,8 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
     array = orientation.to_model(array, ornt)
     if not force:
         domain.check(array, orientation.model_spacing(affine, ornt), m.manifest)
-    limit = domain.max_voxels(m.manifest)
-    if limit is not None and math.prod(shape) > limit:
-        raise InputError(f"{math.prod(shape)} voxels, more than model {m.name} takes ({limit}: "
-                         "its largest field of view at its finest voxel size)"
-                         + (", even with force" if force else ""))
+    if why := domain.oversize(shape, m.manifest):
+        raise InputError(why + (", even with force" if force else ""))
     channels = array.shape[0]
     if channels != m.in_channels:
         if channels == 1 and m.in_channels == 3:
@@ -155,7 +152,7 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
         else:
             raise InputError(f"model {m.name} takes {m.in_channels}-channel images, "
                              f"got {channels} channels")
-    return Prepared(m, array, shape, channels, affine)
+    return Prepared(m, array, shape, channels, affine, force)
 
 
 def working_grid(p: Prepared) -> torch.Tensor:
@@ -165,9 +162,15 @@ def working_grid(p: Prepared) -> torch.Tensor:
 
 
 def compress(p: Prepared) -> np.ndarray:
-    """C and the threshold: a prepared input's binary latents (uint8, (K, *grid))."""
+    """C and the threshold: a prepared input's binary latents (uint8, (K, *grid)).  Unless
+    forced, C's features must look like the training images' (``domain.check_appearance``)."""
+    checks = not p.force and "appearance" in (p.model.manifest.get("domain") or {})
+    activations = [] if checks else None
     with torch.no_grad():
-        return bits.threshold(p.model.net.compressor(working_grid(p))[0].numpy())
+        logits = p.model.net.compressor(working_grid(p), activations)
+    if activations:
+        domain.check_appearance(activations, p.model.manifest)
+    return bits.threshold(logits[0].numpy())
 
 
 def decode(data: bytes) -> Decoded:
@@ -177,10 +180,8 @@ def decode(data: bytes) -> Decoded:
     if header.ndim != m.ndim or header.latent_shape != m.latent_shape:
         raise SgcFormatError(f"invalid .sgc: latent shape {header.latent_shape} does not match "
                              f"model {m.name} ({m.latent_shape})")
-    limit = domain.max_voxels(m.manifest)
-    if limit is not None and math.prod(header.shape) > limit:  # before any work it would cost
-        raise SgcFormatError(f"invalid .sgc: shape {header.shape} ({math.prod(header.shape)} "
-                             f"voxels) is more than model {m.name} takes ({limit})")
+    if why := domain.oversize(header.shape, m.manifest):  # before any work it would cost
+        raise SgcFormatError(f"invalid .sgc: {why}")
     _orientation(m, header.affine, SgcFormatError)  # a singular affine fails this file alone
     return Decoded(header, entropy.decode(payload, m.table, header.latent_shape, header.ndim), m)
 

@@ -10,13 +10,17 @@ model) is refused with the mismatch named, unless the caller forces it.  The man
   [low, high] ranges, the training data's times ``SIZE_FACTOR`` (0.5 and 1.5);
 - 2D photographs: ``statistics``, per-image [low, high] of each channel's mean and spread
   and of the fraction of near-black pixels, on the 0..1 scale, the training data's widened
-  by ``MARGIN`` of their span.
+  by ``MARGIN`` of their span; and, from v3.1 on, ``max_aspect`` (``PHOTO_MAX_ASPECT``,
+  the long side over the short) and ``appearance``:
+  what C's own features look like on the training images (``describe_appearance``).  The
+  colour statistics alone pass skimage's astronaut portrait; C's features do not.
 
 Models without a ``domain`` (v0, v1) check nothing beyond their channels.
 
-``force`` codes an input outside the domain, but not one larger than ``max_voxels``: a
-volume may not declare more voxels than the model's largest field of view holds at its finest
-voxel size, which bounds the work a (possibly hostile) file can ask of a decoder.
+A file may not declare a shape its model's domain rules out even with ``force``: a volume no
+more voxels than the model's largest field of view holds at its finest voxel size, a
+photograph no longer a side than ``max_aspect`` allows.
+That bounds the work a (possibly hostile) file can ask of a decoder.
 """
 from __future__ import annotations
 
@@ -24,10 +28,20 @@ import math
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, SgcError
 
 MARGIN = 0.1  # photo statistics: a tenth of the training span on either side
 SIZE_FACTOR = (0.5, 1.5)  # sizes vary little within a data set: half to one and a half
+# Photographs come at any size (training sets are often resized copies), but no camera makes
+# one longer than 4:1; a file declaring 59880x256 asks for work, not labels.
+PHOTO_MAX_ASPECT = 4.0
+# Appearance: C's features pooled, whitened onto their first AXES principal axes; an input is
+# like the training images when its NEIGHBOURS-th nearest training image is within ``limit``:
+# LIMIT_FACTOR times the 99.9th percentile of that distance among the training images
+# themselves (each left out of its own neighbours).
+AXES = 8
+NEIGHBOURS = 5
+LIMIT_FACTOR = 1.25
 STATISTICS = ("mean_r", "mean_g", "mean_b", "spread_r", "spread_g", "spread_b", "dark")
 
 
@@ -48,7 +62,56 @@ def describe_photos(images) -> dict:
         lo, hi = float(values.min()), float(values.max())
         pad = MARGIN * (hi - lo)
         stats[key] = [round(max(0.0, lo - pad), 4), round(min(1.0, hi + pad), 4)]
-    return {"channels": 3, "statistics": stats}
+    return {"channels": 3, "statistics": stats, "max_aspect": PHOTO_MAX_ASPECT}
+
+
+def appearance_features(activations) -> np.ndarray:
+    """C's hidden activations (``Compressor.forward(x, features)``, N images) -> (N, F):
+    each channel's mean and spread over space in the last two, at C's coarsest scale."""
+    pooled = []
+    for a in activations[-2:]:
+        flat = a.detach().cpu().double().numpy().reshape(a.shape[0], a.shape[1], -1)
+        pooled += [flat.mean(2), flat.std(2, ddof=1)]
+    return np.concatenate(pooled, 1)
+
+
+def _kth_nearest(points: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """Each point's distance to its k-th nearest reference point (k from 1)."""
+    out = np.empty(len(points))
+    for i in range(0, len(points), 256):  # a block at a time: the distance matrix stays small
+        d = np.sqrt(((points[i:i + 256, None] - reference[None]) ** 2).sum(-1))
+        out[i:i + 256] = np.partition(d, k - 1, axis=1)[:, k - 1]
+    return out
+
+
+def describe_appearance(features: np.ndarray) -> dict | None:
+    """The ``appearance`` entry of a domain, from the training images' ``appearance_features``;
+    None for fewer than two images (no neighbours to compare with).
+
+    Rounded before the training images are projected, so the reference points and the limit
+    are those the check will compute from the manifest's numbers."""
+    neighbours = min(NEIGHBOURS, len(features) - 1)
+    if neighbours < 1:
+        return None
+    mean = np.round(features.mean(0), 6)
+    spread = features.std(0)
+    scale = np.round(np.where(spread > 0, spread, 1.0), 6)
+    z = (features - mean) / scale
+    _, singular, vt = np.linalg.svd(z, full_matrices=False)
+    axes = np.round(vt[:AXES] * (math.sqrt(len(z)) / singular[:AXES, None]), 6)
+    reference = np.round(z @ axes.T, 3)
+    # k + 1 nearest: every training image is its own nearest, at distance 0
+    own = _kth_nearest(reference, reference, neighbours + 1)
+    return {"mean": mean.tolist(), "scale": scale.tolist(), "axes": axes.tolist(),
+            "reference": reference.tolist(), "neighbours": neighbours,
+            "limit": round(float(np.percentile(own, 99.9)) * LIMIT_FACTOR, 4)}
+
+
+def appearance_distance(features: np.ndarray, appearance: dict) -> np.ndarray:
+    """How far inputs' ``appearance_features`` are from the training images (see AXES)."""
+    z = (features - np.asarray(appearance["mean"])) / np.asarray(appearance["scale"])
+    return _kth_nearest(z @ np.asarray(appearance["axes"]).T,
+                        np.asarray(appearance["reference"]), appearance["neighbours"])
 
 
 def describe_volumes(shapes, spacings) -> dict:
@@ -73,6 +136,70 @@ def max_voxels(manifest: dict) -> int | None:
     return math.prod(math.ceil(hi / finest) for _, hi in domain["field_of_view_mm"])
 
 
+def oversize(shape, manifest: dict) -> str | None:
+    """Why a file of this shape may not be coded for this model, even forced; None if it may.
+    (Checked from a ``.sgc`` header before any decoding work.)"""
+    limit = max_voxels(manifest)
+    voxels = math.prod(shape)
+    if limit is not None and voxels > limit:
+        return (f"shape {tuple(shape)} ({voxels} voxels) is more than model "
+                f"{manifest['name']} takes ({limit})")
+    aspect = (manifest.get("domain") or {}).get("max_aspect")
+    if aspect is not None and max(shape) > aspect * min(shape):
+        return (f"shape {tuple(shape)} is longer than model {manifest['name']} takes (at most "
+                f"{aspect:g} times as long as wide)")
+    return None
+
+
+def check_appearance(activations, manifest: dict) -> None:
+    """InputError where an input's C features (``Compressor.forward(x, features)``, one image)
+    are unlike every training image's; nothing for a model without ``appearance``."""
+    appearance = (manifest.get("domain") or {}).get("appearance")
+    if appearance is None:
+        return
+    distance = float(appearance_distance(appearance_features(activations), appearance)[0])
+    if distance > appearance["limit"]:
+        _refuse(manifest, [f"it does not look like the model's training images (appearance "
+                           f"distance {distance:.3g}, limit {appearance['limit']:g})"])
+
+
+def validate(domain: dict | None, arch: dict) -> None:
+    """SgcError unless a manifest's ``domain`` has the fields and sizes this module reads;
+    checked when a model file loads, before any input meets it."""
+    if domain is None:
+        return
+    if not isinstance(domain, dict) or domain.get("channels") != arch["in_channels"]:
+        raise SgcError("domain does not match the architecture's input channels")
+    aspect = domain.get("max_aspect", 1.0)
+    if not isinstance(aspect, (int, float)) or not 1.0 <= aspect < math.inf:
+        raise SgcError("domain max_aspect must be a number of at least 1")
+    appearance = domain.get("appearance")
+    if appearance is None:
+        return
+    try:
+        width = 4 * arch["c_widths"][-1]  # mean and spread of C's last two activations
+        arrays = {k: np.asarray(appearance[k], dtype=np.float64)
+                  for k in ("mean", "scale", "axes", "reference")}
+        axes, reference = arrays["axes"], arrays["reference"]
+        k, limit = appearance["neighbours"], appearance["limit"]
+        ok = (arrays["mean"].shape == arrays["scale"].shape == (width,)
+              and axes.ndim == 2 and axes.shape[1] == width and axes.shape[0] <= width
+              and reference.ndim == 2 and reference.shape[1] == axes.shape[0]
+              and isinstance(k, int) and 1 <= k <= len(reference)
+              and all(np.isfinite(a).all() for a in arrays.values())
+              and (arrays["scale"] > 0).all() and math.isfinite(limit) and limit > 0)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SgcError(f"domain appearance is malformed ({exc})") from exc
+    if not ok:
+        raise SgcError("domain appearance has the wrong sizes or values")
+
+
+def _refuse(manifest: dict, problems: list[str]):
+    raise InputError(f"input is outside model {manifest['name']}'s domain: {problems[0]}"
+                     + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                     + "; force=True (--force) codes it anyway")
+
+
 def check(image: np.ndarray, spacing: np.ndarray | None, manifest: dict) -> None:
     """InputError naming the first mismatch between an input and the model's domain.
 
@@ -82,7 +209,6 @@ def check(image: np.ndarray, spacing: np.ndarray | None, manifest: dict) -> None
     domain = manifest.get("domain")
     if not domain:
         return
-    name = manifest["name"]
     problems = []
     if image.shape[0] != domain["channels"]:
         kinds = {1: "grey", 3: "RGB"}
@@ -109,6 +235,4 @@ def check(image: np.ndarray, spacing: np.ndarray | None, manifest: dict) -> None
                                 f"{lo:g}..{hi:g} mm" + ("" if spacing is not None else
                                                           " (1 mm voxels assumed: no affine)"))
     if problems:
-        raise InputError(f"input is outside model {name}'s domain: {problems[0]}"
-                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-                         + "; force=True (--force) codes it anyway")
+        _refuse(manifest, problems)

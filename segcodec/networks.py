@@ -33,8 +33,16 @@ class Compressor(nn.Module):
         layers.append(_conv(ndim, widths[-1], latent_channels, k=1))
         self.body = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+    def forward(self, x: torch.Tensor, features: list | None = None) -> torch.Tensor:
+        """Latent logits; ``features``, when given, collects every hidden activation (what
+        the domain's appearance check describes an input by)."""
+        if features is None:
+            return self.body(x)
+        for layer in self.body:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                features.append(x)
+        return x
 
 
 class Reconstructor(nn.Module):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import entropy
+from . import domain, entropy
 from .container import MODEL_ID_BYTES
 from .errors import SgcError, UnknownModelError
 from .networks import SegCodecNet
@@ -124,6 +124,7 @@ def load_file(path: Path) -> Model:
         content = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
         manifest = json.loads(content["manifest"])
         arch = check_architecture(manifest["architecture"])
+        domain.validate(manifest.get("domain"), arch)
         if not isinstance(manifest.get("name"), str) or not isinstance(manifest.get("labels"),
                                                                         list):
             raise SgcError("manifest lacks a name or labels")

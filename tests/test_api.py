@@ -82,7 +82,7 @@ def test_gray_image_goes_to_the_rgb_model_only_when_forced(rgb):
 
 def test_any_size_comes_back_at_its_size():
     rng = np.random.default_rng(0)
-    for shape in [(17, 300, 3), (1000, 640, 3), (5, 5)]:
+    for shape in [(75, 300, 3), (1000, 640, 3), (5, 5)]:  # up to 4:1, the photo bound
         img = rng.integers(0, 256, shape, dtype=np.uint8)
         # noise is outside every domain: forced, since only the shapes are tested here
         assert segcodec.segment(segcodec.encode(img, force=True)).shape == shape[:2]
@@ -260,3 +260,17 @@ def test_a_singular_affine_fails_its_own_file_at_decode():
     with pytest.raises(SgcFormatError, match="singular"):
         segcodec.api.decode(bad)
     assert segcodec.api.labels_of([segcodec.api.decode(good)], "cpu")[0].shape == array.shape
+
+
+@pytest.mark.parametrize("classes", [2, 3, 5])
+@pytest.mark.parametrize("shape", [(37, 51), (64, 64), (20, 30), (700, 333), (36, 47, 41)])
+def test_labels_from_logits_equal_the_argmax_of_the_upsampled_logits(classes, shape):
+    """One class at a time, with a running maximum, gives argmax's labels, ties included."""
+    from segcodec.transforms import labels_from_logits, resample
+    g = torch.Generator().manual_seed(classes)
+    logits = torch.randn(1, classes, *(8 if len(shape) == 3 else 64,) * len(shape), generator=g)
+    logits[:, -1] = logits[:, 0]  # exact ties: the first class wins, as in argmax
+    kept = logits.clone()
+    expected = resample(logits, shape).argmax(1)[0].to(torch.uint8).numpy()
+    assert np.array_equal(labels_from_logits(logits, shape), expected)
+    assert torch.equal(logits, kept)  # the caller's logits are untouched

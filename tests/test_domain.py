@@ -10,7 +10,7 @@ import segcodec
 from segcodec import domain, zoo
 from segcodec.errors import InputError
 
-from conftest import HIPPO, ISIC, hippo_volume, isic_image
+from conftest import FIXTURES, HIPPO, ISIC, hippo_volume, isic_image
 
 
 def portrait():
@@ -40,10 +40,16 @@ def test_every_hippocampus_fixture_is_inside(i):
     segcodec.encode(array)  # no affine: 1 mm voxels assumed
 
 
+def astronaut():
+    return np.asarray(Image.open(FIXTURES / "ood" / "astronaut.jpg"))
+
+
 @pytest.mark.parametrize("make, kind, message", [
-    # a night photograph: no dermoscopy image is this dark (a portrait still passes: the
-    # per-image colour statistics are too coarse to tell faces from skin)
+    # a night photograph: no dermoscopy image is this dark
     (lambda: (portrait() * 0.1).astype(np.uint8), "2d", "dark 1 outside its training range"),
+    # portraits pass the colour statistics, but not C's features (isic-lesion-v3.1 on)
+    (portrait, "2d", "it does not look like the model's training images"),
+    (astronaut, "2d", "it does not look like the model's training images"),
     (ct_slice, "2d", "grey images, where the model takes RGB"),
     (lambda: np.random.default_rng(0).normal(size=(197, 233, 189)).astype(np.float32), "3d",
      "field of view 197 mm on axis 0"),
@@ -97,3 +103,72 @@ def test_describe_and_check():
     assert v["voxel_size_mm"] == [0.5, 1.8]
     assert v["field_of_view_mm"][0] == [15.0, 72.0]
     domain.check(np.zeros((1, 35, 45, 33)), np.ones(3), {"name": "m", "domain": v})
+
+
+def test_colour_statistics_alone_pass_the_portraits():
+    """What the appearance check adds: v3, which lacks it, codes both portraits."""
+    for image in (portrait(), astronaut()):
+        segcodec.encode(image, model="isic-lesion-v3")
+
+
+def test_appearance_distance_of_the_training_images_is_within_the_limit():
+    """The limit is the 99.9th percentile of the training images' own distances, widened."""
+    a = zoo.default_for(2).manifest["domain"]["appearance"]
+    reference = np.asarray(a["reference"])
+    own = domain._kth_nearest(reference, reference, a["neighbours"] + 1)
+    assert np.mean(own <= a["limit"]) == 1.0
+    assert a["limit"] == pytest.approx(np.percentile(own, 99.9) * domain.LIMIT_FACTOR,
+                                       abs=1e-3)
+
+
+def test_describe_appearance_refuses_what_lies_far_from_every_training_point():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(400, 16)) * rng.uniform(0.5, 2, 16) + rng.normal(size=16)
+    a = domain.describe_appearance(features)
+    assert np.shape(a["axes"]) == (domain.AXES, 16) and np.shape(a["reference"]) == (400, 8)
+    inside = domain.appearance_distance(features[:50], a)
+    far = domain.appearance_distance(features[:50] + 20 * features.std(0), a)
+    assert (inside <= a["limit"]).all() and (far > a["limit"]).all()
+
+
+def test_a_photograph_longer_than_four_to_one_is_refused_even_forced():
+    image = np.tile(isic_image(0), (1, 5, 1))[:, :1200]  # 256 x 1200
+    with pytest.raises(InputError, match="longer than model isic-lesion-v3.1 takes"):
+        segcodec.encode(image, force=True)
+    segcodec.encode(image[:, :1024], force=True)  # 4:1 is allowed
+
+
+def test_a_2d_file_declaring_a_strip_is_refused_before_decoding(monkeypatch):
+    """The audit's 55-byte file declaring 59880x256, which cost 3.4 s and 234 MB."""
+    import dataclasses
+
+    from segcodec import container, entropy
+    from segcodec.errors import SgcFormatError
+    header, payload = container.read(segcodec.encode(isic_image(0)))
+    data = container.write(dataclasses.replace(header, shape=(59880, 256)), payload)
+    monkeypatch.setattr(entropy, "decode", lambda *a: pytest.fail("decoded a refused file"))
+    with pytest.raises(SgcFormatError, match=r"shape \(59880, 256\) is longer than model "):
+        segcodec.segment(data)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda a: a.update(axes=a["axes"][:, :-1]),
+    lambda a: a.update(reference=a["reference"][:, :3]),
+    lambda a: a.update(neighbours=0),
+    lambda a: a.update(limit=float("nan")),
+    lambda a: a.pop("scale"),
+    lambda a: a.update(mean="not numbers"),
+])
+def test_a_model_file_with_a_malformed_appearance_is_refused_at_load(damage, tmp_path):
+    import copy
+
+    from segcodec.errors import SgcError
+    m = zoo.default_for(2)
+    manifest = copy.deepcopy(m.manifest)
+    a = manifest["domain"]["appearance"]
+    a.update(axes=np.asarray(a["axes"]), reference=np.asarray(a["reference"]))
+    damage(a)
+    a.update({k: v.tolist() for k, v in a.items() if isinstance(v, np.ndarray)})
+    path = zoo.write_model_file(tmp_path, manifest, m.net.state_dict(), m.table)
+    with pytest.raises(SgcError, match="not a valid segcodec model .*appearance"):
+        zoo.load_file(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import bits, domain, entropy, orientation
@@ -29,14 +30,28 @@ def orientation_of(cfg: dict) -> str | None:
     return recipes.TASKS.get(cfg["task_key"], {}).get("orientation")
 
 
-def training_domain(cfg: dict, root: Path) -> dict:
-    """The model's domain (``segcodec.domain``) from its training cases' files."""
+@torch.no_grad()
+def appearance(net: SegCodecNet, x: torch.Tensor, batch: int = 100):
+    """``domain.appearance_features`` of the working-grid images ``x``."""
+    rows = []
+    for i in range(0, len(x), batch):
+        activations = []
+        net.compressor(x[i:i + batch], activations)
+        rows.append(domain.appearance_features(activations))
+    return np.concatenate(rows)
+
+
+def training_domain(cfg: dict, root: Path, net: SegCodecNet, x: torch.Tensor) -> dict:
+    """The model's domain (``segcodec.domain``) from its training cases' files and, for
+    photographs, from what C makes of them (``x``: the working-grid training images)."""
     pairs = data.task_pairs(cfg["task_key"], root, "fit")
     if cfg["arch"]["ndim"] == 2:
         if cfg["arch"]["in_channels"] != 3:
             return {"channels": cfg["arch"]["in_channels"]}
-        return domain.describe_photos(photo_intensities(data.read_pair(p, q, channels=3)[0])
-                                      for p, q in pairs)
+        photos = domain.describe_photos(photo_intensities(data.read_pair(p, q, channels=3)[0])
+                                        for p, q in pairs)
+        described = domain.describe_appearance(appearance(net, x))
+        return {**photos, **({"appearance": described} if described else {})}
     import nibabel as nib
     codes = orientation_of(cfg)
     shapes, spacings = [], []
@@ -84,7 +99,7 @@ def export(checkpoint: Path, root: Path, name: str, out: Path | None = None,
                 "train_seconds": round(ck["elapsed"]), "train_cases": len(x),
                 **({"hardware": ck["hardware"]} if ck.get("hardware") else {})}
     manifest, state, table, latents = build_model(net, cfg, x, name, is_default, training,
-                                                  training_domain(cfg, root))
+                                                  training_domain(cfg, root, net, x))
     path = write_model_file(out or BUILTIN_DIR, manifest, state, table)
     mean_bits = sum(entropy.ideal_bits(z, table, cfg["arch"]["ndim"])
                     for z in latents) / len(latents)
