@@ -15,14 +15,13 @@ from pathlib import Path
 import click
 
 import segcodec
-from segcodec import batch, modelfiles
+from segcodec import batch, destinations, modelfiles
 from segcodec import io as sgio
 
 from .common import device_option, fail
 from .service import read_token, send, serve
 from .train import export, reproduce, train
 
-_INPUT_SUFFIXES = sgio.RASTER_SUFFIXES + sgio.NIFTI_SUFFIXES + sgio.NPY_SUFFIXES
 
 
 def _run(fn, *args, **kwargs):
@@ -33,28 +32,6 @@ def _run(fn, *args, **kwargs):
         fail(str(exc))
     except OSError as exc:
         fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
-
-
-def _holds_inputs(folder: Path) -> bool:
-    """Whether a folder holds images, volumes or DICOM files (so it is an input)."""
-    return any(p.is_file() and (sgio.suffix(p) in _INPUT_SUFFIXES or sgio.is_dicom(p))
-               for p in folder.iterdir())
-
-
-def _expand(path: Path) -> list[Path]:
-    """A folder of images/volumes becomes its files; a DICOM series folder stays one input;
-    a study folder (no files of its own to code, one subfolder per series) becomes its
-    series."""
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir()
-                       if p.is_file() and sgio.suffix(p) in _INPUT_SUFFIXES)
-        if files:
-            return files
-        if not _holds_inputs(path):
-            series = sorted(p for p in path.iterdir() if p.is_dir() and _holds_inputs(p))
-            if series:
-                return series
-    return [path]
 
 
 def _bpp(nbytes: int, shape) -> float:
@@ -173,8 +150,9 @@ def encode(paths, output, model, no_geometry, meta, volume, kind, force, skip_ex
     paths = list(paths)
     dest = output
     last = paths[-1]
-    if dest is None and len(paths) > 1 and (last.suffix.lower() == ".sgc"
-                                            or last.is_dir() and not _holds_inputs(last)):
+    if dest is None and len(paths) > 1 and (
+            last.suffix.lower() == ".sgc"
+            or last.is_dir() and not destinations.holds_inputs(last)):
         dest = paths.pop()
     metadata = {}
     for item in meta:
@@ -182,7 +160,7 @@ def encode(paths, output, model, no_geometry, meta, volume, kind, force, skip_ex
         if not sep or not key:
             fail(f"--meta takes KEY=VALUE, got {item!r}")
         metadata[key] = value
-    sources = [p for src in paths for p in _expand(src)]
+    sources = [p for src in paths for p in destinations.expand(src)]
     _check_resume(force, skip_existing)
     _batch(lambda client, progress: batch.encode_many(
                sources, dest, model=model, geometry=not no_geometry,

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -58,9 +59,52 @@ def plan(sources: list[Path], dest: Path | None, default: Callable[[Path], Path]
     return jobs
 
 
+INPUT_SUFFIXES = sgio.RASTER_SUFFIXES + sgio.NIFTI_SUFFIXES + sgio.NPY_SUFFIXES
+
+
+def holds_inputs(folder: Path) -> bool:
+    """Whether a folder holds images, volumes or DICOM files (so it is an input)."""
+    return any(p.is_file() and (sgio.suffix(p) in INPUT_SUFFIXES or sgio.is_dicom(p))
+               for p in folder.iterdir())
+
+
+def expand(path: Path) -> list[Path]:
+    """The inputs a path names: a folder of images/volumes is its files; a DICOM series
+    folder is one input; a study folder (nothing to code of its own, one subfolder per
+    series) is its series."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir()
+                       if p.is_file() and sgio.suffix(p) in INPUT_SUFFIXES)
+        if files:
+            return files
+        if not holds_inputs(path):
+            series = sorted(p for p in path.iterdir() if p.is_dir() and holds_inputs(p))
+            if series:
+                return series
+    return [path]
+
+
+def study_names(study: Path) -> dict[Path, Path]:
+    """The ``.sgc`` names of a study folder's series: ``series<N>.sgc`` in the study folder,
+    N the SeriesNumber (as PACS viewers list them); a series without a number, or sharing
+    it with another, keeps its folder's name.  Empty where ``study`` is not a study folder."""
+    if not study.is_dir() or holds_inputs(study):
+        return {}
+    from .io import dicom  # pydicom only for DICOM studies
+    series = [p for p in sorted(study.iterdir()) if p.is_dir() and holds_inputs(p)]
+    numbers = {p: dicom.series_number(p) for p in series}
+    counts = Counter(numbers.values())
+    return {p: study / (f"series{n}.sgc" if n is not None and counts[n] == 1
+                        else p.name + ".sgc") for p, n in numbers.items()}
+
+
 def default_sgc_path(src) -> Path:
-    """``NAME.sgc`` beside the input ``NAME.<ext>``."""
+    """``NAME.sgc`` beside the input ``NAME.<ext>``; a series of a study folder by its
+    series number (``study_names``)."""
     src = Path(src)
+    if src.is_dir():  # a series folder: its whole name (UID-named folders hold dots)
+        return study_names(src.parent).get(src) or src.with_name(src.name + ".sgc")
     return src.with_name(stem(src) + ".sgc")
 
 

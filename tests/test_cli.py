@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -269,16 +270,28 @@ def test_overlay_is_a_picture_of_labels_over_the_source(tmp_path, fixture):
     assert (np.ptp(picture.astype(int), axis=2) > 30).mean() > 0.005
 
 
-def test_a_study_folder_gives_one_sgc_per_series(tmp_path):
+def test_a_study_folder_gives_one_sgc_per_series_named_by_series_number(tmp_path):
     from test_io import write_series
     volume = np.asarray(nib.load(HIPPO[0]).dataobj).astype(np.uint16)
-    for n in (3, 7):
-        (tmp_path / "study" / f"series{n}").mkdir(parents=True)
-        write_series(tmp_path / "study" / f"series{n}", volume, spacing=(1, 1, 1))
-    result = run("encode", tmp_path / "study")
-    assert "2 written, 0 failed" in result.output
-    assert sorted(p.name for p in (tmp_path / "study").glob("*.sgc")) == \
-        ["series3.sgc", "series7.sgc"]
+    study = tmp_path / "study"
+    # folder names as scanners export them; two series share a number, one has none
+    for folder, number in [("1.2.840.5.1", 3), ("1.2.840.5.2", 7), ("t1_repeat", 7),
+                           ("localizer", None)]:
+        (study / folder).mkdir(parents=True)
+        write_series(study / folder, volume, spacing=(1, 1, 1), series_number=number)
+        if number is None:
+            for f in (study / folder).iterdir():
+                ds = pydicom.dcmread(f)
+                del ds.SeriesNumber
+                ds.save_as(f)
+    result = run("encode", study)
+    assert "4 written, 0 failed" in result.output
+    assert sorted(p.name for p in study.glob("*.sgc")) == \
+        ["1.2.840.5.2.sgc", "localizer.sgc", "series3.sgc", "t1_repeat.sgc"]
+    # a series of the study named on its own is named as in the study
+    (study / "series3.sgc").unlink()
+    run("encode", study / "1.2.840.5.1")
+    assert (study / "series3.sgc").exists()
 
 
 def test_overlay_never_replaces_the_source_or_the_labels(tmp_path):

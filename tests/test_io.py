@@ -17,13 +17,15 @@ from conftest import HIPPO, ISIC
 
 
 def write_series(folder, volume, spacing=(0.9, 0.8, 1.5), origin=(10.0, -20.0, 30.0),
-                 shuffle=True):
+                 shuffle=True, series_number=None):
     """A DICOM series of ``volume`` (column, row, slice) with axial orientation: voxel
     (i, j, k) at LPS ``origin`` + ``spacing`` * (i, j, k)."""
     template = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
     template.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     template.PatientName, template.PatientID = "Doe^Jane", "PHI-12345"
     template.SeriesInstanceUID = generate_uid()
+    if series_number is not None:
+        template.SeriesNumber = series_number
     order = np.random.default_rng(0).permutation(volume.shape[2]) if shuffle \
         else np.arange(volume.shape[2])
     for n, k in enumerate(order):

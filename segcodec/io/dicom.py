@@ -155,6 +155,22 @@ def _even_step(positions: list[float], folder: Path) -> None:
                          "a slice is missing or the series is uneven")
 
 
+def series_number(folder: Path) -> int | None:
+    """The SeriesNumber of a series folder (its first DICOM file's), None without one."""
+    for p in sorted(folder.iterdir()):
+        if not p.is_file():
+            continue
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SeriesNumber"])
+        except (InvalidDicomError, OSError, EOFError, ValueError):
+            continue
+        try:
+            return int(ds.SeriesNumber)
+        except (AttributeError, TypeError, ValueError):
+            return None
+    return None
+
+
 def series(folder: Path) -> list[tuple[Path, "pydicom.Dataset"]]:
     """The files of the one series in ``folder`` and their headers, in slice order (along the
     slice normal, else by InstanceNumber); InputError for a mixed, uneven or non-image series."""
