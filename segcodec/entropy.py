@@ -51,31 +51,49 @@ def ideal_bits(z: np.ndarray, table: np.ndarray, ndim: int) -> float:
     return float(-np.log2(np.where(symbols == 1, p_one, 1.0 - p_one)).sum())
 
 
-def range_code(symbols: np.ndarray, ctx: np.ndarray, table: np.ndarray) -> bytes:
+def _encoder(symbols: np.ndarray, ctx: np.ndarray, table: np.ndarray):
     encoder = constriction.stream.queue.RangeEncoder()
     if symbols.size:
         encoder.encode(symbols.astype(np.int32), wire.coder_model(),
                        _probabilities(table, ctx))
-    return wire.coded_bytes(encoder)
+    return encoder
+
+
+def range_code(symbols: np.ndarray, ctx: np.ndarray, table: np.ndarray) -> bytes:
+    """The range coder's sealed stream (§5.4) for symbols in coding order, untrimmed."""
+    return wire.coded_bytes(_encoder(symbols, ctx, table))
+
+
+def shortest_payload(sealed: bytes, words: int, lower: int, width: int) -> bytes:
+    """§4's trim, computed: the shortest prefix of the ``sealed`` stream, or that prefix with
+    its last byte rounded up (without a carry), that still decodes to the same symbols.
+
+    A zero-padded stream decodes to the same symbols exactly when its value lies in the coder's
+    final interval: ``[lower, lower + width)`` in the 64 bits after its first ``words``
+    settled words (``RangeEncoder.pos()`` before sealing).  Only the last four bytes are
+    candidates, shortest first, truncation before rounding up: the choice earlier versions
+    made by trial decodes, so the bytes are the same."""
+    total = 32 * words + 64  # bits up to the end of the final interval's window
+    if 8 * len(sealed) > total:  # not a stream these numbers describe: keep it whole
+        return sealed
+    value = int.from_bytes(sealed, "big") << (total - 8 * len(sealed))
+    settled = (value - lower) >> 64  # the settled words, with any carry sealing added
+    low = (settled << 64) + lower
+    for keep in range(max(0, len(sealed) - 4), len(sealed)):
+        unit = 1 << (total - 8 * keep)
+        cut = value >> (total - 8 * keep) << (total - 8 * keep)
+        if low <= cut < low + width:
+            return sealed[:keep]
+        if keep and sealed[keep - 1] < 255 and low <= cut + unit < low + width:
+            return sealed[:keep - 1] + bytes([sealed[keep - 1] + 1])
+    return sealed
 
 
 def encode(z: np.ndarray, table: np.ndarray, ndim: int) -> bytes:
     """Binary latents (K, *grid) -> payload bytes (§4)."""
-    symbols, ctx = bits.coding_order(z, ndim)
-    data = range_code(symbols, ctx, table)
-    # §4: drop trailing bytes (or round the last kept byte up) while the stream still decodes
-    # to the same bits; the decoder pads with zeros.  Checked by decoding, so always safe.
-    for keep in range(max(0, len(data) - 4), len(data)):
-        candidates = [data[:keep]]
-        if keep and data[keep - 1] < 255:
-            candidates.append(data[:keep - 1] + bytes([data[keep - 1] + 1]))
-        for cand in candidates:
-            try:
-                if np.array_equal(decode(cand, table, z.shape, ndim), z):
-                    return cand
-            except SgcFormatError:
-                pass
-    return data
+    encoder = _encoder(*bits.coding_order(z, ndim), table)
+    words, (lower, width) = encoder.pos()
+    return shortest_payload(wire.coded_bytes(encoder), words, lower, width)
 
 
 def decode(payload: bytes, table: np.ndarray, latent_shape, ndim: int) -> np.ndarray:
