@@ -89,6 +89,13 @@ def _files(tmp: Path) -> tuple[list[tuple[str, str, Path, str]], dict]:
         _reshaped(normal["2D"], (59880, 256)), "2D")
     add("a 2D .sgc declaring 256x56302", "sgc", "wide.sgc",
         _reshaped(normal["2D"], (256, 56302)), "2D")
+    # The largest strip the default photo model takes (4:1): a photograph's honest cost.
+    add("a 2D .sgc declaring 8192x2048", "sgc", "strip.sgc",
+        _reshaped(normal["2D"], (8192, 2048)), "2D")
+    # isic-lesion-v3 predates the aspect bound: its files may declare any 2D shape.
+    v3 = segcodec.encode(isic, model="isic-lesion-v3")
+    add("a 2D .sgc declaring 59880x256 (isic-lesion-v3)", "sgc", "tall-v3.sgc",
+        _reshaped(v3, (59880, 256)), "2D")
     header, payload = container.read(normal["2D"])
     frame = zstandard.ZstdCompressor(write_content_size=True).compress(
         b"[" * 100_000 + b"]" * 100_000)
