@@ -1,6 +1,7 @@
 """The training recipe on fixtures: losses finite and falling, resume exact, export round-trips."""
 import csv
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -391,6 +392,76 @@ def test_a_run_resumes_with_its_parent_runs_moved(tmp_path):
     moved = dataclasses.replace(cfg, init="moved/elsewhere", init_segmentor="moved/seg",
                                 teacher="moved/teacher")
     loop.train(moved, x, t, tmp_path)
+
+
+def test_a_resolved_recipe_round_trips_through_json(tmp_path):
+    for name in recipes.names():
+        cfg = recipes.config(name)
+        resolved = json.loads(json.dumps(cfg.resolve()))
+        assert set(resolved) == {f.name for f in dataclasses.fields(recipes.Recipe)}
+        assert recipes.Recipe.load(resolved) == cfg
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(recipes.config("isic-d4-r2").resolve()))
+    assert recipes.config(str(path)) == recipes.config("isic-d4-r2")
+
+
+def test_an_old_config_loads_with_what_its_missing_keys_meant():
+    old = {k: v for k, v in recipes.config("hippocampus-d4").resolve().items()
+           if k not in NEWER_KEYS + ("critic_widths",)}
+    old["critic_clip"] = 0.05  # written by the first version, read by none since
+    cfg = recipes.Recipe.load(old)
+    assert (cfg.augment, cfg.select_from, cfg.distil_weight, cfg.teacher) == \
+        ("flips", None, 0.0, None)
+    assert cfg.orientation == "RAS" and cfg.critic_widths == [16, 32]  # the task's
+    # The shipped ISIC reference was trained before augment and orientation were keys.
+    from safetensors import safe_open
+    with safe_open(str(FIXTURES.parent / "bench" / "references" / "isic-seg.safetensors"),
+                   "pt") as f:
+        shipped = json.loads(f.metadata()["config"])
+    assert "augment" not in shipped
+    cfg = recipes.Recipe.load(shipped)
+    assert (cfg.augment, cfg.orientation, cfg.name) == ("flips", None, "isic-seg")
+
+
+def test_a_run_written_before_the_newer_keys_resumes_as_it_ran(tmp_path):
+    cfg = smoke_config("hippocampus-d4", steps=2, augment="flips")
+    x, t, _ = fixture_set(cfg)
+    loop.train(cfg, x, t, tmp_path)
+    written_before(tmp_path / "checkpoint.pt")
+    loop.train(cfg, x, t, tmp_path)  # the task's orientation, flips, no teacher: as it ran
+    _, loaded = loop.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert loaded == cfg
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"stpes": 3}, r"unknown config key 'stpes' \(did you mean 'steps'\?\)"),
+    ({"steps": "many"}, "config key 'steps': 'many' is not int"),
+    ({"batch": True}, "config key 'batch': True is not int"),
+    ({"labels": "lesion"}, "config key 'labels'"),
+    ({"augment": "mixup"}, "config key 'augment': 'mixup' is not one of flips, affine"),
+    ({"rate_ramp": 2}, "config key 'rate_ramp': 2 is not within 0 and 1"),
+    ({"design": "d9"}, "config key 'design'"),
+])
+def test_a_bad_config_is_refused_naming_the_key(change, error):
+    with pytest.raises(ValueError, match=error):
+        recipes.Recipe.load({**recipes.config("isic-d4").resolve(), **change})
+
+
+def test_a_config_without_a_key_every_version_wrote_is_refused():
+    without = recipes.config("isic-d4").resolve()
+    del without["steps"]
+    with pytest.raises(ValueError, match="config key 'steps' missing"):
+        recipes.Recipe.load(without)
+
+
+def test_a_config_file_with_an_unknown_key_is_one_line_error(tmp_path):
+    from click.testing import CliRunner
+    from segcodec.cli.main import main
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({**recipes.config("isic-d4").resolve(), "lr_decay": 0.5}))
+    result = CliRunner().invoke(main, ["train", str(path), "--data", str(tmp_path)])
+    assert result.exit_code == 1 and "unknown config key 'lr_decay'" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_a_rate_point_picks_only_from_its_second_half(tmp_path):
