@@ -180,7 +180,7 @@ class Recipe:
                                  + (f" (did you mean {close[0]!r}?)" if close else ""))
         given = {k: v for k, v in config.items() if k not in RETIRED}
         # Configs written before these keys existed ran with the shipped task's values.
-        task = TASKS.get(given.get("task_key"), {})
+        task = TASKS.get(str(given.get("task_key")), {})  # str: an ill-typed one fails below
         for key in ("orientation", "critic_widths"):
             if key not in given and key in task:
                 given[key] = task[key]
