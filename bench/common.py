@@ -10,7 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -129,8 +129,8 @@ class Segmentor:
         return labels_from_logits(self.net(self.grid(image_chw)), shape)
 
     def grid(self, image_chw: np.ndarray) -> torch.Tensor:
-        return resample(normalise(image_chw, self.cfg["normalisation"]),
-                        self.cfg["arch"]["work_shape"])
+        return resample(normalise(image_chw, self.cfg.normalisation),
+                        self.cfg.arch["work_shape"])
 
 
 def checkpoint(runs: Path, task: str, design: str) -> Path:
@@ -141,8 +141,7 @@ def checkpoint(runs: Path, task: str, design: str) -> Path:
 def untrained(recipe: str, normalisation: dict):
     """(net, cfg) of ``recipe`` with seeded random weights: same every run."""
     torch.manual_seed(0)
-    cfg = recipes.config(recipe)
-    cfg["normalisation"] = normalisation
+    cfg = replace(recipes.config(recipe), normalisation=normalisation)
     return loop.build_net(cfg).eval(), cfg
 
 

@@ -82,12 +82,12 @@ class AutoSeg:
 
     def __init__(self, net, cfg, table, seg: Segmentor):
         self.net, self.cfg, self.table, self.seg = net, cfg, table, seg
-        self.ndim = cfg["arch"]["ndim"]
+        self.ndim = cfg.arch["ndim"]
 
     @classmethod
     def load(cls, task, runs, data, cache, smoke, seg: Segmentor, cases):
         if smoke:  # no training set: fit the table on the fixtures themselves
-            net, cfg = untrained(f"{task}-autoseg", seg.cfg["normalisation"])
+            net, cfg = untrained(f"{task}-autoseg", seg.cfg.normalisation)
             x = torch.cat([seg.grid(c.chw) for c in cases])
         else:
             path = checkpoint(runs, task, "autoseg")
@@ -95,17 +95,17 @@ class AutoSeg:
                 print(f"note: {path} missing; no Auto/Seg row for {task}", file=sys.stderr)
                 return None
             net, cfg = loop.load_checkpoint(path)
-            if cfg["normalisation"] != seg.cfg["normalisation"]:
+            if cfg.normalisation != seg.cfg.normalisation:
                 print(f"note: {task}-autoseg and {task}-seg normalise differently; the seg "
                       f"net gets Auto/Seg's reconstruction as is", file=sys.stderr)
             x = datasets.cached_set(cfg, data, "train", cache)[0]
-        table = entropy.fit_table(export.training_latents(net, x), cfg["arch"]["ndim"])
+        table = entropy.fit_table(export.training_latents(net, x), cfg.arch["ndim"])
         return cls(net, cfg, table, seg)
 
     @torch.no_grad()
     def encode(self, case: Case) -> bytes:
-        x = resample(normalise(case.chw, self.cfg["normalisation"]),
-                     self.cfg["arch"]["work_shape"])
+        x = resample(normalise(case.chw, self.cfg.normalisation),
+                     self.cfg.arch["work_shape"])
         z = bits.threshold(self.net.compressor(x)[0].numpy())
         header = container.Header(model_id=bytes(container.MODEL_ID_BYTES),
                                   shape=case.truth.shape, channels=case.chw.shape[0],
@@ -213,7 +213,7 @@ def measure(task: str, cases: list[Case], segs: list[Segmentor], models, autoseg
             data, t_enc = timed(autoseg.encode, case)
             recon, t_dec = timed(autoseg.decode, data)
             labels, t_seg = timed(autoseg.segment, recon, case.truth.shape)
-            add("autoseg", autoseg.cfg["name"], "seg", case, len(data), labels,
+            add("autoseg", autoseg.cfg.name, "seg", case, len(data), labels,
                 t_enc, t_dec, t_seg)
         data, t_enc = timed(lambda: labelcodec.encode(case.truth, classes,
                                                       affine=case.affine))

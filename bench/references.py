@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from segcodec.train import loop
+from segcodec.train.recipes import Recipe
 
 from .common import NDIM, REPO, RUNS, Segmentor, checkpoint
 
@@ -33,7 +34,7 @@ def save(run_checkpoint: Path, path: Path) -> dict:
     """The run's validation-picked network -> ``path``; returns the metadata written."""
     net, cfg = loop.load_checkpoint(run_checkpoint, best=True)
     picked = torch.load(run_checkpoint, map_location="cpu", weights_only=True).get("best") or {}
-    meta = {"config": json.dumps(cfg, sort_keys=True), "recipe": cfg["name"],
+    meta = {"config": json.dumps(cfg.resolve(), sort_keys=True), "recipe": cfg.name,
             "picked_step": str(picked.get("step", "last"))}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path), meta)
@@ -48,7 +49,7 @@ def load(task: str, folder: Path = FOLDER) -> Segmentor:
             f"{path}: no reference segmentor for {task}; train {task}-seg and run "
             "`python -m bench references` (the bench never segments with an untrained network)")
     with safe_open(str(path), "pt") as f:
-        cfg = json.loads(f.metadata()["config"])
+        cfg = Recipe.load(json.loads(f.metadata()["config"]))
     net = loop.build_net(cfg)
     net.load_state_dict(load_file(str(path)))
     return Segmentor(net.eval(), cfg, "seg")

@@ -33,9 +33,11 @@ def measure(run: Path, root: Path, models: Path, cache: Path | None) -> dict:
     from segcodec.train import data as datasets
     from segcodec.train import export
 
+    from segcodec.train.recipes import Recipe
+
     ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
-    cfg = ck["config"]
-    task = cfg["task_key"]
+    cfg = Recipe.load(ck["config"])
+    task = cfg.task_key
     name = f"validation-{run.name}"
     for old in models.glob(f"{name}-*.sgm"):
         old.unlink()
@@ -47,15 +49,15 @@ def measure(run: Path, root: Path, models: Path, cache: Path | None) -> dict:
         image, truth = datasets.read_pair(image_path, label_path)
         # force: these are the task's own cases; the domain a model derives from its training
         # cases guards users' inputs, not held-out cases of its task.
-        if cfg["arch"]["ndim"] == 2:
+        if cfg.arch["ndim"] == 2:
             data = segcodec.encode(np.moveaxis(image, 0, -1), model=model, force=True)
         else:  # from the file, with its geometry, as `segcodec encode in.nii.gz` does
             data = segcodec.encode(image_path, model=model, force=True)
         bpp.append(len(data) * 8 / truth.size)
         dice.append(mean_dice(segcodec.segment(data), truth, task))
     return {"task": task, "run": run.name, "hardware": ck.get("hardware", "CPU"),
-            "batch": cfg["batch"], "augment": cfg.get("augment", "flips"),
-            "rate_weight": cfg["rate_weight"], "steps": cfg["steps"],
+            "batch": cfg.batch, "augment": cfg.augment,
+            "rate_weight": cfg.rate_weight, "steps": cfg.steps,
             "picked_step": (ck.get("best") or {}).get("step", ck["step"]),
             "cases": len(bpp), "val_bpp": round(float(np.mean(bpp)), 5),
             "val_dice": round(float(np.mean(dice)), 4)}

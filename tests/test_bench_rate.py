@@ -1,4 +1,5 @@
 """bench/rate.py in --smoke mode (fixtures, untrained nets) and the codecs of bench/codecs.py."""
+import dataclasses
 import json
 import math
 import os
@@ -193,9 +194,8 @@ def test_reference_round_trips_and_a_missing_one_is_refused(tmp_path):
 
     from bench import references
     from segcodec.train import loop, recipes
-    cfg = recipes.config("isic-seg")
-    cfg.update(steps=2, batch=2, normalisation={"kind": "fixed", "scale": 1 / 255,
-                                                "mean": [0.5] * 3, "std": [0.2] * 3})
+    cfg = dataclasses.replace(recipes.config("isic-seg"), steps=2, batch=2, normalisation={
+        "kind": "fixed", "scale": 1 / 255, "mean": [0.5] * 3, "std": [0.2] * 3})
     x = torch.randn(4, 3, 64, 64)
     t = torch.softmax(torch.randn(4, 2, 64, 64), 1)
     loop.train(cfg, x, t, tmp_path / "run", val=(x, [np.zeros((64, 64), np.uint8)] * 4))

@@ -1,5 +1,6 @@
 """Bring your own data: data set folders, their fingerprint and plan, and a planned run that
 trains, exports, encodes, segments and evaluates end to end."""
+import dataclasses
 import json
 import shutil
 
@@ -15,7 +16,6 @@ from segcodec import datasets, zoo
 from segcodec.cli.main import main
 from segcodec.errors import InputError
 from segcodec.train import convert, data, plan, recipes, run
-from segcodec.train import export as exporter
 
 LPS = np.diag([-1.5, -1.5, 1.5, 1.0])
 
@@ -163,12 +163,12 @@ def test_images_and_masks_folder_plans_a_photograph_task(tmp_path):
     grey = sorted((root / "images").iterdir())[-1]  # a grey photograph among RGB ones
     Image.open(grey).convert("L").save(grey)
     cfg = recipes.for_dataset(root, "d4", 2)
-    assert cfg["name"] == "lesions-d4-r2" and cfg["init"] == "lesions-d4"
-    assert cfg["normalisation"] == {"kind": "fixed"} and cfg["arch"]["in_channels"] == 3
-    cfg["normalisation"] = data.normalisation_for(cfg, root)
-    assert len(cfg["normalisation"]["mean"]) == 3
+    assert cfg.name == "lesions-d4-r2" and cfg.init == "lesions-d4"
+    assert cfg.normalisation == {"kind": "fixed"} and cfg.arch["in_channels"] == 3
+    cfg = dataclasses.replace(cfg, normalisation=data.normalisation_for(cfg, root))
+    assert len(cfg.normalisation["mean"]) == 3
     x, _, _ = data.cached_set(cfg, root, "train", None)  # the grey one repeated, as encode does
-    norm = cfg["normalisation"]
+    norm = cfg.normalisation
     pixels = [x[-1, c] * norm["std"][c] + norm["mean"][c] for c in range(3)]
     assert x.shape[1] == 3 and torch.allclose(pixels[0], pixels[1], atol=1e-5)
     with pytest.raises(ValueError, match="rate points"):
@@ -221,8 +221,8 @@ def test_converted_shared_data_gives_the_recipes_the_same_cases(tmp_path):
     data.check_root(out / "isic", "isic")
     with pytest.raises(ValueError, match="isic2017/ or imagesTr/"):
         data.check_root(tmp_path, "isic")
-    assert exporter.orientation_of(recipes.config("hippocampus-d4")) == "RAS"
-    assert run.recipe_for(None, out / "hippocampus", "seg")["task_key"] == "hippocampus"
+    assert recipes.config("hippocampus-d4").orientation == "RAS"
+    assert run.recipe_for(None, out / "hippocampus", "seg").task_key == "hippocampus"
 
 
 def test_data_sets_segcodec_cannot_train_on_are_refused_in_one_line(tmp_path):

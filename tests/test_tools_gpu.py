@@ -1,4 +1,5 @@
 """tools/gpu: the packed training sets that travel to a GPU machine read back as the loader's."""
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -27,8 +28,8 @@ def test_a_packed_isic_set_reads_back_as_the_loader_gives_it(tmp_path, monkeypat
     monkeypatch.setattr(train_gpu, "PACKS", tmp_path)
     norm, (x, t), (xv, labels) = train_gpu.load_pack("isic")
     cfg = recipes.config("isic-seg")
-    cfg["normalisation"] = datasets.normalisation_for(cfg, root)
-    assert norm == cfg["normalisation"]
+    cfg = dataclasses.replace(cfg, normalisation=datasets.normalisation_for(cfg, root))
+    assert norm == cfg.normalisation
     x0, t0, _ = datasets.cached_set(cfg, root, "fit", None)
     xv0, _, labels0 = datasets.cached_set(cfg, root, "val", None)
     # 8-bit pixels: within half a grey level, in units of the channel's spread.

@@ -1,5 +1,7 @@
 """The training recipe on fixtures: losses finite and falling, resume exact, export round-trips."""
 import csv
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -17,24 +19,23 @@ from conftest import FIXTURES, HIPPO, ISIC
 ISIC_NORM = {"kind": "fixed", "scale": 1 / 255, "mean": [0.7, 0.55, 0.5], "std": [0.15, 0.15, 0.17]}
 
 
-def smoke_config(name: str, **overrides) -> dict:
+def smoke_config(name: str, **overrides) -> recipes.Recipe:
     cfg = recipes.config(name)
     # Recipes name parent runs (init, init_segmentor) that the CLI resolves; tests pass paths.
-    cfg.update({"steps": 30, "batch": 4, "rate_ramp": 0.0, "init": None,
-                "init_segmentor": None, "teacher": None, "distil_weight": 0.0, **overrides})
-    if cfg["normalisation"] is None:
-        cfg["normalisation"] = ISIC_NORM
-    return cfg
+    return dataclasses.replace(cfg, **{
+        "steps": 30, "batch": 4, "rate_ramp": 0.0, "init": None, "init_segmentor": None,
+        "teacher": None, "distil_weight": 0.0, "normalisation": cfg.normalisation or ISIC_NORM,
+        **overrides})
 
 
-def fixture_set(cfg: dict):
-    if cfg["task_key"] == "isic":
+def fixture_set(cfg: recipes.Recipe):
+    if cfg.task_key == "isic":
         pairs = [(p, p.with_name(p.stem + "_segmentation.png")) for p in ISIC]
     else:
         pairs = [(p, FIXTURES / "hippocampus" / p.name.replace(".nii.gz", "_labels.nii.gz"))
                  for p in HIPPO]
-    return data.load_set(pairs, cfg["normalisation"], cfg["arch"]["n_classes"],
-                         tuple(cfg["arch"]["work_shape"]))
+    return data.load_set(pairs, cfg.normalisation, cfg.arch["n_classes"],
+                         tuple(cfg.arch["work_shape"]))
 
 
 def read_log(path):
@@ -80,12 +81,12 @@ def test_smoke_training_losses_finite_and_falling(name, tmp_path):
     x, t, _ = fixture_set(cfg)
     loop.train(cfg, x, t, tmp_path, log_every=1)
     rows = read_log(tmp_path / "log.csv")
-    assert len(rows) == cfg["steps"]
+    assert len(rows) == cfg.steps
     for row in rows:
         assert all(math.isfinite(v) for k, v in row.items() if k != "dice"), row
-    if cfg["dis_weight"]:
+    if cfg.dis_weight:
         assert all(r["loss_dis"] > 0 for r in rows)
-    if cfg["rate_weight"]:
+    if cfg.rate_weight:
         assert all(r["loss_cr_bpp"] > 0 for r in rows)
     first = np.mean([r["loss"] for r in rows[:5]])
     last = np.mean([r["loss"] for r in rows[-5:]])
@@ -152,7 +153,7 @@ def test_export_then_encode_segment_matches_the_trained_network(tmp_path, monkey
     loop.train(cfg, x, t, tmp_path / "run")
     net, _ = loop.load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     manifest, state, table, _ = export.build_model(net, cfg, x, "smoke-d4", False,
-                                                   {"recipe": cfg["name"]})
+                                                   {"recipe": cfg.name})
     path = zoo.write_model_file(tmp_path / "models", manifest, state, table)
     monkeypatch.setenv(zoo.PATH_ENV, str(path.parent))
     zoo.reload()
@@ -176,9 +177,9 @@ def test_unknown_config_names_the_known_ones():
 
 def test_rate_point_fine_tunes_its_parent_run(tmp_path):
     cfg = recipes.config("isic-d4-r2")
-    assert cfg["init"] == "isic-d4"
-    assert cfg["rate_weight"] > recipes.config("isic-d4")["rate_weight"]
-    assert cfg["select_from"] == 0.5  # not the parent's weights from its first steps
+    assert cfg.init == "isic-d4"
+    assert cfg.rate_weight > recipes.config("isic-d4").rate_weight
+    assert cfg.select_from == 0.5  # not the parent's weights from its first steps
     (tmp_path / "isic2017").mkdir()
     from click.testing import CliRunner
     from segcodec.cli.main import main
@@ -235,7 +236,7 @@ def test_resuming_under_another_config_is_refused(tmp_path):
     x, t, _ = fixture_set(cfg)
     loop.train(cfg, x, t, tmp_path)
     with pytest.raises(ValueError, match="steps=2"):
-        loop.train({**cfg, "steps": 3}, x, t, tmp_path)
+        loop.train(dataclasses.replace(cfg, steps=3), x, t, tmp_path)
 
 
 def test_export_of_a_non_checkpoint_is_one_line_error(tmp_path):
@@ -328,25 +329,139 @@ def test_affine_augmentation_moves_image_and_targets_together(ndim):
         loop.augment(x, t, gen, "mixup")
 
 
+# Keys configs gained after the first version; an older run's config lacks some of them.
+NEWER_KEYS = ("fingerprint", "orientation", "distil_weight", "augment", "select_from", "init",
+              "init_segmentor", "teacher")
+
+
+def written_before(ck_path, keys=NEWER_KEYS):
+    """Rewrite a run's checkpoint as a version before ``keys`` existed wrote it."""
+    ck = torch.load(ck_path, weights_only=False)
+    ck["config"] = {k: v for k, v in ck["config"].items() if k not in keys}
+    torch.save(ck, ck_path)
+
+
 def test_runs_written_before_augment_existed_resume_as_flips(tmp_path):
-    cfg = smoke_config("isic-d2", steps=2)
-    cfg.pop("augment", None)
+    cfg = smoke_config("isic-d2", steps=2, augment="flips")
     x, t, _ = fixture_set(cfg)
     loop.train(cfg, x, t, tmp_path)
-    loop.train({**cfg, "augment": "flips", "steps": 2}, x, t, tmp_path)  # same run: no error
+    written_before(tmp_path / "checkpoint.pt", ("augment",))
+    loop.train(cfg, x, t, tmp_path)  # same run: no error
     with pytest.raises(ValueError, match="augment=flips"):
-        loop.train({**cfg, "augment": "affine"}, x, t, tmp_path)
+        loop.train(dataclasses.replace(cfg, augment="affine"), x, t, tmp_path)
 
 
-@pytest.mark.parametrize("key, value", [("critic_widths", [8, 8, 8]), ("orientation", "RAS"),
-                                        ("normalisation", {"kind": "zscore"})])
-def test_a_run_resumes_only_under_every_setting_it_started_with(tmp_path, key, value):
+@pytest.fixture(scope="module")
+def started_run(tmp_path_factory):
+    """(config, images, targets, folder) of a finished two-step run to resume."""
+    out = tmp_path_factory.mktemp("started")
+    cfg = smoke_config("isic-d3", steps=2)
+    x, t, _ = fixture_set(cfg)
+    loop.train(cfg, x, t, out)
+    return cfg, x, t, out
+
+
+# A value other than the started run's for every field resume compares.
+CHANGED = {"name": "isic-d3b", "task_key": "lesions", "design": "d4", "task": "another task",
+           "labels": ["background", "mole"], "fingerprint": {"name": "lesions"},
+           "arch": {**recipes.TASKS["isic"]["arch"], "latent_channels": 3},
+           "normalisation": {"kind": "zscore"}, "orientation": "RAS", "compress": False,
+           "target": "image", "critic_widths": [8, 8, 8], "dis_weight": 0.2,
+           "rate_weight": 0.1, "rate_ramp": 0.25, "dice_weight": 0.5, "distil_weight": 1.0,
+           "batch": 2, "lr": 1e-3, "steps": 3, "seed": 1, "augment": "flips",
+           "select_from": 0.5}
+
+
+def test_resume_compares_every_field_but_the_parent_runs():
+    fields = {f.name for f in dataclasses.fields(recipes.Recipe)}
+    assert set(CHANGED) == fields - set(loop.RESUME_IGNORES)
+
+
+@pytest.mark.parametrize("key", sorted(CHANGED))
+def test_a_run_resumes_only_under_every_setting_it_started_with(started_run, key):
+    cfg, x, t, out = started_run
+    assert getattr(cfg, key) != CHANGED[key]
+    with pytest.raises(ValueError, match=f"started with {key}="):
+        loop.train(dataclasses.replace(cfg, **{key: CHANGED[key]}), x, t, out)
+
+
+def test_a_run_resumes_with_its_parent_runs_moved(tmp_path):
     cfg = smoke_config("isic-d3", steps=2)
     x, t, _ = fixture_set(cfg)
     loop.train(cfg, x, t, tmp_path)
-    loop.train({**cfg, "teacher": None, "init": "moved/elsewhere"}, x, t, tmp_path)  # fine
-    with pytest.raises(ValueError, match=f"started with {key}="):
-        loop.train({**cfg, key: value}, x, t, tmp_path)
+    moved = dataclasses.replace(cfg, init="moved/elsewhere", init_segmentor="moved/seg",
+                                teacher="moved/teacher")
+    loop.train(moved, x, t, tmp_path)
+
+
+def test_a_resolved_recipe_round_trips_through_json(tmp_path):
+    for name in recipes.names():
+        cfg = recipes.config(name)
+        resolved = json.loads(json.dumps(cfg.resolve()))
+        assert set(resolved) == {f.name for f in dataclasses.fields(recipes.Recipe)}
+        assert recipes.Recipe.load(resolved) == cfg
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(recipes.config("isic-d4-r2").resolve()))
+    assert recipes.config(str(path)) == recipes.config("isic-d4-r2")
+
+
+def test_an_old_config_loads_with_what_its_missing_keys_meant():
+    old = {k: v for k, v in recipes.config("hippocampus-d4").resolve().items()
+           if k not in NEWER_KEYS + ("critic_widths",)}
+    old["critic_clip"] = 0.05  # written by the first version, read by none since
+    cfg = recipes.Recipe.load(old)
+    assert (cfg.augment, cfg.select_from, cfg.distil_weight, cfg.teacher) == \
+        ("flips", None, 0.0, None)
+    assert cfg.orientation == "RAS" and cfg.critic_widths == [16, 32]  # the task's
+    # The shipped ISIC reference was trained before augment and orientation were keys.
+    from safetensors import safe_open
+    with safe_open(str(FIXTURES.parent / "bench" / "references" / "isic-seg.safetensors"),
+                   "pt") as f:
+        shipped = json.loads(f.metadata()["config"])
+    assert "augment" not in shipped
+    cfg = recipes.Recipe.load(shipped)
+    assert (cfg.augment, cfg.orientation, cfg.name) == ("flips", None, "isic-seg")
+
+
+def test_a_run_written_before_the_newer_keys_resumes_as_it_ran(tmp_path):
+    cfg = smoke_config("hippocampus-d4", steps=2, augment="flips")
+    x, t, _ = fixture_set(cfg)
+    loop.train(cfg, x, t, tmp_path)
+    written_before(tmp_path / "checkpoint.pt")
+    loop.train(cfg, x, t, tmp_path)  # the task's orientation, flips, no teacher: as it ran
+    _, loaded = loop.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert loaded == cfg
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"stpes": 3}, r"unknown config key 'stpes' \(did you mean 'steps'\?\)"),
+    ({"steps": "many"}, "config key 'steps': 'many' is not int"),
+    ({"batch": True}, "config key 'batch': True is not int"),
+    ({"labels": "lesion"}, "config key 'labels'"),
+    ({"augment": "mixup"}, "config key 'augment': 'mixup' is not one of flips, affine"),
+    ({"rate_ramp": 2}, "config key 'rate_ramp': 2 is not within 0 and 1"),
+    ({"design": "d9"}, "config key 'design'"),
+])
+def test_a_bad_config_is_refused_naming_the_key(change, error):
+    with pytest.raises(ValueError, match=error):
+        recipes.Recipe.load({**recipes.config("isic-d4").resolve(), **change})
+
+
+def test_a_config_without_a_key_every_version_wrote_is_refused():
+    without = recipes.config("isic-d4").resolve()
+    del without["steps"]
+    with pytest.raises(ValueError, match="config key 'steps' missing"):
+        recipes.Recipe.load(without)
+
+
+def test_a_config_file_with_an_unknown_key_is_one_line_error(tmp_path):
+    from click.testing import CliRunner
+    from segcodec.cli.main import main
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({**recipes.config("isic-d4").resolve(), "lr_decay": 0.5}))
+    result = CliRunner().invoke(main, ["train", str(path), "--data", str(tmp_path)])
+    assert result.exit_code == 1 and "unknown config key 'lr_decay'" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_a_rate_point_picks_only_from_its_second_half(tmp_path):

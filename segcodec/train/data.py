@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .. import datasets
 from ..transforms import normalise, photo_intensities, resample
+from .recipes import Recipe
 
 SPLIT_FILE = Path(__file__).with_name("hippocampus_split.json")
 FOLDERS = {"isic": "isic2017", "hippocampus": "msd_hippocampus"}  # under --data
@@ -145,31 +146,30 @@ def task_pairs(task_key: str, root: Path, split: str) -> list[tuple[Path, Path]]
     return [p for i, p in enumerate(pairs) if (i in held) == (split == "val")]
 
 
-def normalisation_for(cfg: dict, root: Path) -> dict:
+def normalisation_for(cfg: Recipe, root: Path) -> dict:
     """The config's normalisation, or for photographs one fixed from training statistics."""
-    norm = cfg.get("normalisation")
+    norm = cfg.normalisation
     if norm and (norm["kind"] != "fixed" or "mean" in norm):
         return norm
-    mean, std = channel_stats(task_pairs(cfg["task_key"], root, "train"),
-                              channels=cfg["arch"]["in_channels"])
+    mean, std = channel_stats(task_pairs(cfg.task_key, root, "train"),
+                              channels=cfg.arch["in_channels"])
     return {"kind": "fixed", "scale": 1 / 255, "mean": mean, "std": std}
 
 
-def cached_set(cfg: dict, root: Path, split: str, cache: Path | None):
+def cached_set(cfg: Recipe, root: Path, split: str, cache: Path | None):
     """``load_set`` for a config's task and working grid, kept in ``cache`` between runs."""
-    norm, codes = cfg["normalisation"], cfg.get("orientation")
-    key = [cfg["task_key"], split, norm, cfg["arch"]["work_shape"], "tensors"]
-    if not _legacy(root, cfg["task_key"]):  # any folder may hold a data set of any name
+    norm, codes, arch = cfg.normalisation, cfg.orientation, cfg.arch
+    key = [cfg.task_key, split, norm, arch["work_shape"], "tensors"]
+    if not _legacy(root, cfg.task_key):  # any folder may hold a data set of any name
         key += [str(root.resolve()), codes]
     key = json.dumps(key, sort_keys=True)
-    path = cache / f"{cfg['task_key']}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt" \
+    path = cache / f"{cfg.task_key}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt" \
         if cache else None
     if path and path.exists():  # tensors only: a planted cache file cannot run code
         x, t, full = torch.load(path, weights_only=True)
         return x, t, [labels.numpy() for labels in full]
-    x, t, full = load_set(task_pairs(cfg["task_key"], root, split), norm,
-                          cfg["arch"]["n_classes"], tuple(cfg["arch"]["work_shape"]), codes,
-                          cfg["arch"]["in_channels"])
+    x, t, full = load_set(task_pairs(cfg.task_key, root, split), norm, arch["n_classes"],
+                          tuple(arch["work_shape"]), codes, arch["in_channels"])
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save((x, t, [torch.from_numpy(labels) for labels in full]), path)

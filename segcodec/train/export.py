@@ -13,7 +13,8 @@ from .. import bits, domain, entropy, orientation
 from ..networks import SegCodecNet, count_parameters
 from ..transforms import photo_intensities
 from ..zoo import BUILTIN_DIR, write_model_file
-from . import data, loop, recipes
+from . import data, loop
+from .recipes import Recipe
 
 
 @torch.no_grad()
@@ -21,13 +22,6 @@ def training_latents(net: SegCodecNet, x: torch.Tensor, batch: int = 32):
     for i in range(0, len(x), batch):
         for logits in net.compressor(x[i:i + batch]):
             yield bits.threshold(logits.numpy())
-
-
-def orientation_of(cfg: dict) -> str | None:
-    """The axis codes volumes are brought to; configs written before the key read the task."""
-    if "orientation" in cfg:
-        return cfg["orientation"]
-    return recipes.TASKS.get(cfg["task_key"], {}).get("orientation")
 
 
 @torch.no_grad()
@@ -41,19 +35,19 @@ def appearance(net: SegCodecNet, x: torch.Tensor, batch: int = 100):
     return np.concatenate(rows)
 
 
-def training_domain(cfg: dict, root: Path, net: SegCodecNet, x: torch.Tensor) -> dict:
+def training_domain(cfg: Recipe, root: Path, net: SegCodecNet, x: torch.Tensor) -> dict:
     """The model's domain (``segcodec.domain``) from its training cases' files and, for
     photographs, from what C makes of them (``x``: the working-grid training images)."""
-    pairs = data.task_pairs(cfg["task_key"], root, "fit")
-    if cfg["arch"]["ndim"] == 2:
-        if cfg["arch"]["in_channels"] != 3:
-            return {"channels": cfg["arch"]["in_channels"]}
+    pairs = data.task_pairs(cfg.task_key, root, "fit")
+    if cfg.arch["ndim"] == 2:
+        if cfg.arch["in_channels"] != 3:
+            return {"channels": cfg.arch["in_channels"]}
         photos = domain.describe_photos(photo_intensities(data.read_pair(p, q, channels=3)[0])
                                         for p, q in pairs)
         described = domain.describe_appearance(appearance(net, x))
         return {**photos, **({"appearance": described} if described else {})}
     import nibabel as nib
-    codes = orientation_of(cfg)
+    codes = cfg.orientation
     shapes, spacings = [], []
     for image_path, _ in pairs:
         img = nib.load(image_path)
@@ -63,16 +57,16 @@ def training_domain(cfg: dict, root: Path, net: SegCodecNet, x: torch.Tensor) ->
     return domain.describe_volumes(shapes, spacings)
 
 
-def build_model(net: SegCodecNet, cfg: dict, x: torch.Tensor, name: str, is_default: bool,
+def build_model(net: SegCodecNet, cfg: Recipe, x: torch.Tensor, name: str, is_default: bool,
                 training: dict, domain_: dict | None = None):
     """(manifest, state_dict, table, latents) for a trained network and its training images."""
     latents = list(training_latents(net, x))
-    table = entropy.fit_table(latents, cfg["arch"]["ndim"])
+    table = entropy.fit_table(latents, cfg.arch["ndim"])
     manifest = {
-        "name": name, "task": cfg["task"], "labels": cfg["labels"],
-        "normalisation": cfg["normalisation"], "architecture": cfg["arch"],
+        "name": name, "task": cfg.task, "labels": cfg.labels,
+        "normalisation": cfg.normalisation, "architecture": cfg.arch,
         # Volumes are reoriented to the training data's axes before C (format_spec.md §2.3).
-        **({"orientation": orientation_of(cfg)} if orientation_of(cfg) else {}),
+        **({"orientation": cfg.orientation} if cfg.orientation else {}),
         "default": is_default, "training": training,
         **({"domain": domain_} if domain_ else {}),
         "parameters": {"C": count_parameters(net.compressor),
@@ -86,22 +80,22 @@ def export(checkpoint: Path, root: Path, name: str, out: Path | None = None,
            is_default: bool = False, cache: Path | None = None) -> dict:
     try:
         ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        cfg = ck["config"]
-    except Exception as exc:  # pickle, zip and key errors alike: not a training checkpoint
+        cfg = Recipe.load(ck["config"])
+    except Exception as exc:  # pickle, zip, key and config errors alike: not a training checkpoint
         raise ValueError(f"{checkpoint}: not a segcodec training checkpoint ({exc})") from None
-    data.check_root(root, cfg["task_key"])  # the tables are fitted on the training set
-    if not cfg["compress"] or cfg["target"] != "labels":
-        raise ValueError(f"{checkpoint}: design {cfg['design']!r} has no C+g+s to export")
+    data.check_root(root, cfg.task_key)  # the tables are fitted on the training set
+    if not cfg.compress or cfg.target != "labels":
+        raise ValueError(f"{checkpoint}: design {cfg.design!r} has no C+g+s to export")
     net, _ = loop.load_checkpoint(checkpoint, best=True)
     x, _, _ = data.cached_set(cfg, root, "fit", cache)
     picked = ck.get("best") or {"step": ck["step"]}
-    training = {"recipe": cfg["name"], "steps": picked["step"], "seed": cfg["seed"],
+    training = {"recipe": cfg.name, "steps": picked["step"], "seed": cfg.seed,
                 "train_seconds": round(ck["elapsed"]), "train_cases": len(x),
                 **({"hardware": ck["hardware"]} if ck.get("hardware") else {})}
     manifest, state, table, latents = build_model(net, cfg, x, name, is_default, training,
                                                   training_domain(cfg, root, net, x))
     path = write_model_file(out or BUILTIN_DIR, manifest, state, table)
-    mean_bits = sum(entropy.ideal_bits(z, table, cfg["arch"]["ndim"])
+    mean_bits = sum(entropy.ideal_bits(z, table, cfg.arch["ndim"])
                     for z in latents) / len(latents)
     return {"file": str(path), "mean_ideal_payload_bits_train": round(mean_bits, 1),
             **manifest["parameters"]}

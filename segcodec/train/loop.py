@@ -9,6 +9,7 @@ resume (weights, optimisers, schedules, random states, the rate model's counts) 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import signal
 import threading
@@ -25,21 +26,21 @@ from ..networks import AutoEncoder, SegCodecNet, Segmentor
 from ..transforms import labels_from_logits
 from .critic import Critic
 from .losses import ContextRate, loss_dis, loss_distil, loss_seg
+from .recipes import Recipe
 
-# A run resumes only under the config it started with: every key but these, which say where
+# A run resumes only under the config it started with: every field but these, which say where
 # its parent runs are (a runs folder may move).
 RESUME_IGNORES = ("init", "init_segmentor", "teacher")
-DEFAULTS = {"augment": "flips"}  # what configs written before the key existed meant
 LOG_COLUMNS = ["step", "elapsed_s", "loss", "loss_seg", "loss_dis", "loss_cr_bpp", "loss_distil",
                "dice"]
 VAL_COLUMNS = ["step", "val_dice", "val_dice_classes", "val_bpp_estimate"]
 
 
-def build_net(cfg: dict) -> nn.Module:
-    arch = cfg["arch"]
-    if cfg["target"] == "image":
+def build_net(cfg: Recipe) -> nn.Module:
+    arch = cfg.arch
+    if cfg.target == "image":
         return AutoEncoder(arch)
-    if cfg["compress"]:
+    if cfg.compress:
         return SegCodecNet(arch)
     return Segmentor(arch["ndim"], arch["n_classes"], arch["s_widths"],
                      in_channels=arch["in_channels"], norm=arch.get("s_norm", False))
@@ -134,7 +135,7 @@ def plot_losses(log_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
-def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
+def train(cfg: Recipe, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
           threads: int = 1, device: str | torch.device = "cpu", log_every: int = 25,
           save_every_s: float = 120.0, progress=None) -> None:
     """Train ``cfg`` on working-grid images ``x`` and soft targets ``t``; resume from ``out``.
@@ -151,53 +152,54 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
     if val is not None:
         val = (val[0].to(device), val[1])
     out.mkdir(parents=True, exist_ok=True)
-    steps, arch = cfg["steps"], cfg["arch"]
-    torch.manual_seed(cfg["seed"])
-    gen = torch.Generator().manual_seed(cfg["seed"])
+    steps, arch = cfg.steps, cfg.arch
+    ckpt_path = out / "checkpoint.pt"
+    ck = torch.load(ckpt_path, map_location=device, weights_only=True) \
+        if ckpt_path.exists() else None
+    if ck is not None:  # refused before anything is built or written
+        # Recipe.load gives keys an older run was started without their meaning then.
+        started = Recipe.load(ck["config"])
+        changed = [f.name for f in dataclasses.fields(Recipe) if f.name not in RESUME_IGNORES
+                   and getattr(started, f.name) != getattr(cfg, f.name)]
+        if changed:
+            was = ", ".join(f"{k}={getattr(started, k)}" for k in changed)
+            raise ValueError(f"{out} holds a run started with {was}; use another --out")
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
     net = build_net(cfg).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     # A warm-up of at least 3 steps: OneCycleLR divides by zero when it lasts exactly one.
     warm_up = max(0.05, 3 / steps) if steps >= 6 else 0.05
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=steps,
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps,
                                                 pct_start=warm_up)
     critic = d_opt = None
-    if cfg["dis_weight"]:
-        critic = Critic(arch["ndim"], arch["n_classes"], cfg["critic_widths"]).to(device)
-        d_opt = torch.optim.RMSprop(critic.parameters(), lr=cfg["lr"] / 4)
+    if cfg.dis_weight:
+        critic = Critic(arch["ndim"], arch["n_classes"], cfg.critic_widths).to(device)
+        d_opt = torch.optim.RMSprop(critic.parameters(), lr=cfg.lr / 4)
     rate = ContextRate(arch["latent_channels"], arch["ndim"]).to(device) \
-        if cfg["compress"] else None
+        if cfg.compress else None
     teacher = None
-    if cfg.get("distil_weight"):
+    if cfg.distil_weight:
         # The uncompressed segmentor on the image teaches s on g(latents); it stays frozen.
-        teacher = load_checkpoint(Path(cfg["teacher"]), best=True)[0].requires_grad_(False)
+        teacher = load_checkpoint(Path(cfg.teacher), best=True)[0].requires_grad_(False)
         teacher.to(device)
     n_pix = int(np.prod(arch["work_shape"]))
     modules = {"net": net, "opt": opt, "sched": sched, "critic": critic, "d_opt": d_opt,
                "rate": rate}
 
-    ckpt_path = out / "checkpoint.pt"
     step, elapsed, best = 0, 0.0, None
-    if cfg.get("init") and not ckpt_path.exists():
+    if cfg.init and ck is None:
         # Fine-tuning (rate points): weights and rate-model counts from the parent run.
-        parent = torch.load(Path(cfg["init"]), map_location=device, weights_only=True)
+        parent = torch.load(Path(cfg.init), map_location=device, weights_only=True)
         if parent.get("best"):  # the parent's validation pick, not its last step
             parent["net"] = parent["best"]["net"]
         for key in ("net", "critic", "rate"):
             if modules[key] is not None and key in parent:
                 modules[key].load_state_dict(parent[key])
-    elif cfg.get("init_segmentor") and not ckpt_path.exists():
-        seg = load_checkpoint(Path(cfg["init_segmentor"]), best=True)[0]
+    elif cfg.init_segmentor and ck is None:
+        seg = load_checkpoint(Path(cfg.init_segmentor), best=True)[0]
         net.segmentor.load_state_dict(seg.state_dict())
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        started = ck["config"]
-        # A key the run was started without is compared only where its old meaning is known.
-        changed = [k for k in dict.fromkeys([*started, *cfg]) if k not in RESUME_IGNORES
-                   and (k in started or k in DEFAULTS)
-                   and started.get(k, DEFAULTS.get(k)) != cfg.get(k, DEFAULTS.get(k))]
-        if changed:
-            was = ", ".join(f"{k}={started.get(k, DEFAULTS.get(k))}" for k in changed)
-            raise ValueError(f"{out} holds a run started with {was}; use another --out")
+    if ck is not None:
         for key, module in modules.items():
             if module is not None:
                 module.load_state_dict(ck[key])
@@ -208,7 +210,7 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
     def save():
         state = {k: m.state_dict() for k, m in modules.items() if m is not None}
         tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({**state, "config": cfg, "gen": gen.get_state(),
+        torch.save({**state, "config": cfg.resolve(), "gen": gen.get_state(),
                     "rng": torch.get_rng_state(), "step": step, "elapsed": elapsed,
                     "best": best}, tmp)
         tmp.replace(ckpt_path)
@@ -216,8 +218,8 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
     val_every = max(1, steps // 20)
     # Picks come after the rate ramp (or ``select_from`` x steps, where a fine-tune to a new
     # rate point needs time to reach it), so the pick codes at the run's rate.
-    selectable_from = int(cfg.get("select_from", cfg["rate_ramp"]) * steps) \
-        if cfg["rate_weight"] else 0
+    select_from = cfg.rate_ramp if cfg.select_from is None else cfg.select_from
+    selectable_from = int(select_from * steps) if cfg.rate_weight else 0
 
     def validate():
         nonlocal best
@@ -240,7 +242,7 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
                     "net": {k: v.detach().to("cpu", copy=True)
                             for k, v in net.state_dict().items()}}
 
-    (out / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+    (out / "config.json").write_text(json.dumps(cfg.resolve(), indent=1) + "\n")
     log_path = out / "log.csv"
     # On resume, drop rows logged after the checkpoint: those steps are about to be redone.
     kept = [r for r in csv.DictReader(open(log_path)) if int(r["step"]) <= step] \
@@ -259,17 +261,16 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
     stop = _StopFlag()
     try:
         while step < steps:
-            idx = torch.randint(len(x), (cfg["batch"],), generator=gen)
-            xb, tb = augment(x[idx.to(device)], t[idx.to(device)], gen,
-                             cfg.get("augment", DEFAULTS["augment"]))
+            idx = torch.randint(len(x), (cfg.batch,), generator=gen)
+            xb, tb = augment(x[idx.to(device)], t[idx.to(device)], gen, cfg.augment)
             feats: list = []
             out_b, p, z = run_net(net, xb, features=feats)
-            if cfg["target"] == "image":
+            if cfg.target == "image":
                 l_seg = F.mse_loss(out_b, xb)
                 prob = None
             else:
                 prob = torch.softmax(out_b, 1)
-                l_seg = loss_seg(prob, tb, cfg["dice_weight"])
+                l_seg = loss_seg(prob, tb, cfg.dice_weight)
             loss = l_seg
             l_dis = l_cr = l_distil = torch.zeros(())
             if teacher is not None:
@@ -277,17 +278,17 @@ def train(cfg: dict, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
                 with torch.no_grad():
                     t_logits = teacher(xb, t_feats)
                 l_distil = loss_distil(out_b, t_logits, feats[0], t_feats[0])
-                loss = loss + cfg["distil_weight"] * l_distil
+                loss = loss + cfg.distil_weight * l_distil
             if critic is not None:
                 critic.requires_grad_(False)  # D is fixed in this step; its own step follows
                 l_dis = loss_dis(critic, prob, tb)
                 critic.requires_grad_(True)
-                loss = loss + cfg["dis_weight"] * l_dis
+                loss = loss + cfg.dis_weight * l_dis
             if rate is not None:
                 l_cr = rate(p, z, n_pix)
-                if cfg["rate_weight"]:
-                    ramp = min(1.0, step / max(1.0, cfg["rate_ramp"] * steps))
-                    loss = loss + cfg["rate_weight"] * ramp * l_cr
+                if cfg.rate_weight:
+                    ramp = min(1.0, step / max(1.0, cfg.rate_ramp * steps))
+                    loss = loss + cfg.rate_weight * ramp * l_cr
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -360,10 +361,11 @@ def last_logged(log_path: Path) -> dict:
     return {k: float(v) for k, v in rows[-1].items()} if rows else {}
 
 
-def load_checkpoint(path: Path, best: bool = False) -> tuple[nn.Module, dict]:
+def load_checkpoint(path: Path, best: bool = False) -> tuple[nn.Module, Recipe]:
     """The trained network (eval mode) and config of a checkpoint: its last weights, or with
     ``best`` those that scored best on the validation cases (where the run kept them)."""
     ck = torch.load(path, map_location="cpu", weights_only=True)
-    net = build_net(ck["config"])
+    cfg = Recipe.load(ck["config"])
+    net = build_net(cfg)
     net.load_state_dict(ck["best"]["net"] if best and ck.get("best") else ck["net"])
-    return net.eval(), ck["config"]
+    return net.eval(), cfg

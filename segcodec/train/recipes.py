@@ -1,8 +1,11 @@
 """Training configurations: the paper's designs D1-D4 and the two references, per task.
 
-A config is a flat dict (JSON-serialisable, saved with every checkpoint).  ``config(name)``
-builds the named recipe, e.g. ``isic-d4`` or ``hippocampus-seg``; a JSON file with the same
-keys works too.  Designs (Liu et al. 2020, Fig. 3a):
+A config is a ``Recipe``: a frozen dataclass with every training setting as a typed field.
+``resolve()`` gives all of them as plain JSON values, which every run saves (config.json and
+the checkpoint) and resumes only under; ``Recipe.load`` reads such a dict back, one written by
+an earlier version included.  ``config(name)`` builds the named recipe, e.g. ``isic-d4`` or
+``hippocampus-seg``; a JSON file with the same keys works too.  Designs (Liu et al. 2020,
+Fig. 3a):
 
 - ``seg``: the segmentor alone on uncompressed images (the reference for other codecs);
 - ``d1``: segmentor + discriminator D, no compression;
@@ -29,8 +32,13 @@ history at e1fb966, v1 at 12d0a40.
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import re
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 TASKS = {
@@ -81,17 +89,134 @@ DESIGNS = {
 
 _NAME = re.compile(r"^(?P<task>[a-z]+)-(?P<design>seg|d[1-4]|autoseg)(?:-r(?P<point>[0-9]))?$")
 
+TARGETS = ("labels", "image")  # what the decoder is trained to give: label maps, or autoseg's image
+AUGMENTATIONS = ("flips", "affine")  # loop.augment's kinds
+# Keys the first version wrote that nothing reads any more: dropped when a config is loaded.
+RETIRED = ("critic_clip",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """Everything a training run is configured by.
+
+    Fields without a default were in every config ever written.  The defaults of the others
+    are what configs written before the field existed meant, so that ``Recipe.load`` reads old
+    run folders as they ran; recipes built today set every field.  Change one with
+    ``dataclasses.replace``, which validates the result as construction does.
+    """
+
+    # The run and its task
+    name: str
+    task_key: str  # the task's data: ``data.task_pairs`` finds its cases by it
+    design: str  # a key of DESIGNS
+    task: str  # what the exported model says it segments
+    labels: list[str]
+    fingerprint: dict | None = None  # what a planned task was derived from (``plan``)
+    # The model: ``networks`` reads ``arch``; export writes all three into the manifest
+    arch: dict
+    normalisation: dict | None  # None: photographs' statistics, measured when a run starts
+    orientation: str | None = None  # axis codes volumes are brought to (Recipe.load: the task's)
+    # The networks trained and the losses' weights
+    compress: bool  # C and g before s, or s on the image
+    target: str  # one of TARGETS
+    critic_widths: list[int]  # D's layers (Recipe.load: the task's)
+    dis_weight: float
+    rate_weight: float
+    rate_ramp: float  # the fraction of the steps over which the rate loss ramps in
+    dice_weight: float
+    distil_weight: float = 0.0
+    # The optimisation
+    batch: int
+    lr: float
+    steps: int
+    seed: int
+    augment: str = "flips"  # one of AUGMENTATIONS
+    # The fraction of the steps from which weights are picked; None: where the rate ramp ends.
+    select_from: float | None = None
+    # Parent runs: recipe names, or checkpoint paths once a run resolves them (``run.prepare``)
+    init: str | None = None  # a d4 run whose weights a rate point fine-tunes
+    init_segmentor: str | None = None  # a seg run whose s this run starts from
+    teacher: str | None = None  # a seg run whose s on the image teaches s on g(latents)
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value, hint = getattr(self, field.name), _HINTS[field.name]
+            if not _conforms(value, hint):
+                wanted = hint.__name__ if isinstance(hint, type) else str(hint)
+                raise ValueError(f"config key {field.name!r}: {value!r} is not {wanted}")
+        for key, ok, wanted in (
+                ("design", self.design in DESIGNS, "one of " + ", ".join(DESIGNS)),
+                ("target", self.target in TARGETS, "one of " + ", ".join(TARGETS)),
+                ("augment", self.augment in AUGMENTATIONS, "one of " + ", ".join(AUGMENTATIONS)),
+                ("steps", self.steps >= 1, "at least 1"),
+                ("batch", self.batch >= 1, "at least 1"),
+                ("lr", self.lr >= 0, "at least 0"),
+                ("dis_weight", self.dis_weight >= 0, "at least 0"),
+                ("rate_weight", self.rate_weight >= 0, "at least 0"),
+                ("dice_weight", self.dice_weight >= 0, "at least 0"),
+                ("distil_weight", self.distil_weight >= 0, "at least 0"),
+                ("rate_ramp", 0 <= self.rate_ramp <= 1, "within 0 and 1"),
+                ("select_from", self.select_from is None or 0 <= self.select_from <= 1,
+                 "within 0 and 1")):
+            if not ok:
+                raise ValueError(f"config key {key!r}: {getattr(self, key)!r} is not {wanted}")
+
+    def resolve(self) -> dict:
+        """The complete config: every field, defaults included, as plain JSON values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def load(cls, config: dict) -> Recipe:
+        """A config as ``resolve`` gives it, or as an earlier version wrote it (config.json, a
+        checkpoint's, a JSON file): a key it lacks takes what its absence meant then.
+        ValueError, naming the key, for an unknown, missing or ill-typed one."""
+        if not isinstance(config, dict):
+            raise ValueError(f"a config is a JSON object, not {type(config).__name__}")
+        known = [field.name for field in dataclasses.fields(cls)]
+        for key in config:
+            if key not in known and key not in RETIRED:
+                close = difflib.get_close_matches(key, known, 1)
+                raise ValueError(f"unknown config key {key!r}"
+                                 + (f" (did you mean {close[0]!r}?)" if close else ""))
+        given = {k: v for k, v in config.items() if k not in RETIRED}
+        # Configs written before these keys existed ran with the shipped task's values.
+        task = TASKS.get(str(given.get("task_key")), {})  # str: an ill-typed one fails below
+        for key in ("orientation", "critic_widths"):
+            if key not in given and key in task:
+                given[key] = task[key]
+        for field in dataclasses.fields(cls):
+            if field.name not in given and field.default is dataclasses.MISSING:
+                raise ValueError(f"config key {field.name!r} missing")
+        return cls(**given)
+
+
+_HINTS = typing.get_type_hints(Recipe)
+
+
+def _conforms(value, hint) -> bool:
+    """Whether ``value``, as JSON gives it, is of the field type ``hint``."""
+    if isinstance(hint, types.UnionType):
+        return any(_conforms(value, option) for option in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_conforms(v, item) for v in value)
+    if isinstance(value, bool):  # True is an int to Python, not to a config
+        return hint is bool
+    if hint is float:  # JSON writes 1.0 as 1 where a person typed it
+        return isinstance(value, (int, float))
+    return isinstance(value, hint)
+
 
 def names() -> list[str]:
     out = [f"{t}-{d}" for t in TASKS for d in DESIGNS]
     return out + [f"{t}-d4-r{n}" for t in TASKS for n in (0, 2, 3)]
 
 
-def config(name_or_path: str) -> dict:
+def config(name_or_path: str) -> Recipe:
     """The named recipe, or a JSON config file."""
     path = Path(name_or_path)
     if path.suffix == ".json" and path.exists():
-        return json.loads(path.read_text())
+        return Recipe.load(json.loads(path.read_text()))
     m = _NAME.match(name_or_path)
     if not m or m["task"] not in TASKS or (m["point"] and m["design"] != "d4"):
         raise ValueError(f"unknown training config {name_or_path!r}; "
@@ -100,7 +225,7 @@ def config(name_or_path: str) -> dict:
                  int(m["point"]) if m["point"] is not None else 1)
 
 
-def for_dataset(root, design: str = "d4", point: int = 1) -> dict:
+def for_dataset(root, design: str = "d4", point: int = 1) -> Recipe:
     """The recipe of ``design`` (and rate point) for the data set folder ``root``, planned
     from its fingerprint (``plan``)."""
     from .. import datasets
@@ -113,7 +238,7 @@ def for_dataset(root, design: str = "d4", point: int = 1) -> dict:
     return build(plan.task_key(fp["name"]), plan.task(fp), design, point)
 
 
-def build(key: str, task: dict, design_name: str, point: int = 1) -> dict:
+def build(key: str, task: dict, design_name: str, point: int = 1) -> Recipe:
     """The config of ``design_name`` at rate point ``point`` for the task entry ``task``
     (``TASKS[key]``, or one planned for a data set)."""
     design = DESIGNS[design_name]
@@ -121,29 +246,27 @@ def build(key: str, task: dict, design_name: str, point: int = 1) -> dict:
     # steps left v1's hippocampus D4 at mean Dice 0.776 against the reference's 0.876.
     taught = design["compress"] and "target" not in design
     steps = task["steps"]["seg" if design_name == "seg" else "other"]
-    cfg = {
-        "name": f"{key}-{design_name}" + (f"-r{point}" if point != 1 else ""),
-        "task_key": key, "design": design_name,
-        "task": task["task"], "labels": task["labels"],
-        "normalisation": task.get("normalisation"), "orientation": task.get("orientation"),
-        "arch": dict(task["arch"]),
-        "critic_widths": task["critic_widths"], "batch": task["batch"], "lr": task["lr"],
-        "steps": steps, "seed": 0,
-        "augment": task["augment"]["seg" if design_name == "seg" else "other"],
-        "compress": design["compress"], "target": design.get("target", "labels"),
-        "dis_weight": 0.1 if design["critic"] else 0.0,
-        "rate_weight": task["rate_weight"] * 3 ** (point - 1) if design["rate"] else 0.0,
-        "dice_weight": task.get("seg_dice_weight", 1.0) if design_name == "seg" else 1.0,
+    recipe = Recipe(
+        name=f"{key}-{design_name}" + (f"-r{point}" if point != 1 else ""),
+        task_key=key, design=design_name, task=task["task"], labels=list(task["labels"]),
+        fingerprint=task.get("fingerprint"),
+        arch=dict(task["arch"]), normalisation=task.get("normalisation"),
+        orientation=task.get("orientation"),
+        compress=design["compress"], target=design.get("target", "labels"),
+        critic_widths=list(task["critic_widths"]),
+        dis_weight=0.1 if design["critic"] else 0.0,
+        rate_weight=task["rate_weight"] * 3 ** (point - 1) if design["rate"] else 0.0,
         # The rate loss ramps in over the first half so latents carry information first.
-        "rate_ramp": 0.5,
-        "init": None,
-        "init_segmentor": f"{key}-seg" if taught else None,
-        "teacher": f"{key}-seg" if taught else None,
-        "distil_weight": 1.0 if taught else 0.0,
-        **({"fingerprint": task["fingerprint"]} if "fingerprint" in task else {}),
-    }
+        rate_ramp=0.5,
+        dice_weight=task.get("seg_dice_weight", 1.0) if design_name == "seg" else 1.0,
+        distil_weight=1.0 if taught else 0.0,
+        batch=task["batch"], lr=task["lr"], steps=steps, seed=0,
+        augment=task["augment"]["seg" if design_name == "seg" else "other"],
+        init_segmentor=f"{key}-seg" if taught else None,
+        teacher=f"{key}-seg" if taught else None)
     if point != 1:
         # Picked from the second half: the first steps still code at the parent's rate.
-        cfg.update(init=f"{key}-d4", steps=task["steps"].get("rate_point", steps // 8),
-                   lr=task["lr"] / 4, rate_ramp=0.0, select_from=0.5)
-    return cfg
+        recipe = dataclasses.replace(
+            recipe, init=f"{key}-d4", steps=task["steps"].get("rate_point", steps // 8),
+            lr=task["lr"] / 4, rate_ramp=0.0, select_from=0.5)
+    return recipe

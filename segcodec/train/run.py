@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -30,7 +31,8 @@ SHIPPED = {
 }
 
 
-def recipe_for(config: str | None, data: Path, design: str = "d4", point: int = 1) -> dict:
+def recipe_for(config: str | None, data: Path, design: str = "d4",
+               point: int = 1) -> recipes.Recipe:
     """A named recipe or JSON config; without one, ``design`` planned for the data set."""
     if config is None:
         return recipes.for_dataset(data, design, point)
@@ -40,28 +42,29 @@ def recipe_for(config: str | None, data: Path, design: str = "d4", point: int = 
     return recipes.config(config)
 
 
-def resolve(cfg: dict, out: Path, steps: int | None = None, seed: int | None = None,
-            batch: int | None = None) -> dict:
-    """The complete config of a run: the recipe, overrides, and parent runs (``init``,
+def prepare(cfg: recipes.Recipe, out: Path, steps: int | None = None, seed: int | None = None,
+            batch: int | None = None) -> recipes.Recipe:
+    """The recipe as it runs in ``out``: with the overrides, and parent runs (``init``,
     ``init_segmentor``, ``teacher``) as checkpoint paths beside ``out``."""
-    cfg = dict(cfg)
+    changes = {}
     if steps:
-        cfg["steps"] = steps
+        changes["steps"] = steps
     if batch:
-        cfg["batch"] = batch
+        changes["batch"] = batch
     if seed is not None:
-        cfg["seed"] = seed
-    if cfg.get("init"):
-        cfg["init_segmentor"] = None  # the parent run already holds a trained s
+        changes["seed"] = seed
+    if cfg.init:
+        changes["init_segmentor"] = None  # the parent run already holds a trained s
     resuming = (out / "checkpoint.pt").exists()
-    for key in ("init", "init_segmentor", "teacher"):  # a recipe name: its run beside ours
-        if cfg.get(key) and not Path(cfg[key]).suffix:
-            cfg[key] = str(out.parent / cfg[key] / "checkpoint.pt")
-        if cfg.get(key) and not resuming and not Path(cfg[key]).exists():
-            parent = "d4" if key == "init" else "seg"
-            raise ValueError(f"{cfg['name']} starts from {cfg[key]}: train that first"
-                             + (f" (--design {parent})" if "fingerprint" in cfg else ""))
-    return cfg
+    for key in ("init", "init_segmentor", "teacher"):
+        parent = changes.get(key, getattr(cfg, key))
+        if parent and not Path(parent).suffix:  # a recipe name: its run beside ours
+            parent = changes[key] = str(out.parent / parent / "checkpoint.pt")
+        if parent and not resuming and not Path(parent).exists():
+            design = "d4" if key == "init" else "seg"
+            raise ValueError(f"{cfg.name} starts from {parent}: train that first"
+                             + (f" (--design {design})" if cfg.fingerprint is not None else ""))
+    return dataclasses.replace(cfg, **changes)
 
 
 def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
@@ -77,35 +80,35 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
     dev = resolve_device(device)
     data = Path(data)
     planned = recipe_for(config, data, design, point)
-    datasets.check_root(data, planned["task_key"])
-    out = Path(out) if out else Path("runs") / planned["name"]
-    cfg = resolve(planned, out, steps, seed, batch)
+    datasets.check_root(data, planned.task_key)
+    out = Path(out) if out else Path("runs") / planned.name
+    cfg = prepare(planned, out, steps, seed, batch)
     t0 = time.time()
-    cfg["normalisation"] = datasets.normalisation_for(cfg, data)
+    cfg = dataclasses.replace(cfg, normalisation=datasets.normalisation_for(cfg, data))
     x, t, _ = datasets.cached_set(cfg, data, "fit", cache)
     xv, _, val_labels = datasets.cached_set(cfg, data, "val", cache)
-    test = datasets.task_pairs(cfg["task_key"], data, "test")
+    test = datasets.task_pairs(cfg.task_key, data, "test")
     xt, _, test_labels = datasets.cached_set(cfg, data, "test", cache) if test else ([], 0, [])
-    log(f"{cfg['name']}: {len(x)} training / {len(xv)} validation / {len(xt)} test "
+    log(f"{cfg.name}: {len(x)} training / {len(xv)} validation / {len(xt)} test "
         f"cases loaded in {time.time() - t0:.0f} s")
     out.mkdir(parents=True, exist_ok=True)
     (out / "split.json").write_text(json.dumps(
         {"seed": datasets.VALIDATION_SEED,
-         **{split: [Path(image).name for image, _ in datasets.task_pairs(cfg["task_key"], data,
+         **{split: [Path(image).name for image, _ in datasets.task_pairs(cfg.task_key, data,
                                                                          split)]
             for split in ("fit", "val", "test")}}, indent=1) + "\n")
-    val = (xv, val_labels) if cfg["target"] == "labels" else None
+    val = (xv, val_labels) if cfg.target == "labels" else None
     loop.train(cfg, x, t, out, val=val, threads=threads, device=dev, progress=progress)
     ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     net, _ = loop.load_checkpoint(out / "checkpoint.pt", best=True)
-    summary = {"config": cfg["name"], "design": cfg["design"], "steps": ck["step"],
+    summary = {"config": cfg.name, "design": cfg.design, "steps": ck["step"],
                "train_seconds": round(ck["elapsed"]), "train_cases": len(x),
                "val_cases": len(xv), "test_cases": len(xt),
                "last": loop.last_logged(out / "log.csv")}
     if ck.get("best"):  # the weights chosen on the validation cases; test scores are theirs
         summary["picked"] = {"step": ck["best"]["step"], "val_dice": ck["best"]["val_dice"]}
-    if cfg["target"] == "labels" and len(xt):
-        summary["test"] = loop.evaluate(net, xt, test_labels, cfg["arch"]["n_classes"])
+    if cfg.target == "labels" and len(xt):
+        summary["test"] = loop.evaluate(net, xt, test_labels, cfg.arch["n_classes"])
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 

@@ -11,6 +11,7 @@ cases' full-size labels. ``train_gpu.load_pack`` reads them back.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -25,12 +26,12 @@ from segcodec.train import recipes, run
 
 def pack(task: str, root: Path, cache: Path | None = run.DEFAULT_CACHE) -> bytes:
     cfg = recipes.config(f"{task}-seg")
-    cfg["normalisation"] = datasets.normalisation_for(cfg, root)
-    arrays = {"normalisation": np.array(json.dumps(cfg["normalisation"]))}
+    cfg = dataclasses.replace(cfg, normalisation=datasets.normalisation_for(cfg, root))
+    arrays = {"normalisation": np.array(json.dumps(cfg.normalisation))}
     for split in ("fit", "val"):
         x, t, full = datasets.cached_set(cfg, root, split, cache)
         if task == "isic":
-            norm = cfg["normalisation"]
+            norm = cfg.normalisation
             mean = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
             std = torch.tensor(norm["std"]).view(1, 3, 1, 1)
             pixels = ((x * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)

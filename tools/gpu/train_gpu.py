@@ -17,6 +17,7 @@ log.csv, val.csv.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import subprocess
@@ -62,11 +63,12 @@ def worker(spec: dict) -> None:
     """One run: calibrate the step rate, size the run to its budget, train, strip."""
     import torch
     from segcodec.train import loop
+    from segcodec.train.recipes import Recipe
     t_start = time.time()
     torch.backends.cudnn.benchmark = True
-    cfg, out, budget = spec["cfg"], Path(spec["out"]), spec["budget_s"]
-    norm, (x, t), val = load_pack(cfg["task_key"])
-    cfg["normalisation"] = norm
+    cfg, out, budget = Recipe.load(spec["cfg"]), Path(spec["out"]), spec["budget_s"]
+    norm, (x, t), val = load_pack(cfg.task_key)
+    cfg = dataclasses.replace(cfg, normalisation=norm)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # Calibration: a short throwaway run of the same config, timed after its warm-up.
     marks = {}
@@ -74,17 +76,17 @@ def worker(spec: dict) -> None:
     def mark(step, total):
         marks[step] = time.time()
 
-    probe = dict(cfg, steps=60)
+    probe = dataclasses.replace(cfg, steps=60)
     loop.train(probe, x, t, out.parent / (out.name + "-probe"), val=None, device=dev,
                progress=mark, save_every_s=1e9)
     rate = 40 / (marks[60] - marks[20])
     t0 = time.time()
     net = loop.build_net(cfg).to(dev)
-    loop.evaluate(net, val[0].to(dev), val[1], cfg["arch"]["n_classes"])
+    loop.evaluate(net, val[0].to(dev), val[1], cfg.arch["n_classes"])
     val_s = time.time() - t0
     left = budget - (time.time() - t_start)
     steps = max(50, int((left - 20 * val_s) * rate * 0.8))
-    cfg["steps"] = steps
+    cfg = dataclasses.replace(cfg, steps=steps)
     print(f"{out.name}: {rate:.1f} steps/s, validation {val_s:.2f} s, {left:.0f} s left "
           f"-> {steps} steps", flush=True)
     hard_stop = t_start + budget + 25
@@ -169,15 +171,16 @@ def main() -> None:
     budgets = [165 * args.scale, 185 * args.scale, 75 * args.scale]
 
     def spec(name, recipe, budget, **changes):
+        # ``_init`` etc. name the parent run in place of the recipe's
+        parents = {k[1:]: changes.pop(k) for k in list(changes) if k.startswith("_")}
         cfg = recipes.config(recipe)
-        cfg.update(name=name, batch=GPU_BATCH[cfg["task_key"]], **changes)
-        for key in ("init", "init_segmentor", "teacher"):
-            if cfg.get(key):
-                cfg[key] = str(runs / changes.get(f"_{key}", cfg[key]) / "checkpoint.pt")
-        cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
-        if cfg.get("init"):
-            cfg["init_segmentor"] = None  # the parent run already holds a trained s
-        return {"name": name, "cfg": cfg, "out": str(runs / name), "budget_s": budget}
+        cfg = dataclasses.replace(cfg, name=name, batch=GPU_BATCH[cfg.task_key], **changes)
+        cfg = dataclasses.replace(cfg, **{
+            key: str(runs / parents.get(key, getattr(cfg, key)) / "checkpoint.pt")
+            for key in ("init", "init_segmentor", "teacher") if getattr(cfg, key)})
+        if cfg.init:
+            cfg = dataclasses.replace(cfg, init_segmentor=None)  # the parent holds a trained s
+        return {"name": name, "cfg": cfg.resolve(), "out": str(runs / name), "budget_s": budget}
 
     tasks, augs = args.tasks.split(","), args.augs.split(",")
     if args.long:
