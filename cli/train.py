@@ -75,8 +75,9 @@ def train(config, data, design, rate_point, out, steps, seed, batch, threads, de
               help="Folder holding isic2017/ and/or msd_hippocampus/.")
 @click.option("--runs", type=click.Path(path_type=Path), default=Path("runs"),
               show_default=True, help="Where the runs go; finished ones are kept.")
-@click.option("--out", type=click.Path(path_type=Path),
-              help="Folder for the .sgm files (default: the package's models/).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("models"),
+              show_default=True, help="Folder for the .sgm files; add it to "
+                                      "SEGCODEC_MODEL_PATH to use them.")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--cache", type=click.Path(path_type=Path),
@@ -99,10 +100,12 @@ def reproduce(task, data, runs, out, threads, device, cache):
               help="The run's data folder: the entropy tables are fitted on the training "
                    "latents.")
 @click.option("--name", required=True, help="Model name, e.g. isic-lesion-v1.")
-@click.option("--out", type=click.Path(path_type=Path),
-              help="Folder for the .sgm file (default: the package's models/).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("models"),
+              show_default=True, help="Folder for the .sgm file; add it to "
+                                      "SEGCODEC_MODEL_PATH to use it.")
 @click.option("--default", "is_default", is_flag=True,
-              help="Make it the model picked for its input kind.")
+              help="Name it the default for its input kind in the index of --out (only "
+                   "segcodec/models/'s index picks defaults: for shipping a model).")
 @click.option("--cache", type=click.Path(path_type=Path),
               default=Path.home() / ".cache" / "segcodec", show_default=True)
 def export(checkpoint, data, name, out, is_default, cache):

@@ -273,3 +273,27 @@ def test_sigterm_under_the_cli_leaves_no_temporary_file(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 143
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_png_declaring_more_pixels_than_the_format_takes_is_refused_from_its_header(
+        tmp_path):
+    """Checked by segcodec, not by changing Pillow's global MAX_IMAGE_PIXELS."""
+    import struct
+    import subprocess
+    import sys
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body))
+    # 9000 x 8000 grey: 72 million pixels, no pixel data at all
+    header = struct.pack(">IIBBBBB", 9000, 8000, 8, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    (tmp_path / "huge.png").write_bytes(png)
+    with pytest.raises(InputError, match="declares 9000x8000 pixels, more than the format"):
+        sgio.read(tmp_path / "huge.png")
+    fresh = subprocess.run([sys.executable, "-c", "from PIL import Image; before = "
+                            "Image.MAX_IMAGE_PIXELS; import segcodec.io.raster; "
+                            "print(before == Image.MAX_IMAGE_PIXELS)"],
+                           capture_output=True, text=True, check=True)
+    assert fresh.stdout.strip() == "True"

@@ -6,15 +6,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..container import MAX_PIXELS
 from ..errors import InputError
 from . import Loaded
-
-Image.MAX_IMAGE_PIXELS = 1 << 26  # the format's limit (format_spec.md §1.6); refuse bombs early
 
 
 def read(path: Path) -> Loaded:
     try:
-        with Image.open(path) as opened:
+        with Image.open(path) as opened:  # reads the header only
+            # The format's limit (format_spec.md §1.6), checked before any pixel is decoded;
+            # Pillow's own MAX_IMAGE_PIXELS is the caller's to set, not ours.
+            if opened.width * opened.height > MAX_PIXELS:
+                raise InputError(f"{path}: declares {opened.width}x{opened.height} pixels, "
+                                 f"more than the format's limit of {MAX_PIXELS}")
             im = ImageOps.exif_transpose(opened)  # as viewers show it (camera rotation)
             if im.mode in ("RGB", "L", "I;16", "I", "F"):
                 array = np.asarray(im)

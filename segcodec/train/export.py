@@ -12,7 +12,7 @@ import torch
 from .. import bits, domain, entropy, orientation
 from ..networks import SegCodecNet, count_parameters
 from ..transforms import photo_intensities
-from ..zoo import BUILTIN_DIR, write_model_file
+from ..zoo import write_model_file
 from . import data, loop
 from .recipes import Recipe
 
@@ -76,8 +76,10 @@ def build_model(net: SegCodecNet, cfg: Recipe, x: torch.Tensor, name: str, is_de
     return manifest, net.state_dict(), table, latents
 
 
-def export(checkpoint: Path, root: Path, name: str, out: Path | None = None,
+def export(checkpoint: Path, root: Path, name: str, out: Path = Path("models"),
            is_default: bool = False, cache: Path | None = None) -> dict:
+    """Write the checkpoint's model file into ``out`` (a folder of your own: add it to
+    SEGCODEC_MODEL_PATH; only a maintainer shipping a model names the package's models/)."""
     try:
         ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
         cfg = Recipe.load(ck["config"])
@@ -94,7 +96,7 @@ def export(checkpoint: Path, root: Path, name: str, out: Path | None = None,
                 **({"hardware": ck["hardware"]} if ck.get("hardware") else {})}
     manifest, state, table, latents = build_model(net, cfg, x, name, is_default, training,
                                                   training_domain(cfg, root, net, x))
-    path = write_model_file(out or BUILTIN_DIR, manifest, state, table)
+    path = write_model_file(out, manifest, state, table)
     mean_bits = sum(entropy.ideal_bits(z, table, cfg.arch["ndim"])
                     for z in latents) / len(latents)
     return {"file": str(path), "mean_ideal_payload_bits_train": round(mean_bits, 1),

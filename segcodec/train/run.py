@@ -113,12 +113,12 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
     return summary
 
 
-def reproduce(task: str, data: Path | str, runs: Path | str = "runs", models: Path | None = None,
+def reproduce(task: str, data: Path | str, runs: Path | str = "runs", models: Path = Path("models"),
               threads: int = 1, device: str = "cpu", cache: Path | None = DEFAULT_CACHE,
               log=print) -> list[dict]:
     """Train the recipes behind ``task``'s shipped models (its ``seg`` reference first, the
-    teacher of the others), skipping finished runs, and export each model into ``models``
-    (default: the package's models/).  Returns the export results."""
+    teacher of the others), skipping finished runs, and export each model into ``models``.
+    Returns the export results."""
     runs = Path(runs)
     shipped = SHIPPED[task]
     parents = [f"{task}-seg", f"{task}-d4"]
