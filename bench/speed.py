@@ -1,17 +1,18 @@
-"""Encode and decode speed, peak memory and scaling of segcodec against JPEG-2000 and H.264.
+"""Encode and decode speed, peak memory and scaling of segcodec against its peers.
 
     python -m bench speed [--data ../shared/data] [--smoke] [--repeat 10] [--threads 1]
                           [--out bench/results]
 
 On the same inputs in the same run (a few ISIC val images and hippocampus test volumes with
 --data, else fixtures/): segcodec's encode, segment and entropy decoding alone (the latents
-back from the payload), against OpenJPEG's and x264's encode and decode at the settings of
-``bench/codecs.py`` (x264 runs preset placebo, its best rate-distortion and its slowest).
-Times are medians after one warm-up call, reported as ratios segcodec / peer.  Also: where
-segcodec's encode time goes (stages timed one by one with the shipped models), peak memory
-of every operation in a fresh subprocess, and time against input size (table + log-log PNG).
-The peers' rate setting is the one whose Dice in rate.json is closest to segcodec's, when
-rate.json exists.  Writes speed.json, speed.md and speed_scaling.png.  No timing is checked.
+back from the payload), against the encode and decode of its peers (``Codec.peer`` in
+``bench/codecs.py``: JPEG-2000 through OpenJPEG, H.264 through x264, which runs preset
+placebo, its best rate-distortion and its slowest).  Times are medians after one warm-up
+call, reported as ratios segcodec / peer.  Also: where segcodec's encode time goes (stages
+timed one by one with the shipped models), peak memory of every operation in a fresh
+subprocess, and time against input size (table + log-log PNG).  The peers' rate setting is
+the one whose Dice in rate.json is closest to segcodec's, when rate.json exists.  Writes
+speed.json, speed.md and speed_scaling.png.  No timing is checked.
 """
 from __future__ import annotations
 
