@@ -394,11 +394,16 @@ def merge(old: dict, args, rows, test_cases, commands, settings):
     others = [r for r in old["rows"] if r["task"] in partial and r["codec"] not in args.codecs]
     order = [UNCOMPRESSED, *(c.name for c in codecs.CODECS)]
 
-    def rank(row):  # this run's tasks in their order, each task's codecs in registry order
-        codec = order.index(row["codec"]) if row["codec"] in order else len(order)
-        return args.tasks.index(row["task"]), codec
+    # The tasks where they were (a task run anew after the kept ones), and the codecs of a
+    # task measured now in registry order; the rows of a kept task as they were.
+    tasks = [t for t in dict.fromkeys(r["task"] for r in old["rows"]) if t in kept + partial]
+    tasks += [t for t in args.tasks if t not in tasks]
 
-    rows = [r for r in old["rows"] if r["task"] in kept] + sorted(others + rows, key=rank)
+    def position(row):
+        codec = order.index(row["codec"]) if row["codec"] in order else len(order)
+        return tasks.index(row["task"]), 0 if row["task"] in kept else codec
+
+    rows = sorted([r for r in old["rows"] if r["task"] in kept] + others + rows, key=position)
     test_cases = {**test_cases, **{t: old["cases"][t] for t in kept}}
     # A command stands for its task ("isic") or for one codec of it ("isic jpegxl"); a run of
     # every codec of a task replaces all of the task's.
