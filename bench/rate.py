@@ -1,5 +1,5 @@
 """Rate against segmentation accuracy: every codec of bench/codecs.py (segcodec, Auto/Seg,
-JPEG-2000, H.264, lossless references, sending the labels).
+JPEG-2000, H.264, JPEG XL, lossless references, sending the labels).
 
     python -m bench rate --data ../shared/data [--tasks isic hippocampus] [--limit N]
                          [--codecs CODEC ...] [--models DIR ...] [--runs runs]
