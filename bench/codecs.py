@@ -1,4 +1,8 @@
-"""Traditional codecs at their best low-rate settings, and lossless reference sizes.
+"""The codecs the bench compares, each one ``Codec`` class in one registry (``CODECS``).
+
+``rate``, ``speed`` and ``latency`` iterate over ``CODECS``: adding a codec to them is adding
+one class at the end of this file.  First, the traditional codecs at their best low-rate
+settings and the lossless reference sizes, as pure functions that the classes wrap.
 
 Every function is pure and deterministic.  Byte counts are whole files: what a user would
 store or send, minus only what no decoder needs (OpenJPEG's comment marker, x264's SEI
@@ -13,12 +17,26 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import math
+import os
 import re
 import struct
+import sys
+from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
+import torch
+
+import segcodec
+from segcodec import api, bits, container, entropy, labelcodec, modelfiles, zoo
+from segcodec.train import data as datasets
+from segcodec.train import export, loop, recipes
+from segcodec.transforms import labels_from_logits, normalise, resample
+
+from .common import NDIM, RESULTS, Sample, Segmentor, checkpoint, n_classes, untrained
 
 SIDE_BYTES = 8  # float32 min and max of a volume, to undo the 8-bit scaling
 _COM = b"\xff\x64"  # JPEG 2000 comment marker
@@ -68,6 +86,37 @@ def _unmosaic(m: np.ndarray, shape) -> np.ndarray:
     return m.reshape(rows, h, cols, w).transpose(0, 2, 1, 3).reshape(rows * cols, h, w)[:d]
 
 
+def is_picture(shape, dtype) -> bool:
+    """Whether an array is a 2D image as 2D codecs take it: (H, W) gray or (H, W, 3) RGB uint8."""
+    shape = tuple(shape)
+    return len(shape) == 2 or (len(shape) == 3 and shape[-1] == 3
+                               and np.dtype(dtype) == np.uint8)
+
+
+def to_picture(image: np.ndarray) -> tuple[np.ndarray, bytes]:
+    """What a 2D image codec codes: a 2D image as uint8, or a volume scaled to 8 bits with its
+    slices tiled into one gray mosaic; and the scaling's side bytes (none for a 2D image)."""
+    image = np.asarray(image)
+    if is_picture(image.shape, image.dtype):
+        return np.ascontiguousarray(image, dtype=np.uint8), b""
+    q, side = _to_uint8(image)
+    return _mosaic(q), side
+
+
+def from_picture(decode, data: bytes, shape, dtype) -> np.ndarray:
+    """Undo ``to_picture`` around ``decode(codestream, mode)``, which gives the uint8 picture
+    in Pillow's ``mode`` ("RGB" or "L")."""
+    if is_picture(shape, dtype):
+        return decode(data, "RGB" if len(shape) == 3 else "L").astype(dtype, copy=False)
+    m = decode(data[SIDE_BYTES:], "L")
+    return _from_uint8(_unmosaic(m, shape), data[:SIDE_BYTES], dtype)
+
+
+def _pillow_decode(code: bytes, mode: str) -> np.ndarray:
+    from PIL import Image
+    return np.asarray(Image.open(io.BytesIO(code)).convert(mode))
+
+
 def _strip_comment(code: bytes) -> bytes:
     """Drop COM marker segments of the main header (OpenJPEG writes a 39-byte version string)."""
     end = code.find(_SOT)
@@ -83,7 +132,7 @@ def _strip_comment(code: bytes) -> bytes:
 def _j2k(image: np.ndarray, budget_bytes: float) -> bytes:
     from PIL import Image
     im = Image.fromarray(image)
-    bits = 8 * image.size
+    image_bits = 8 * image.size
 
     def save(budget):
         buf = io.BytesIO()
@@ -91,7 +140,7 @@ def _j2k(image: np.ndarray, budget_bytes: float) -> bytes:
         # (more layers only add packet headers), OpenJPEG's default 6 resolutions (5 and 7-8
         # measured worse at 0.03-0.3 bpp on ISIC), raw codestream (a JP2 box adds ~85 bytes).
         im.save(buf, "JPEG2000", no_jp2=True, irreversible=True, quality_mode="rates",
-                quality_layers=[bits / (8 * max(budget, 1.0))], mct=int(image.ndim == 3))
+                quality_layers=[image_bits / (8 * max(budget, 1.0))], mct=int(image.ndim == 3))
         return buf.getvalue()
 
     code = save(budget_bytes)
@@ -109,24 +158,13 @@ def jpeg2000_encode(image: np.ndarray, bpp: float) -> bytes:
     256x256 RGB, image all but empty below ~0.03 bpp) of main header and packet headers;
     measure the bytes returned.
     """
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] == 3 and image.dtype == np.uint8:
-        return _j2k(np.ascontiguousarray(image), bpp * image.size / 3 / 8)
-    if image.ndim == 2:
-        return _j2k(np.ascontiguousarray(image, dtype=np.uint8), bpp * image.size / 8)
-    q, side = _to_uint8(image)
-    return side + _j2k(_mosaic(q), bpp * image.size / 8 - SIDE_BYTES)
+    picture, side = to_picture(image)
+    channels = 3 if picture.ndim == 3 else 1
+    return side + _j2k(picture, bpp * np.asarray(image).size / channels / 8 - len(side))
 
 
 def jpeg2000_decode(data: bytes, shape, dtype) -> np.ndarray:
-    from PIL import Image
-    shape = tuple(shape)
-    if len(shape) == 3 and shape[-1] == 3 and np.dtype(dtype) == np.uint8:
-        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    if len(shape) == 2:
-        return np.asarray(Image.open(io.BytesIO(data)).convert("L")).astype(dtype)
-    m = np.asarray(Image.open(io.BytesIO(data[SIDE_BYTES:])).convert("L"))
-    return _from_uint8(_unmosaic(m, shape), data[:SIDE_BYTES], dtype)
+    return from_picture(_pillow_decode, data, shape, dtype)
 
 
 # H.264 (libx264 through PyAV)
@@ -267,3 +305,359 @@ def zstd_bytes(array: np.ndarray) -> bytes:
     """Raw array bytes through zstd level 19 (a strong general-purpose lossless coder)."""
     import zstandard
     return zstandard.ZstdCompressor(level=19).compress(np.ascontiguousarray(array).tobytes())
+
+
+# The codecs the bench compares: one class each, one registry
+
+@dataclass
+class Setup:
+    """What a codec may need to get ready for one task of a rate run."""
+
+    task: str
+    samples: list[Sample]
+    segmentor: Segmentor  # the reference trained on uncompressed images
+    smoke: bool  # untrained seeded networks and fixtures/, no training set
+    data: Path | None = None
+    runs: Path | None = None
+    cache: Path | None = None
+    model_folders: list[Path] = field(default_factory=list)  # extra folders of .sgm models
+
+
+class Codec:
+    """A codec as the bench sees it: it codes a ``Sample`` to bytes at a setting, and decodes.
+
+    ``output`` says what decoding gives and so how a rate point gets its labels:
+
+    - ``"image"``: an image like ``sample.array``; the reference segmentor segments it.
+    - ``"original"``: the input itself, bit for bit (a lossless reference): rate neither
+      decodes nor segments it again, the original's labels and segmentation time stand.
+    - ``"labels"``: ``segment(decode(data))`` (or ``decode(data)`` where ``segment`` is None)
+      is the label map; the codec does its own segmentation.
+    """
+
+    name: str  # rate.json's codec column, --codecs, speed's operation names
+    title: str  # for readers: plots, latency's and speed's tables
+    output = "image"
+    ndims: tuple[int, ...] = (2, 3)  # 2: RGB photographs, 3: volumes
+    param: str | None = None  # the setting swept ("bpp", "crf"); None: one fixed setting
+    sweep: tuple = ()  # its values in a full rate run, lowest rate first
+    smoke_sweep: tuple = ()  # and in --smoke, where every codec point costs test time
+    segment = None  # (decoded, sample) -> labels, for an output of "labels" that needs it
+    segmentor: str | None = None  # rate.json's segmentor column of a "labels" codec
+    # speed and latency time a peer against segcodec at the setting whose Dice in rate.json
+    # is closest to segcodec's, else at ``fallback``.
+    peer = False
+    fallback = None
+    short = ""  # speed's narrow byte columns
+    implementation = ""  # the library that does the coding, for speed's text
+
+    def ready(self, setup: Setup) -> "Codec | None":
+        """This codec ready for ``setup.task``; None where it does not code its inputs."""
+        return self if NDIM[setup.task] in self.ndims else None
+
+    def settings(self, smoke: bool) -> tuple:
+        return self.smoke_sweep if smoke else self.sweep
+
+    def provenance(self, smoke: bool) -> dict:
+        """What rate.json's "settings" records of this codec."""
+        return {f"{self.name}_{self.param}": list(self.settings(smoke))} if self.param else {}
+
+    def encode(self, sample: Sample, setting) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, data: bytes, sample: Sample):
+        raise NotImplementedError
+
+
+class Lossless(Codec):
+    """A lossless reference: only its size differs from the original's."""
+
+    output = "original"
+    sweep = smoke_sweep = ("lossless",)
+
+
+class PNG(Lossless):
+    name = title = "png"
+    ndims = (2,)
+
+    def encode(self, sample, setting):
+        return png_bytes(sample.stored)
+
+    def decode(self, data, sample):
+        from PIL import Image
+        return np.asarray(Image.open(io.BytesIO(data)))
+
+
+class NiftiGz(Lossless):
+    name = title = "nifti-gz"
+    ndims = (3,)
+
+    def encode(self, sample, setting):
+        return nifti_gz_bytes(sample.stored, sample.affine)
+
+    def decode(self, data, sample):
+        import nibabel as nib
+        return np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(data)).dataobj)
+
+
+class Zstd(Lossless):
+    name = title = "zstd"
+
+    def encode(self, sample, setting):
+        return zstd_bytes(sample.stored)
+
+    def decode(self, data, sample):
+        import zstandard
+        raw = zstandard.ZstdDecompressor().decompress(data)
+        return np.frombuffer(raw, sample.stored.dtype).reshape(sample.stored.shape)
+
+
+class JPEG2000(Codec):
+    name, title, short, param = "jpeg2000", "JPEG-2000", "j2k", "bpp"
+    sweep = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0)
+    smoke_sweep = (0.05, 0.2)
+    # the paper's mean JPEG-2000 rate on ISIC (0.12 bpp)
+    peer, fallback = True, 0.12
+    implementation = "OpenJPEG through Pillow"
+
+    def provenance(self, smoke):
+        return {"jpeg2000_target_bpp": list(self.settings(smoke))}
+
+    def encode(self, sample, bpp):
+        return jpeg2000_encode(sample.array, bpp)
+
+    def decode(self, data, sample):
+        return jpeg2000_decode(data, sample.array.shape, sample.array.dtype)
+
+
+class H264(Codec):
+    name, title, short, param = "h264", "H.264", "h264", "crf"
+    sweep = (51, 48, 45, 42, 39, 36, 33, 30, 25, 20)
+    smoke_sweep = (45, 30)
+    # the x264 CRF that lands nearest 0.12 bpp on the ISIC fixtures (0.08-0.10 bpp;
+    # 0.43-0.46 bpp on the hippocampus ones)
+    peer, fallback = True, 28
+    implementation = "x264 through PyAV"
+
+    def provenance(self, smoke):
+        return {"h264_crf": list(self.settings(smoke)), "h264_options": X264_OPTIONS,
+                "h264_rgb": H264_RGB_PIX_FMT}
+
+    def encode(self, sample, crf):
+        return h264_encode(sample.array, crf)
+
+    def decode(self, data, sample):
+        return h264_decode(data, sample.array.shape, sample.array.dtype)
+
+
+class JPEGXL(Codec):
+    """JPEG XL (libjxl through pillow-jxl-plugin), a bare codestream, at ``quality``.
+
+    Effort 9, libjxl's slowest ordinary setting: on the ISIC fixtures 10 saved ~3% of the
+    bytes at quality 0 and none at 30, for 3x the time.  One encoder thread, as OpenJPEG and
+    x264 run here (the bytes do not depend on it).  Quality 0 is libjxl's largest distance
+    (25): its floor is ~390 bytes (0.047 bpp) on 256x256 RGB.  A volume is coded as
+    JPEG-2000 codes it: scaled to 8 bits, its slices tiled into one gray mosaic.
+    """
+
+    name, title, short, param = "jpegxl", "JPEG XL", "jxl", "quality"
+    sweep = (0, 5, 10, 20, 30, 50, 70, 90)
+    smoke_sweep = (10, 50)
+    effort = 9
+    implementation = "libjxl through pillow-jxl-plugin"
+
+    def provenance(self, smoke):
+        return {**super().provenance(smoke), "jpegxl_effort": self.effort}
+
+    def encode(self, sample, quality):
+        from PIL import Image
+        import pillow_jxl  # noqa: F401  (registers JXL with Pillow)
+        picture, side = to_picture(sample.array)
+        buf = io.BytesIO()
+        Image.fromarray(picture).save(buf, "JXL", quality=quality, effort=self.effort,
+                                      num_threads=1)
+        return side + buf.getvalue()
+
+    def decode(self, data, sample):
+        import pillow_jxl  # noqa: F401
+        return from_picture(_pillow_decode, data, sample.array.shape, sample.array.dtype)
+
+
+class Segcodec(Codec):
+    """segcodec's models through its public API: each installed model (and each in
+    ``--models`` folders) for the task is one setting, named by its training recipe."""
+
+    name = title = "segcodec"
+    output = "labels"
+
+    def __init__(self, models: dict | None = None):
+        self.models = models or {}  # setting -> zoo.Model
+
+    def ready(self, setup):
+        models = segcodec_models(setup.task, setup.model_folders)
+        names = model_labels(models)
+        return Segcodec({names[m.model_id.hex()]: m for m in models})
+
+    def settings(self, smoke):
+        return tuple(self.models)
+
+    def encode(self, sample, setting):
+        return segcodec.encode(sample.array, model=self.models[setting], kind=sample.kind,
+                               affine=sample.affine)
+
+    def decode(self, data, sample):
+        return segcodec.decode(data)
+
+    def segment(self, decoded, sample):
+        return api.labels_from_latents(decoded, "cpu")
+
+
+class AutoSeg(Codec):
+    """Auto/Seg: C and an image decoder; the reconstruction is segmented by the seg reference.
+
+    Its latents are range coded under an integer table fitted on the training latents, and a
+    file is charged the header a segcodec file of the same input has (CRC included).
+    """
+
+    name, title = "autoseg", "Auto/Seg"
+    output, segmentor = "labels", "seg"
+
+    def __init__(self, net=None, cfg=None, table=None, seg: Segmentor | None = None):
+        self.net, self.cfg, self.table, self.seg = net, cfg, table, seg
+
+    def ready(self, setup):
+        task, seg = setup.task, setup.segmentor
+        if setup.smoke:  # no training set: fit the table on the fixtures themselves
+            net, cfg = untrained(f"{task}-autoseg", seg.cfg.normalisation)
+            x = torch.cat([seg.grid(s.chw) for s in setup.samples])
+        else:
+            path = checkpoint(setup.runs, task, "autoseg")
+            if not path.exists():
+                print(f"note: {path} missing; no Auto/Seg row for {task}", file=sys.stderr)
+                return None
+            net, cfg = loop.load_checkpoint(path)
+            if cfg.normalisation != seg.cfg.normalisation:
+                print(f"note: {task}-autoseg and {task}-seg normalise differently; the seg "
+                      f"net gets Auto/Seg's reconstruction as is", file=sys.stderr)
+            x = datasets.cached_set(cfg, setup.data, "train", setup.cache)[0]
+        table = entropy.fit_table(export.training_latents(net, x), cfg.arch["ndim"])
+        return AutoSeg(net, cfg, table, seg)
+
+    def settings(self, smoke):
+        return (self.cfg.name,)
+
+    @torch.no_grad()
+    def encode(self, sample, setting):
+        x = resample(normalise(sample.chw, self.cfg.normalisation),
+                     self.cfg.arch["work_shape"])
+        z = bits.threshold(self.net.compressor(x)[0].numpy())
+        header = container.Header(model_id=bytes(container.MODEL_ID_BYTES),
+                                  shape=sample.truth.shape, channels=sample.chw.shape[0],
+                                  latent_shape=z.shape, affine=sample.affine)
+        return container.write(header, entropy.encode(z, self.table, self.cfg.arch["ndim"]))
+
+    @torch.no_grad()
+    def decode(self, data, sample):
+        header, payload = container.read(data)
+        z = entropy.decode(payload, self.table, header.latent_shape, self.cfg.arch["ndim"])
+        return self.net.reconstructor(torch.from_numpy(z.astype(np.float32))[None])
+
+    @torch.no_grad()
+    def segment(self, recon, sample):
+        return labels_from_logits(self.seg.net(recon), sample.truth.shape)
+
+
+class SendLabels(Codec):
+    """Segment on the client and send the labels, losslessly coded."""
+
+    name, title = "labels", "send the labels (lossless)"
+    output = "labels"
+    sweep = smoke_sweep = ("lossless",)
+
+    def encode(self, sample, setting):
+        return labelcodec.encode(sample.truth, n_classes(sample.task), affine=sample.affine)
+
+    def decode(self, data, sample):
+        return labelcodec.decode(data).labels
+
+
+CODECS: tuple[Codec, ...] = (PNG(), NiftiGz(), Zstd(), JPEG2000(), H264(), JPEGXL(), Segcodec(),
+                             AutoSeg(), SendLabels())
+
+
+def by_name(name: str) -> Codec:
+    return next(c for c in CODECS if c.name == name)
+
+
+def peers() -> list[Codec]:
+    """The codecs that speed and latency time against segcodec."""
+    return [c for c in CODECS if c.peer]
+
+
+# segcodec's models for a task
+
+def segcodec_models(task: str, folders: list[Path]) -> list[zoo.Model]:
+    """Installed models plus those in ``folders``, for the task's ndim and channel count."""
+    known = {d.resolve() for d in zoo.model_dirs()}
+    extra = [str(f) for f in folders if f.is_dir() and f.resolve() not in known]
+    for f in folders:
+        if not f.is_dir():
+            print(f"note: model folder {f} missing", file=sys.stderr)
+    if extra:
+        old = os.environ.get(zoo.PATH_ENV, "")
+        os.environ[zoo.PATH_ENV] = os.pathsep.join([p for p in [old, *extra] if p])
+        zoo.reload()
+    channels = 3 if task == "isic" else 1
+    deprecated = set(modelfiles.read_index()["deprecated"])  # kept to decode old files only
+    return [m for m in sorted(zoo.installed().values(), key=lambda m: m.name)
+            if m.ndim == NDIM[task] and m.in_channels == channels and m.name not in deprecated]
+
+
+def model_labels(models: list[zoo.Model]) -> dict[str, str]:
+    """Model id -> its training recipe (e.g. ``isic-d4-r2``) where that is a recipe name and
+    unique among ``models``, else the model's name."""
+    def recipe(m):
+        r = str(m.manifest.get("training", {}).get("recipe", ""))
+        try:
+            recipes.config(r)
+            return r
+        except ValueError:  # e.g. the provisional models' trainer module
+            return None
+    found = [recipe(m) for m in models]
+    return {m.model_id.hex(): r if r and found.count(r) == 1 else m.name
+            for m, r in zip(models, found)}
+
+
+# Peers at matched Dice
+
+def peer_settings(rate_path: Path = RESULTS / "rate.json") -> dict:
+    """Per task and peer: the rate setting whose mean Dice in rate.json is closest to that of
+    the installed default segcodec model (matched Dice); the peer's fallback, flagged, where
+    it has none.
+    """
+    result = json.loads(rate_path.read_text()) if rate_path.exists() else {"rows": []}
+    source = str(rate_path) + (" (smoke run: untrained networks)"
+                               if result.get("settings", {}).get("smoke") else "")
+    out = {}
+    for task, ndim in NDIM.items():
+        m = zoo.default_for(ndim)
+        ours = [r for r in result["rows"] if r["task"] == task and r["codec"] == "segcodec"]
+        # rate.json names a model by its training recipe or its name
+        ours = [r for r in ours if r["setting"] in (m.name, m.manifest.get("training", {})
+                                                    .get("recipe"))] or ours
+        out[task] = {}
+        for peer in peers():
+            cand = [r for r in result["rows"] if r["task"] == task and r["codec"] == peer.name]
+            if ours and cand:
+                target = ours[0]["mean_dice"]
+                best = min(cand, key=lambda r: abs(r["mean_dice"] - target))
+                out[task][peer.name] = {
+                    peer.param: best["setting"], "dice": best["mean_dice"],
+                    "mean_bpp": best["mean_bpp"], "segcodec": ours[0]["setting"],
+                    "segcodec_dice": target, "segcodec_bpp": ours[0]["mean_bpp"],
+                    "matched": True, "source": source}
+            else:
+                out[task][peer.name] = {peer.param: peer.fallback, "matched": False,
+                                        "source": f"fixed fallback: no {peer.name} or segcodec "
+                                                  f"row for {task} in {rate_path}"}
+    return out

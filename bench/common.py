@@ -1,5 +1,5 @@
 """What several benchmark modules share: paths, tasks, provenance, test cases, the reference
-segmentor, Dice, timing, the peers' matched-Dice settings and ``segcodec serve`` on loopback."""
+segmentor, Dice, timing and ``segcodec serve`` on loopback."""
 from __future__ import annotations
 
 import json
@@ -59,6 +59,12 @@ def model_names() -> list[str]:
     return [f"{m['name']} {m['id']}" for m in segcodec.list_models()]
 
 
+def and_join(words) -> str:
+    """The words joined as in "a, b and c"."""
+    words = list(words)
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
+
+
 def write_outputs(out: Path, name: str, result: dict, markdown: str) -> None:
     """NAME.json and NAME.md under ``out``, and the markdown on stdout."""
     out.mkdir(parents=True, exist_ok=True)
@@ -91,28 +97,55 @@ def from_chw(image: np.ndarray, ndim: int) -> np.ndarray:
 
 
 @dataclass
-class Case:
-    """One test input as a user would code it, and its true labels."""
+class Sample:
+    """One test case: the input as a user would code it, its true labels and its geometry."""
 
     name: str
     task: str  # "isic" or "hippocampus"
     array: np.ndarray  # as segcodec.encode takes it: (H, W, 3) uint8 or (I, J, K)
     truth: np.ndarray | None = None
+    affine: np.ndarray | None = None  # a volume's NIfTI affine, as the user's file has it
+    # The pixels as their file stores them (a volume's NIfTI dtype; most are float32, some
+    # uint8): what the lossless references code and "uncompressed" counts.  Default: array.
+    stored: np.ndarray | None = None
+    chw: np.ndarray | None = None  # channels first, as the networks take it; default from array
+
+    def __post_init__(self):
+        if self.stored is None:
+            self.stored = self.array
+        if self.chw is None:
+            self.chw = to_chw(self.array, NDIM[self.task])
+
+    @classmethod
+    def read(cls, task: str, image_path: Path, label_path: Path) -> "Sample":
+        image, truth = datasets.read_pair(image_path, label_path)
+        array = from_chw(image, NDIM[task])
+        if NDIM[task] == 2:
+            return cls(image_path.name, task, array, truth, chw=image)
+        import nibabel as nib
+        nii = nib.load(image_path)
+        return cls(image_path.name, task, array, truth, nii.affine,
+                   array.astype(nii.get_data_dtype()), image)
 
     @property
     def kind(self) -> str:
         return KIND[self.task]
 
+    @property
+    def pixels(self) -> int:
+        """Pixels (voxels) of the labels: what a rate in bits per pixel divides by."""
+        return self.truth.size
 
-def load_cases(data: Path | None, counts: dict[str, int]) -> list[Case]:
+
+def task_pairs(task: str, data: Path | None) -> list[tuple[Path, Path]]:
+    """(image, labels) paths of the task's test cases, from ``data`` or (None) fixtures/."""
+    return datasets.task_pairs(task, data, "test") if data else fixture_pairs(task)
+
+
+def load_samples(data: Path | None, counts: dict[str, int]) -> list[Sample]:
     """The first ``counts[task]`` test cases of each task, from ``data`` or fixtures/."""
-    out = []
-    for task, n in counts.items():
-        pairs = datasets.task_pairs(task, data, "test") if data else fixture_pairs(task)
-        for image_path, label_path in pairs[:n]:
-            image, truth = datasets.read_pair(image_path, label_path)
-            out.append(Case(image_path.name, task, from_chw(image, NDIM[task]), truth))
-    return out
+    return [Sample.read(task, *pair) for task, n in counts.items()
+            for pair in task_pairs(task, data)[:n]]
 
 
 # The reference segmentor: a network trained on uncompressed images that segments what the
@@ -189,47 +222,6 @@ def status_kb(field: str, pid: int | str = "self") -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"no {field} in {path}")
-
-
-# Peers: the traditional codecs at the setting that matches segcodec's Dice
-
-PEERS = ("jpeg2000", "h264")
-# Used when rate.json is absent or lacks a codec: the paper's mean JPEG-2000 rate on ISIC
-# (0.12 bpp), and the x264 CRF that lands nearest it on the ISIC fixtures (0.08-0.10 bpp;
-# 0.43-0.46 bpp on the hippocampus ones).
-FALLBACK = {"jpeg2000": {"bpp": 0.12}, "h264": {"crf": 28}}
-
-
-def peer_settings(rate_path: Path = RESULTS / "rate.json") -> dict:
-    """Per task and peer: the rate setting whose mean Dice in rate.json is closest to that of
-    the installed default segcodec model (matched Dice); FALLBACK, flagged, where it has none.
-    """
-    result = json.loads(rate_path.read_text()) if rate_path.exists() else {"rows": []}
-    source = str(rate_path) + (" (smoke run: untrained networks)"
-                               if result.get("settings", {}).get("smoke") else "")
-    out = {}
-    for task, ndim in NDIM.items():
-        m = zoo.default_for(ndim)
-        ours = [r for r in result["rows"] if r["task"] == task and r["codec"] == "segcodec"]
-        # rate.json names a model by its training recipe or its name
-        ours = [r for r in ours if r["setting"] in (m.name, m.manifest.get("training", {})
-                                                    .get("recipe"))] or ours
-        out[task] = {}
-        for peer in PEERS:
-            (param, fallback), = FALLBACK[peer].items()
-            cand = [r for r in result["rows"] if r["task"] == task and r["codec"] == peer]
-            if ours and cand:
-                target = ours[0]["mean_dice"]
-                best = min(cand, key=lambda r: abs(r["mean_dice"] - target))
-                out[task][peer] = {param: best["setting"], "dice": best["mean_dice"],
-                                   "mean_bpp": best["mean_bpp"], "segcodec": ours[0]["setting"],
-                                   "segcodec_dice": target, "segcodec_bpp": ours[0]["mean_bpp"],
-                                   "matched": True, "source": source}
-            else:
-                out[task][peer] = {param: fallback, "matched": False,
-                                   "source": f"fixed fallback: no {peer} or segcodec row for "
-                                             f"{task} in {rate_path}"}
-    return out
 
 
 # The real server

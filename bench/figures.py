@@ -20,11 +20,11 @@ import torch
 import segcodec
 from segcodec import api
 
-from .common import (RESULTS, Case, command, load_cases, machine, mean_dice, model_names,
+from .common import (RESULTS, Sample, command, load_samples, machine, mean_dice, model_names,
                      n_classes, write_outputs)
 
 
-def reconstruct(case: Case) -> dict:
+def reconstruct(case: Sample) -> dict:
     """Encode, then from the file alone: g's feature map, labels, bytes and Dice."""
     data = segcodec.encode(case.array, kind=case.kind)
     decoded = segcodec.decode(data)
@@ -44,7 +44,7 @@ def _middle(volume: np.ndarray, of: int | None = None) -> np.ndarray:
     return volume[int((of // 2 + 0.5) * volume.shape[0] / of)]
 
 
-def plot(cases: list[Case], outs: list[dict], path: Path) -> None:
+def plot(cases: list[Sample], outs: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -85,7 +85,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     data = None if args.smoke else args.data
-    cases = load_cases(data, {"isic": 4 if data else 2, "hippocampus": 2})
+    cases = load_samples(data, {"isic": 4 if data else 2, "hippocampus": 2})
     outs = [reconstruct(c) for c in cases]
     result = {"command": command("figures", argv), "machine": machine(),
               "models": model_names(),

@@ -36,10 +36,11 @@ from segcodec.io import read as read_image
 from segcodec.remote import Client
 from segcodec.train import data as datasets
 
-from . import codecs, references
-from .common import (FALLBACK, NDIM, RESULTS, LocalServer, Segmentor, command,
+from . import references
+from .codecs import Codec, by_name, peer_settings, peers
+from .common import (NDIM, RESULTS, LocalServer, Sample, Segmentor, and_join, command,
                      fixture_pairs, machine, mean_dice, median_seconds, model_names,
-                     n_classes, peer_settings, to_chw, untrained_segmentor, write_outputs)
+                     n_classes, to_chw, untrained_segmentor, write_outputs)
 
 LINKS = {"10 Mbit/s": 10e6, "100 Mbit/s": 100e6, "300 MB / 13 s (paper)": 300e6 * 8 / 13}
 PAPER = [  # Table 2 of Liu et al. (MICCAI 2020), as quoted in issue 5
@@ -50,8 +51,6 @@ PAPER = [  # Table 2 of Liu et al. (MICCAI 2020), as quoted in issue 5
      "total_s": 0.2633},
 ]
 KINDS = {"isic": "2D ISIC 256x256 RGB", "hippocampus": "3D hippocampus MRI"}
-PEERS = {"jpeg2000": ("JPEG-2000", codecs.jpeg2000_encode, codecs.jpeg2000_decode),
-         "h264": ("H.264", codecs.h264_encode, codecs.h264_decode)}
 
 
 def wire_bytes(url: str, data: bytes) -> tuple[int, int]:
@@ -103,27 +102,27 @@ def measure(url: str, path: Path, truth, task: str, repeat: int) -> dict:
                                       + median["label_decoding"], 6)}
 
 
-def measure_peer(peer: str, setting: dict, path: Path, truth, task: str, seg: Segmentor,
+def measure_peer(peer: Codec, setting: dict, path: Path, truth, task: str, seg: Segmentor,
                  ours: dict, repeat: int) -> dict:
     """Client encode, server decode + reference segmentation + label coding, client label
     decoding: each timed here (median after a warm-up), as ``measure`` times segcodec's."""
-    _, encode, decode = PEERS[peer]
-    (param,) = FALLBACK[peer]
     loaded = read_image(path)
-    array, value = loaded.array, setting[param]
-    data = encode(array, value)
-    image = decode(data, array.shape, array.dtype)
+    sample = Sample(path.name, task, loaded.array, truth, loaded.affine)
+    param, value = peer.param, setting[peer.param]
+    data = peer.encode(sample, value)
+    image = peer.decode(data, sample)
     x = to_chw(image, NDIM[task])
     labels = seg(x, truth.shape)
     code = lambda: labelcodec.encode(labels, n_classes(task), affine=loaded.affine,
                                      source=loaded.source)
     stream = code()
-    steps = {"compression": lambda: encode(array, value),
-             "reconstruction": lambda: decode(data, array.shape, array.dtype),
+    steps = {"compression": lambda: peer.encode(sample, value),
+             "reconstruction": lambda: peer.decode(data, sample),
              "segmentation": lambda: seg(x, truth.shape), "label_coding": code,
              "label_decoding": lambda: labelcodec.decode(stream)}
     median = {k: median_seconds(f, repeat) for k, f in steps.items()}
-    return {"method": peer, "task": task, "file": path.name, "shape": list(array.shape),
+    return {"method": peer.name, "task": task, "file": path.name,
+            "shape": list(sample.array.shape),
             "setting": {param: value, "matched_dice": setting["matched"]},
             "dice": round(mean_dice(labels, truth, task), 4),
             "input_file_bytes": path.stat().st_size, "payload_bytes": len(data),
@@ -139,7 +138,7 @@ def method_name(group: list[dict]) -> str:
     if r["method"] == "segcodec":
         return "segcodec"
     (param, value), = ((k, v) for k, v in r["setting"].items() if k != "matched_dice")
-    return (f"{PEERS[r['method']][0]} {param} {value} + seg"
+    return (f"{by_name(r['method']).title} {param} {value} + seg"
             + ("" if r["setting"]["matched_dice"] else " (fixed setting, Dice NOT matched)"))
 
 
@@ -147,7 +146,7 @@ def rows(results: list[dict]) -> list[dict]:
     """Table 2's columns for each kind of file, method and link: means over the files."""
     out = [dict(p) for p in PAPER]
     for task, kind in KINDS.items():
-        for method in ("segcodec", *PEERS):
+        for method in ("segcodec", *(p.name for p in peers())):
             group = [r for r in results if r["task"] == task and r["method"] == method]
             if not group:
                 continue
@@ -216,8 +215,8 @@ def main(argv=None) -> None:
     for task, files in pairs.items():
         for path, _ in files:
             ours = next(r for r in results if r["file"] == path.name)
-            results += [measure_peer(peer, settings[task][peer], path, truths[path], task,
-                                     segmentors[task][0], ours, repeat) for peer in PEERS]
+            results += [measure_peer(peer, settings[task][peer.name], path, truths[path], task,
+                                     segmentors[task][0], ours, repeat) for peer in peers()]
     result = {
         "command": command("latency", argv),
         "machine": {**machine(), "device": args.device},
@@ -236,19 +235,21 @@ def markdown(r: dict) -> str:
              f"{m['torch']} on {m['torch_threads']} threads; models {', '.join(r['models'])}), "
              "over 127.0.0.1; transmission modelled from the bytes on the wire at each link "
              "rate; every other step measured (medians). Reconstruction = entropy decoding of "
-             "the latents on the server (segcodec) or the codec's decoder (JPEG-2000, H.264); "
+             "the latents on the server (segcodec) or the codec's decoder ("
+             + ", ".join(p.title for p in peers()) + "); "
              "segmentation = g and s (segcodec) or the reference segmentor on the decoded "
              "image; labels back = label coding + download + decoding (the paper does not "
              "count it). Paper rows as quoted in issue 5. Dice: mean over the foreground "
              "classes and over the files below.", "",
-             "JPEG-2000 and H.264 steps are timed in-process (no server runs them) and sent "
+             and_join(p.title for p in peers())
+             + " steps are timed in-process (no server runs them) and sent "
              "with the same HTTP framing as the file's segcodec request. Reference segmentor: "
              + "; ".join(f"{t}: {v}" for t, v in r["reference_segmentors"].items()) + ".", "",
              "Baseline settings: " + "; ".join(
                  f"{t} {p}: " + (f"Dice-matched from {v['source']} (rate.json Dice "
                                  f"{v['dice']:.3f} vs segcodec {v['segcodec_dice']:.3f})"
                                  if v["matched"] else f"NOT matched, {v['source']}")
-                 for t, peers in r["peer_settings"].items() for p, v in peers.items()) + ".",
+                 for t, by_peer in r["peer_settings"].items() for p, v in by_peer.items()) + ".",
              "",
              "| method | data per image | Dice | transmission (s) | compression (s) "
              "| reconstruction (s) | segmentation (s) | labels back (s) | total (s) "
@@ -274,7 +275,7 @@ def markdown(r: dict) -> str:
     for f in r["files"]:
         if f["method"] != "segcodec":
             t = f["median_s"]
-            lines.append(f"| {f['file']} | {PEERS[f['method']][0]} | "
+            lines.append(f"| {f['file']} | {by_name(f['method']).title} | "
                          + " ".join(f"{k} {v}" for k, v in f["setting"].items()
                                     if k != "matched_dice")
                          + ("" if f["setting"]["matched_dice"] else " (fixed, not matched)")

@@ -1,7 +1,9 @@
-"""Rate against segmentation accuracy: segcodec, Auto/Seg, JPEG 2000, H.264 and lossless.
+"""Rate against segmentation accuracy: every codec of bench/codecs.py (segcodec, Auto/Seg,
+JPEG-2000, H.264, JPEG XL, lossless references, sending the labels).
 
     python -m bench rate --data ../shared/data [--tasks isic hippocampus] [--limit N]
-                         [--models DIR ...] [--runs runs] [--out bench/results]
+                         [--codecs CODEC ...] [--models DIR ...] [--runs runs]
+                         [--out bench/results]
     python -m bench rate --smoke --out /tmp/rate     # fixtures/, untrained nets, seconds
 
 ISIC 2017 val (150 RGB images) and the seeded hippocampus test split (40 volumes).  Every rate
@@ -9,57 +11,33 @@ is whole-file bytes x 8 / the input's pixels (voxels), headers included.  Tradit
 decoded images are segmented by the reference segmentor trained on uncompressed images
 (``runs/<task>-seg``); segcodec files go through ``segcodec.encode`` / ``decode`` / the
 label path of the public API, volumes with their NIfTI affine as a user's file has it.
-Writes rate.json (every point), rate.md (tables, headline) and rate_<task>.png.
+Writes rate.json (every point), rate.md (tables, headline) and rate_<task>.png; a run of
+some tasks, or with --codecs of some codecs, keeps the other rows of the rate.json there.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import segcodec
-from segcodec import api, bits, container, entropy, labelcodec, metrics, modelfiles, zoo
+from segcodec import metrics
 from segcodec.train import data as datasets
-from segcodec.train import export, loop, recipes
-from segcodec.transforms import labels_from_logits, normalise, resample
+from segcodec.train import loop, recipes
 
 from . import codecs, references
-from .common import (NDIM, PEERS, RESULTS, RUNS, Segmentor, checkpoint, command,
-                     fixture_pairs, from_chw, machine, n_classes, timed, to_chw, untrained,
-                     untrained_segmentor, write_outputs)
+from .common import (NDIM, RESULTS, RUNS, Sample, Segmentor, checkpoint, command, machine,
+                     n_classes, task_pairs, timed, to_chw, untrained_segmentor, write_outputs)
 
-J2K_BPP = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0)
-H264_CRF = (51, 48, 45, 42, 39, 36, 33, 30, 25, 20)
-SMOKE_J2K_BPP, SMOKE_H264_CRF = (0.05, 0.2), (45, 30)
 TITLES = {"isic": "ISIC 2017 val", "hippocampus": "hippocampus test split"}
+# Not a codec: the reference point, the original as stored, segmented by every reference.
+UNCOMPRESSED = "uncompressed"
 
 
-class Case:
-    """One test image: the array a user would code, its labels, geometry and raw size."""
-
-    def __init__(self, task: str, image_path: Path, label_path: Path):
-        image, self.truth = datasets.read_pair(image_path, label_path)
-        self.name = image_path.name
-        self.chw = image
-        self.array = from_chw(image, NDIM[task])
-        self.affine = None
-        if NDIM[task] == 2:
-            self.raw_bits = 24
-        else:
-            import nibabel as nib
-            nii = nib.load(image_path)
-            self.affine = nii.affine
-            self.stored = self.array.astype(nii.get_data_dtype())
-            self.raw_bits = 8 * self.stored.dtype.itemsize
-        self.pixels = self.truth.size
-
-
-# Networks, trained or (--smoke) untrained and seeded
+# Reference segmentors, trained or (--smoke) untrained and seeded
 
 def reference_segmentors(task: str, runs: Path, smoke: bool) -> list[Segmentor]:
     """The shipped seg reference, and the D1 one where ``runs`` holds it for the ablation
@@ -73,159 +51,62 @@ def reference_segmentors(task: str, runs: Path, smoke: bool) -> list[Segmentor]:
     return out
 
 
-class AutoSeg:
-    """Auto/Seg: C and an image decoder; the reconstruction is segmented by the seg reference.
-
-    Its latents are range coded under an integer table fitted on the training latents, and a
-    file is charged the header a segcodec file of the same input has (CRC included).
-    """
-
-    def __init__(self, net, cfg, table, seg: Segmentor):
-        self.net, self.cfg, self.table, self.seg = net, cfg, table, seg
-        self.ndim = cfg.arch["ndim"]
-
-    @classmethod
-    def load(cls, task, runs, data, cache, smoke, seg: Segmentor, cases):
-        if smoke:  # no training set: fit the table on the fixtures themselves
-            net, cfg = untrained(f"{task}-autoseg", seg.cfg.normalisation)
-            x = torch.cat([seg.grid(c.chw) for c in cases])
-        else:
-            path = checkpoint(runs, task, "autoseg")
-            if not path.exists():
-                print(f"note: {path} missing; no Auto/Seg row for {task}", file=sys.stderr)
-                return None
-            net, cfg = loop.load_checkpoint(path)
-            if cfg.normalisation != seg.cfg.normalisation:
-                print(f"note: {task}-autoseg and {task}-seg normalise differently; the seg "
-                      f"net gets Auto/Seg's reconstruction as is", file=sys.stderr)
-            x = datasets.cached_set(cfg, data, "train", cache)[0]
-        table = entropy.fit_table(export.training_latents(net, x), cfg.arch["ndim"])
-        return cls(net, cfg, table, seg)
-
-    @torch.no_grad()
-    def encode(self, case: Case) -> bytes:
-        x = resample(normalise(case.chw, self.cfg.normalisation),
-                     self.cfg.arch["work_shape"])
-        z = bits.threshold(self.net.compressor(x)[0].numpy())
-        header = container.Header(model_id=bytes(container.MODEL_ID_BYTES),
-                                  shape=case.truth.shape, channels=case.chw.shape[0],
-                                  latent_shape=z.shape, affine=case.affine)
-        return container.write(header, entropy.encode(z, self.table, self.ndim))
-
-    @torch.no_grad()
-    def decode(self, data: bytes) -> torch.Tensor:
-        header, payload = container.read(data)
-        z = entropy.decode(payload, self.table, header.latent_shape, self.ndim)
-        return self.net.reconstructor(torch.from_numpy(z.astype(np.float32))[None])
-
-    @torch.no_grad()
-    def segment(self, recon: torch.Tensor, shape) -> np.ndarray:
-        return labels_from_logits(self.seg.net(recon), shape)
-
-
-def segcodec_models(task: str, folders: list[Path]) -> list[zoo.Model]:
-    """Installed models plus those in ``folders``, for the task's ndim and channel count."""
-    known = {d.resolve() for d in zoo.model_dirs()}
-    extra = [str(f) for f in folders if f.is_dir() and f.resolve() not in known]
-    for f in folders:
-        if not f.is_dir():
-            print(f"note: model folder {f} missing", file=sys.stderr)
-    if extra:
-        old = os.environ.get(zoo.PATH_ENV, "")
-        os.environ[zoo.PATH_ENV] = os.pathsep.join([p for p in [old, *extra] if p])
-        zoo.reload()
-    channels = 3 if task == "isic" else 1
-    deprecated = set(modelfiles.read_index()["deprecated"])  # kept to decode old files only
-    return [m for m in sorted(zoo.installed().values(), key=lambda m: m.name)
-            if m.ndim == NDIM[task] and m.in_channels == channels and m.name not in deprecated]
-
-
-def model_labels(models: list[zoo.Model]) -> dict[str, str]:
-    """Model id -> its training recipe (e.g. ``isic-d4-r2``) where that is a recipe name and
-    unique among ``models``, else the model's name."""
-    def recipe(m):
-        r = str(m.manifest.get("training", {}).get("recipe", ""))
-        try:
-            recipes.config(r)
-            return r
-        except ValueError:  # e.g. the provisional models' trainer module
-            return None
-    found = [recipe(m) for m in models]
-    return {m.model_id.hex(): r if r and found.count(r) == 1 else m.name
-            for m, r in zip(models, found)}
-
-
 # One pass over the cases, every codec per case
 
-def measure(task: str, cases: list[Case], segs: list[Segmentor], models, autoseg,
-            j2k_rates, crfs) -> list[dict]:
+def measure(task: str, samples: list[Sample], segs: list[Segmentor], ready: list[codecs.Codec],
+            smoke: bool, uncompressed: bool = True) -> list[dict]:
+    """Rows of every (codec, setting, segmentor) of the ``ready`` codecs on ``samples``, and of
+    the uncompressed reference where ``uncompressed``."""
     ndim = NDIM[task]
     classes = n_classes(task)
-    names = model_labels(models)
+    ref = segs[0]  # the shipped seg reference segments every codec's decoded image
     points: dict[tuple, dict] = {}
 
-    def add(codec, setting, segmentor, case, size, labels, enc=None, dec=None, seg=None):
+    def add(codec, setting, segmentor, sample, size, labels, enc=None, dec=None, seg=None):
         key = (codec, setting, segmentor)
         p = points.setdefault(key, {"bytes": [], "bpp": [], "dice": [], "iou": [],
                                     "encode_s": [], "decode_s": [], "segment_s": []})
         p["bytes"].append(size)
-        p["bpp"].append(size * 8 / case.pixels)
-        s = metrics.scores(labels, case.truth, classes)
+        p["bpp"].append(size * 8 / sample.pixels)
+        s = metrics.scores(labels, sample.truth, classes)
         p["dice"].append(s["dice"])
         p["iou"].append(s["iou"])
         for k, v in (("encode_s", enc), ("decode_s", dec), ("segment_s", seg)):
             if v is not None:
                 p[k].append(v)
 
-    def traditional(case, codec, setting, enc_fn, dec_fn):
-        data, t_enc = timed(enc_fn, case.array, setting)
-        image, t_dec = timed(dec_fn, data, case.array.shape, case.array.dtype)
-        ref = segs[0]  # the shipped seg reference segments every codec's output
-        labels, t_seg = timed(ref, to_chw(image, ndim), case.truth.shape)
-        add(codec, setting, ref.name, case, len(data), labels, t_enc, t_dec, t_seg)
+    def one(sample):
+        original = None  # the reference's labels of the original, and their time
+        for s in segs if uncompressed else []:
+            labels, t_seg = timed(s, sample.chw, sample.truth.shape)
+            # the stored pixels' bytes: 24 bits for RGB, the NIfTI's dtype for a volume (some
+            # cases are uint8, most float32), so the setting is not per-case
+            add(UNCOMPRESSED, "raw", s.name, sample, sample.stored.nbytes, labels, seg=t_seg)
+            original = original or (labels, t_seg)
+        for codec in ready:
+            for setting in codec.settings(smoke):
+                data, t_enc = timed(codec.encode, sample, setting)
+                segmentor, t_dec = ref.name, None
+                if codec.output == "original":
+                    original = original or timed(ref, sample.chw, sample.truth.shape)
+                    labels, t_seg = original
+                elif codec.output == "image":
+                    image, t_dec = timed(codec.decode, data, sample)
+                    labels, t_seg = timed(ref, to_chw(image, ndim), sample.truth.shape)
+                else:
+                    decoded, t_dec = timed(codec.decode, data, sample)
+                    segmentor = codec.segmentor
+                    labels, t_seg = (timed(codec.segment, decoded, sample) if codec.segment
+                                     else (decoded, None))
+                add(codec.name, setting, segmentor, sample, len(data), labels, t_enc, t_dec,
+                    t_seg)
 
-    def one(case):
-        for s in segs:
-            labels, t_seg = timed(s, case.chw, case.truth.shape)
-            # raw bits of the stored pixels: 24 for RGB, the NIfTI's dtype (some cases are
-            # uint8, most float32), so the setting is not per-case
-            add("uncompressed", "raw", s.name, case,
-                case.pixels * case.raw_bits // 8, labels, seg=t_seg)
-            if s is segs[0]:  # lossless: the labels of the original, only the size differs
-                stored = case.array if ndim == 2 else case.stored
-                refs = [("png", codecs.png_bytes, (stored,))] if ndim == 2 else \
-                    [("nifti-gz", codecs.nifti_gz_bytes, (stored, case.affine))]
-                for name, fn, args in refs + [("zstd", codecs.zstd_bytes, (stored,))]:
-                    data, t_enc = timed(fn, *args)
-                    add(name, "lossless", s.name, case, len(data), labels, t_enc, seg=t_seg)
-        for bpp in j2k_rates:
-            traditional(case, "jpeg2000", bpp, codecs.jpeg2000_encode, codecs.jpeg2000_decode)
-        for crf in crfs:
-            traditional(case, "h264", crf, codecs.h264_encode, codecs.h264_decode)
-        for m in models:
-            data, t_enc = timed(lambda: segcodec.encode(case.array, model=m,
-                                                        kind=f"{ndim}d", affine=case.affine))
-            decoded, t_dec = timed(segcodec.decode, data)
-            labels, t_seg = timed(api.labels_from_latents, decoded, "cpu")
-            add("segcodec", names[m.model_id.hex()], None, case, len(data), labels,
-                t_enc, t_dec, t_seg)
-        if autoseg:
-            data, t_enc = timed(autoseg.encode, case)
-            recon, t_dec = timed(autoseg.decode, data)
-            labels, t_seg = timed(autoseg.segment, recon, case.truth.shape)
-            add("autoseg", autoseg.cfg.name, "seg", case, len(data), labels,
-                t_enc, t_dec, t_seg)
-        data, t_enc = timed(lambda: labelcodec.encode(case.truth, classes,
-                                                      affine=case.affine))
-        labels, t_dec = timed(lambda: labelcodec.decode(data).labels)
-        add("labels", "lossless", None, case, len(data), labels, t_enc, t_dec)
-
-    if cases:
-        one(cases[0])  # warm-up (numba, x264 and torch first calls), discarded
+    if samples:
+        one(samples[0])  # warm-up (numba, x264 and torch first calls), discarded
         points.clear()
-    for i, case in enumerate(cases):
-        one(case)
-        print(f"\r{task}: {i + 1}/{len(cases)}", end="", file=sys.stderr, flush=True)
+    for i, sample in enumerate(samples):
+        one(sample)
+        print(f"\r{task}: {i + 1}/{len(samples)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     labels = recipes.TASKS[task]["labels"][1:]
     rows = []
@@ -245,6 +126,12 @@ def measure(task: str, cases: list[Case], segs: list[Segmentor], models, autoseg
 
 
 # Headline: segcodec against the traditional curves
+
+def curves(rows) -> list[str]:
+    """The image codecs with points in ``rows``, in registry order: segcodec's peers."""
+    present = {r["codec"] for r in rows}
+    return [c.name for c in codecs.CODECS if c.output == "image" and c.name in present]
+
 
 def _curve(rows, codec):
     pts = sorted((r["mean_bpp"], r["mean_dice"]) for r in rows if r["codec"] == codec)
@@ -279,8 +166,9 @@ def headline(rows) -> list[dict]:
     for r in rows:
         if r["codec"] != "segcodec":
             continue
-        for codec in PEERS:
-            bpp, dice = _curve([x for x in rows if x["task"] == r["task"]], codec)
+        task_rows = [x for x in rows if x["task"] == r["task"]]
+        for codec in curves(task_rows):
+            bpp, dice = _curve(task_rows, codec)
             at, note = bpp_at_dice(bpp, dice, r["mean_dice"])
             d, dnote = dice_at_bpp(bpp, dice, r["mean_bpp"])
             out.append({"task": r["task"], "segcodec": r["setting"], "against": codec,
@@ -297,13 +185,14 @@ def reference_criterion(rows, margin: float = 0.01) -> list[dict]:
     point, the peers by their curve."""
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
-        ref = next((r for r in rows if r["task"] == task and r["codec"] == "uncompressed"
+        ref = next((r for r in rows if r["task"] == task and r["codec"] == UNCOMPRESSED
                     and r["segmentor"] == "seg"), None)
         if ref is None:
             continue
         target = ref["mean_dice"] - margin
-        for codec in PEERS:
-            bpp, dice = _curve([x for x in rows if x["task"] == task], codec)
+        task_rows = [x for x in rows if x["task"] == task]
+        for codec in curves(task_rows):
+            bpp, dice = _curve(task_rows, codec)
             at, note = bpp_at_dice(bpp, dice, target)
             out.append({"task": task, "codec": codec, "reference_dice": ref["mean_dice"],
                         "target_dice": round(target, 4), "bpp": at and round(at, 5),
@@ -379,29 +268,30 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The codecs that give labels, each one point per setting: marker and colour.
+POINT_STYLES = {"autoseg": ("D", "tab:purple"), "labels": ("^", "tab:brown"),
+                "segcodec": ("*", "tab:red")}
+
+
 def plot(rows, task: str, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = [r for r in rows if r["task"] == task]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for codec, style in (("jpeg2000", "o-"), ("h264", "s-")):
+    for codec, style in zip(curves(rows), ("o-", "s-", "v-", "p-", "h-", "x-")):
         bpp, dice = _curve(rows, codec)
-        if len(bpp):
-            ax.plot(bpp, dice, style, ms=3, label={"jpeg2000": "JPEG 2000",
-                                                   "h264": "H.264"}[codec] + " + seg")
+        ax.plot(bpp, dice, style, ms=3, label=codecs.by_name(codec).title + " + seg")
     for r in rows:
-        if r["codec"] == "uncompressed":
+        if r["codec"] == UNCOMPRESSED:
             ax.axhline(r["mean_dice"], ls="--" if r["segmentor"] == "seg" else ":", c="gray",
                        lw=0.8, label=f"uncompressed ({r['segmentor']})")
-    for codec, marker, colour in (("autoseg", "D", "tab:purple"), ("labels", "^", "tab:brown"),
-                                  ("segcodec", "*", "tab:red")):
+    for codec, (marker, colour) in POINT_STYLES.items():
         pts = [r for r in rows if r["codec"] == codec]
         if pts:
             ax.plot([r["mean_bpp"] for r in pts], [r["mean_dice"] for r in pts], marker,
                     c=colour, ms=9 if codec == "segcodec" else 6, ls="none",
-                    label={"autoseg": "Auto/Seg", "labels": "send the labels (lossless)",
-                           "segcodec": "segcodec"}[codec])
+                    label=codecs.by_name(codec).title)
             if codec == "segcodec":
                 for r in pts:
                     ax.annotate(r["setting"], (r["mean_bpp"], r["mean_dice"]), fontsize=7,
@@ -418,9 +308,13 @@ def plot(rows, task: str, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
+    names = [UNCOMPRESSED, *(c.name for c in codecs.CODECS)]
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, help="../shared/data (not needed with --smoke)")
     ap.add_argument("--tasks", nargs="+", choices=list(NDIM), default=list(NDIM))
+    ap.add_argument("--codecs", nargs="+", choices=names, metavar="CODEC",
+                    help=f"only these ({', '.join(names)}); the other codecs' rows of "
+                         f"OUT/rate.json are kept (default: all)")
     ap.add_argument("--limit", type=int, help="only the first N test cases of each task")
     ap.add_argument("--smoke", action="store_true",
                     help="fixtures/, untrained seeded networks, 2 rate points per codec")
@@ -449,44 +343,77 @@ def _run(args, command_line: str) -> dict:
     if args.models is None:  # smoke: the built-in models only, whatever runs/ holds
         found = (args.runs / "models").is_dir() and not args.smoke
         args.models = [args.runs / "models"] if found else []
-    j2k_rates, crfs = (SMOKE_J2K_BPP, SMOKE_H264_CRF) if args.smoke else (J2K_BPP, H264_CRF)
+    chosen = [c for c in codecs.CODECS if args.codecs is None or c.name in args.codecs]
     rows, test_cases = [], {}
     for task in args.tasks:
-        pairs = fixture_pairs(task) if args.smoke else datasets.task_pairs(task, args.data, "test")
-        cases = [Case(task, *p) for p in pairs[:args.limit]]
+        samples = [Sample.read(task, *p)
+                   for p in task_pairs(task, None if args.smoke else args.data)[:args.limit]]
         try:
             segs = reference_segmentors(task, args.runs, args.smoke)
         except FileNotFoundError as exc:
             sys.exit(f"bench rate: error: {exc}")
-        autoseg = AutoSeg.load(task, args.runs, args.data, args.cache, args.smoke, segs[0],
-                               cases)
-        models = segcodec_models(task, args.models)
-        rows += measure(task, cases, segs, models, autoseg, j2k_rates, crfs)
-        test_cases[task] = {"names": [c.name for c in cases],
-                            "pixels": [c.pixels for c in cases]}
-    commands = {task: command_line for task in args.tasks}
+        setup = codecs.Setup(task, samples, segs[0], args.smoke, args.data, args.runs,
+                             args.cache, args.models)
+        ready = [r for r in (c.ready(setup) for c in chosen) if r is not None]
+        rows += measure(task, samples, segs, ready, args.smoke,
+                        args.codecs is None or UNCOMPRESSED in args.codecs)
+        test_cases[task] = {"names": [s.name for s in samples],
+                            "pixels": [s.pixels for s in samples]}
+    settings = {k: v for c in chosen for k, v in c.provenance(args.smoke).items()}
+    commands = {task if args.codecs is None else f"{task} {c}": command_line
+                for task in args.tasks for c in args.codecs or [None]}
     previous = args.out / "rate.json"
-    if previous.exists():  # a run of some tasks keeps the other tasks' rows
-        old = json.loads(previous.read_text())
-        kept = [t for t in old["tasks"] if t not in args.tasks and old["settings"]["smoke"]
-                == args.smoke]
-        rows = [r for r in old["rows"] if r["task"] in kept] + rows
-        test_cases.update({t: old["cases"][t] for t in kept})
-        commands.update({t: old.get("commands", {}).get(t, old["command"]) for t in kept})
-    tasks = [t for t in NDIM if t in commands]
+    if previous.exists():
+        rows, test_cases, commands, settings = merge(json.loads(previous.read_text()), args,
+                                                     rows, test_cases, commands, settings)
     result = {
         "command": command_line, "commands": commands,
         "machine": machine(),
-        "settings": {"jpeg2000_target_bpp": list(j2k_rates), "h264_crf": list(crfs),
-                     "h264_options": codecs.X264_OPTIONS, "h264_rgb": codecs.H264_RGB_PIX_FMT,
-                     "smoke": args.smoke, "limit": args.limit},
-        "tasks": tasks, "cases": test_cases, "rows": rows, "headline": headline(rows),
-        "within_reference": reference_criterion(rows),
+        "settings": {**settings, "smoke": args.smoke, "limit": args.limit},
+        "tasks": [t for t in NDIM if t in test_cases], "cases": test_cases, "rows": rows,
+        "headline": headline(rows), "within_reference": reference_criterion(rows),
     }
     write_outputs(args.out, "rate", result, markdown(result))
-    for task in tasks:
+    for task in result["tasks"]:
         plot(rows, task, args.out / f"rate_{task}.png")
     return result
+
+
+def merge(old: dict, args, rows, test_cases, commands, settings):
+    """This run's outputs with what the previous rate.json of the same kind (smoke or not)
+    measured and this run did not: the other tasks, and with --codecs the other codecs."""
+    if old["settings"]["smoke"] != args.smoke:
+        return rows, test_cases, commands, settings
+    old_commands = old.get("commands") or {t: old["command"] for t in old["tasks"]}
+    kept = [t for t in old["tasks"] if t not in args.tasks]
+    partial = [t for t in old["tasks"] if t in args.tasks and args.codecs is not None]
+    for task in partial:
+        if old["cases"][task]["names"] != test_cases[task]["names"]:
+            sys.exit(f"bench rate: error: {task}'s cases differ from those of {args.out}/"
+                     f"rate.json (--limit?); rerun every codec, or the same cases")
+    others = [r for r in old["rows"] if r["task"] in partial and r["codec"] not in args.codecs]
+    order = [UNCOMPRESSED, *(c.name for c in codecs.CODECS)]
+
+    # The tasks where they were (a task run anew after the kept ones), and the codecs of a
+    # task measured now in registry order; the rows of a kept task as they were.
+    tasks = [t for t in dict.fromkeys(r["task"] for r in old["rows"]) if t in kept + partial]
+    tasks += [t for t in args.tasks if t not in tasks]
+
+    def position(row):
+        codec = order.index(row["codec"]) if row["codec"] in order else len(order)
+        return tasks.index(row["task"]), 0 if row["task"] in kept else codec
+
+    rows = sorted([r for r in old["rows"] if r["task"] in kept] + others + rows, key=position)
+    test_cases = {**test_cases, **{t: old["cases"][t] for t in kept}}
+    # A command stands for its task ("isic") or for one codec of it ("isic jpegxl"); a run of
+    # every codec of a task replaces all of the task's.
+    rerun = set(args.tasks) - set(partial)
+    commands = {**commands, **{k: v for k, v in old_commands.items()
+                               if k.split()[0] not in rerun and k not in commands}}
+    if partial:
+        settings = {**{k: v for k, v in old["settings"].items() if k not in ("smoke", "limit")},
+                    **settings}
+    return rows, test_cases, commands, settings
 
 
 if __name__ == "__main__":

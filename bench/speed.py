@@ -1,17 +1,18 @@
-"""Encode and decode speed, peak memory and scaling of segcodec against JPEG-2000 and H.264.
+"""Encode and decode speed, peak memory and scaling of segcodec against its peers.
 
     python -m bench speed [--data ../shared/data] [--smoke] [--repeat 10] [--threads 1]
                           [--out bench/results]
 
 On the same inputs in the same run (a few ISIC val images and hippocampus test volumes with
 --data, else fixtures/): segcodec's encode, segment and entropy decoding alone (the latents
-back from the payload), against OpenJPEG's and x264's encode and decode at the settings of
-``bench/codecs.py`` (x264 runs preset placebo, its best rate-distortion and its slowest).
-Times are medians after one warm-up call, reported as ratios segcodec / peer.  Also: where
-segcodec's encode time goes (stages timed one by one with the shipped models), peak memory
-of every operation in a fresh subprocess, and time against input size (table + log-log PNG).
-The peers' rate setting is the one whose Dice in rate.json is closest to segcodec's, when
-rate.json exists.  Writes speed.json, speed.md and speed_scaling.png.  No timing is checked.
+back from the payload), against the encode and decode of its peers (``Codec.peer`` in
+``bench/codecs.py``: JPEG-2000 through OpenJPEG, H.264 through x264, which runs preset
+placebo, its best rate-distortion and its slowest).  Times are medians after one warm-up
+call, reported as ratios segcodec / peer.  Also: where segcodec's encode time goes (stages
+timed one by one with the shipped models), peak memory of every operation in a fresh
+subprocess, and time against input size (table + log-log PNG).  The peers' rate setting is
+the one whose Dice in rate.json is closest to segcodec's, when rate.json exists.  Writes
+speed.json, speed.md and speed_scaling.png.  No timing is checked.
 """
 from __future__ import annotations
 
@@ -35,55 +36,57 @@ import segcodec
 from segcodec import api, bits, container, entropy, zoo
 from segcodec.transforms import labels_from_logits
 
-from . import codecs
-from .common import (FALLBACK, KIND, NDIM, PEERS, REPO, RESULTS, Case, command, load_cases,
-                     machine, median_seconds, model_names, peer_settings, samples, status_kb,
-                     write_outputs)
+from .codecs import by_name, peer_settings, peers
+from .common import (KIND, NDIM, REPO, RESULTS, Sample, and_join, command, load_samples,
+                     machine, median_seconds, model_names, samples, status_kb, write_outputs)
 
 SIZES = {"2d": [256, 512, 1024], "3d": [32, 64, 128, 256]}
 SMOKE_SIZES = {"2d": [128, 256], "3d": [16, 32]}
 SCALING_BUDGET_S = 20.0  # per operation and size: big volumes under x264 placebo take long
 
 
-def coded(array: np.ndarray, kind: str, settings: dict) -> dict[str, bytes]:
+def setting(peer, settings: dict):
+    """The peer's value in a task's ``peer_settings``."""
+    return settings[peer.name][peer.param]
+
+
+def coded(sample: Sample, settings: dict) -> dict[str, bytes]:
     # force=True: speed runs on scaled and synthetic sizes, outside the models' domains
-    return {"segcodec": segcodec.encode(array, kind=kind, force=True),
-            "jpeg2000": codecs.jpeg2000_encode(array, settings["jpeg2000"]["bpp"]),
-            "h264": codecs.h264_encode(array, settings["h264"]["crf"])}
+    return {"segcodec": segcodec.encode(sample.array, kind=sample.kind, force=True),
+            **{p.name: p.encode(sample, setting(p, settings)) for p in peers()}}
 
 
-def operations(array: np.ndarray, kind: str, settings: dict, files: dict[str, bytes]) -> dict:
+def operations(sample: Sample, settings: dict, files: dict[str, bytes]) -> dict:
     """Name -> zero-argument callable, for every timed operation on one input."""
     data = files["segcodec"]
     header, payload = container.read(data)
     model = zoo.get(header.model_id)
-    shape, dtype = array.shape, array.dtype
-    bpp, crf = settings["jpeg2000"]["bpp"], settings["h264"]["crf"]
-    return {
-        "segcodec encode": lambda: segcodec.encode(array, kind=kind, force=True),
+    ops = {
+        "segcodec encode": lambda: segcodec.encode(sample.array, kind=sample.kind, force=True),
         "segcodec segment": lambda: segcodec.segment(data, device="cpu"),
         "segcodec entropy decode": lambda: entropy.decode(payload, model.table,
                                                           header.latent_shape, header.ndim),
-        "jpeg2000 encode": lambda: codecs.jpeg2000_encode(array, bpp),
-        "jpeg2000 decode": lambda: codecs.jpeg2000_decode(files["jpeg2000"], shape, dtype),
-        "h264 encode": lambda: codecs.h264_encode(array, crf),
-        "h264 decode": lambda: codecs.h264_decode(files["h264"], shape, dtype),
     }
+    for p in peers():
+        value, code = setting(p, settings), files[p.name]
+        ops[f"{p.name} encode"] = lambda p=p, value=value: p.encode(sample, value)
+        ops[f"{p.name} decode"] = lambda p=p, code=code: p.decode(code, sample)
+    return ops
 
 
-RATIO_OPS = ("segcodec encode", "segcodec segment", "segcodec entropy decode",
-             "jpeg2000 encode", "jpeg2000 decode", "h264 encode", "h264 decode")
+PEER_OPS = tuple(f"{p.name} {op}" for p in peers() for op in ("encode", "decode"))
+RATIO_OPS = ("segcodec encode", "segcodec segment", "segcodec entropy decode", *PEER_OPS)
 RATIOS = {  # name -> (segcodec operation, peer operation)
-    f"{ours} / {peer} {theirs}": (f"segcodec {ours}", f"{peer} {theirs}")
-    for peer in PEERS
+    f"{ours} / {peer.name} {theirs}": (f"segcodec {ours}", f"{peer.name} {theirs}")
+    for peer in peers()
     for ours, theirs in (("encode", "encode"), ("segment", "decode"),
                          ("entropy decode", "decode"))
 }
 
 
-def time_case(case: Case, settings: dict, repeat: int) -> dict:
-    files = coded(case.array, case.kind, settings)
-    ops = operations(case.array, case.kind, settings, files)
+def time_case(case: Sample, settings: dict, repeat: int) -> dict:
+    files = coded(case, settings)
+    ops = operations(case, settings, files)
     times = {name: samples(fn, repeat) for name, fn in ops.items()}
     median = {name: statistics.median(t) for name, t in times.items()}
     return {"name": case.name, "task": case.task, "shape": list(case.array.shape),
@@ -93,10 +96,10 @@ def time_case(case: Case, settings: dict, repeat: int) -> dict:
             "ratios": {k: round(median[a] / median[b], 4) for k, (a, b) in RATIOS.items()}}
 
 
-def stages(case: Case, repeat: int) -> dict:
+def stages(case: Sample, repeat: int) -> dict:
     """segcodec's encode and segment, stage by stage, as api.encode / api.segment run them.
 
-    The trailing-byte trim of entropy.encode (trial decodes, format_spec §4) is its time less
+    The trailing-byte trim of entropy.encode (computed, format_spec §4) is its time less
     that of contexts and range coding.
     """
     m = zoo.default_for(NDIM[case.task])
@@ -131,7 +134,7 @@ def stages(case: Case, repeat: int) -> dict:
         }
         e = {k: median_seconds(f, repeat) for k, f in enc.items()}
         s = {k: median_seconds(f, repeat) for k, f in seg.items()}
-        e["trim (trial decodes)"] = max(0.0, e["entropy.encode (contexts + range coding + trim)"]
+        e["trim (computed)"] = max(0.0, e["entropy.encode (contexts + range coding + trim)"]
                                         - e["contexts (bits.coding_order)"] - e["range coding"])
         total = median_seconds(
             lambda: segcodec.encode(case.array, kind=case.kind, force=True), repeat)
@@ -149,7 +152,7 @@ def stages(case: Case, repeat: int) -> dict:
 
 # Scaling with input size
 
-def resized(case: Case, n: int) -> np.ndarray:
+def resized(case: Sample, n: int) -> np.ndarray:
     """A real input resized to n x n (RGB, bicubic) or n x n x n (trilinear)."""
     if case.kind == "2d":
         return np.asarray(Image.fromarray(case.array).resize((n, n), Image.BICUBIC))
@@ -157,11 +160,10 @@ def resized(case: Case, n: int) -> np.ndarray:
     return F.interpolate(v, size=(n, n, n), mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
-SCALED_OPS = ("segcodec encode", "segcodec segment", "jpeg2000 encode", "jpeg2000 decode",
-              "h264 encode", "h264 decode")
+SCALED_OPS = ("segcodec encode", "segcodec segment", *PEER_OPS)
 
 
-def scaling(cases: list[Case], sizes: dict, settings: dict, repeat: int) -> list[dict]:
+def scaling(cases: list[Sample], sizes: dict, settings: dict, repeat: int) -> list[dict]:
     rows = []
     for kind, ns in sizes.items():
         base = next((c for c in cases if c.kind == kind), None)
@@ -169,8 +171,9 @@ def scaling(cases: list[Case], sizes: dict, settings: dict, repeat: int) -> list
             continue
         for n in ns:
             array = resized(base, n)
-            files = coded(array, kind, settings[base.task])
-            ops = operations(array, kind, settings[base.task], files)
+            sample = Sample(base.name, base.task, array)
+            files = coded(sample, settings[base.task])
+            ops = operations(sample, settings[base.task], files)
             t = {name: samples(ops[name], repeat, SCALING_BUDGET_S) for name in SCALED_OPS}
             rows.append({"kind": kind, "from": base.name, "shape": list(array.shape),
                          "pixels": int(np.prod(array.shape[:2] if kind == "2d" else array.shape)),
@@ -251,20 +254,20 @@ def memory_child(job_path: str) -> None:
     zoo.installed()
     for job in jobs["jobs"]:
         array = np.load(job["array"])
-        ops = operations(array, job["kind"], job["settings"],
-                         coded(array, job["kind"], job["settings"]))
+        sample = Sample(job["label"], job["task"], array)
+        ops = operations(sample, job["settings"], coded(sample, job["settings"]))
         for name in jobs["ops"]:
             print(json.dumps({"input": job["label"], "shape": list(array.shape), "op": name,
                               **_peak(ops[name])}), flush=True)
 
 
 def memory(inputs: list[tuple[str, str, np.ndarray, dict]], ops, threads: int) -> list[dict]:
-    """(label, kind, array, settings) -> peak memory rows, all in one fresh Python process."""
+    """(label, task, array, settings) -> peak memory rows, all in one fresh Python process."""
     with tempfile.TemporaryDirectory() as tmp:
         jobs = []
-        for i, (label, kind, array, settings) in enumerate(inputs):
+        for i, (label, task, array, settings) in enumerate(inputs):
             np.save(f"{tmp}/{i}.npy", array)
-            jobs.append({"label": label, "kind": kind, "array": f"{tmp}/{i}.npy",
+            jobs.append({"label": label, "task": task, "array": f"{tmp}/{i}.npy",
                          "settings": settings})
         Path(tmp, "jobs.json").write_text(json.dumps({"threads": threads, "ops": list(ops),
                                                       "jobs": jobs}))
@@ -297,7 +300,7 @@ def main(argv=None) -> None:
     data = None if args.smoke else args.data
     repeat = 2 if args.smoke else args.repeat
     n = args.cases if data else 3  # every fixture: 3 ISIC images, 2 volumes
-    cases = load_cases(data, {"isic": n, "hippocampus": n})
+    cases = load_samples(data, {"isic": n, "hippocampus": n})
     settings = peer_settings(args.rate)
     per_case = []
     for case in cases:
@@ -311,9 +314,9 @@ def main(argv=None) -> None:
               if any(c.kind == k for c in cases)]
     sizes = SMOKE_SIZES if args.smoke else SIZES
     scale_rows = scaling(cases, sizes, settings, repeat)
-    mem_inputs = [(c.name, c.kind, c.array, settings[c.task]) for c in firsts]
+    mem_inputs = [(c.name, c.task, c.array, settings[c.task]) for c in firsts]
     if not args.smoke:  # the largest scaled inputs too: where memory starts to matter
-        mem_inputs += [(f"{f.name} resized to {sizes[f.kind][-1]}", f.kind,
+        mem_inputs += [(f"{f.name} resized to {sizes[f.kind][-1]}", f.task,
                         resized(f, sizes[f.kind][-1]), settings[f.task]) for f in firsts]
     result = {
         "command": command("speed", argv),
@@ -340,15 +343,18 @@ def _shape(row: dict) -> str:
 def _bytes_and_times(row: dict, ops) -> str:
     """The last cells of a per-input or scaling row: bytes of each codec, then op times."""
     b = row["bytes"]
-    return (f"{b['segcodec']} / {b['jpeg2000']} / {b['h264']} | "
+    return (" / ".join(str(b[k]) for k in ("segcodec", *(p.name for p in peers()))) + " | "
             + " | ".join(_ms(row["median_ms"][k]) for k in ops) + " |")
+
+
+BYTES_HEADER = "bytes " + " / ".join(["sgc", *(p.short for p in peers())])
 
 
 def markdown(r: dict) -> str:
     m = r["machine"]
-    lines = [f"# Speed against JPEG-2000 and H.264 (`{r['command']}`)", "",
+    lines = [f"# Speed against {and_join(p.title for p in peers())} (`{r['command']}`)", "",
              f"{m['cpus']} CPUs ({m['platform']}), torch {m['torch']} on {m['torch_threads']} "
-             f"thread(s); OpenJPEG through Pillow and x264 through PyAV, one thread each, at the "
+             f"thread(s); {and_join(p.implementation for p in peers())}, one thread each, at the "
              f"settings of bench/codecs.py (x264 preset placebo: its slowest). Models: "
              f"{', '.join(r['models'])}. Medians of {r['repeat']} runs after a warm-up; "
              "ratios are segcodec time / peer time (below 1: segcodec is faster).", "",
@@ -358,13 +364,13 @@ def markdown(r: dict) -> str:
                      f"{s['source']})"
                      if s["matched"] else " (fixed fallback: Dice not matched)")
                  for task, t in r["peer_settings"].items() for peer, s in t.items()
-                 for param in FALLBACK[peer]) + ".", "",
+                 for param in [by_name(peer).param]) + ".", "",
              "## Median ratios per task", "",
              "| task | " + " | ".join(RATIOS) + " |", "|---|" + "---|" * len(RATIOS)]
     for task, v in r["median_ratios"].items():
         lines.append(f"| {task} | " + " | ".join(f"{v[k]:.3g}" for k in RATIOS) + " |")
     lines += ["", "## Per input (ms, median)", "",
-              "| input | shape | bytes sgc / j2k / h264 | " + " | ".join(RATIO_OPS) + " |",
+              f"| input | shape | {BYTES_HEADER} | " + " | ".join(RATIO_OPS) + " |",
               "|---|---|---|" + "---|" * len(RATIO_OPS)]
     lines += [f"| {c['name']} | {_shape(c)} | {_bytes_and_times(c, RATIO_OPS)}"
               for c in r["cases"]]
@@ -400,7 +406,7 @@ def markdown(r: dict) -> str:
               "input to its working grid, so its network cost is flat and only the resampling "
               f"grows. Runs per point: up to {r['repeat']}, fewer where they would pass "
               f"{SCALING_BUDGET_S:.0f} s. Plot: speed_scaling.png.", "",
-              "| shape | pixels | bytes sgc / j2k / h264 | " + " | ".join(SCALED_OPS) + " |",
+              f"| shape | pixels | {BYTES_HEADER} | " + " | ".join(SCALED_OPS) + " |",
               "|---|---|---|" + "---|" * len(SCALED_OPS)]
     lines += [f"| {_shape(x)} | {x['pixels']} | {_bytes_and_times(x, SCALED_OPS)}"
               for x in r["scaling"]]

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from bench import codecs, rate
-from bench.common import FIXTURES, REPO
+from bench.common import FIXTURES, NDIM, REPO, Sample
 
-FAMILIES = {"uncompressed", "png", "nifti-gz", "zstd", "jpeg2000", "h264", "segcodec",
+FAMILIES = {"uncompressed", "png", "nifti-gz", "zstd", "jpeg2000", "h264", "jpegxl", "segcodec",
             "autoseg", "labels"}
 
 
@@ -38,7 +38,7 @@ def test_smoke_outputs(smoke):
         codecs_of_task = {r["codec"] for r in result["rows"] if r["task"] == task}
         assert FAMILIES - codecs_of_task == ({"nifti-gz"} if task == "isic" else {"png"})
     assert result["machine"]["torch"] and result["command"].startswith("python -m bench rate")
-    assert {h["against"] for h in result["headline"]} == {"jpeg2000", "h264"}
+    assert {h["against"] for h in result["headline"]} == {"jpeg2000", "h264", "jpegxl"}
 
 
 def test_one_task_rerun_keeps_the_other_tasks_rows(smoke, tmp_path):
@@ -69,11 +69,12 @@ def test_smoke_rows_are_consistent(smoke):
     assert raw[0]["mean_bpp"] == 24
 
 
-def test_smoke_jpeg2000_rate_grows_with_target(smoke):
+@pytest.mark.parametrize("codec", ["jpeg2000", "jpegxl"])
+def test_smoke_rate_grows_with_the_setting(smoke, codec):
     _, result = smoke
     for task in ("isic", "hippocampus"):
         pts = sorted((r["setting"], r["mean_bytes"]) for r in result["rows"]
-                     if r["task"] == task and r["codec"] == "jpeg2000")
+                     if r["task"] == task and r["codec"] == codec)
         assert len(pts) >= 2 and all(a[1] < b[1] for a, b in zip(pts, pts[1:]))
 
 
@@ -105,6 +106,81 @@ def test_round_trip_shapes_and_dtypes(codec):
         span = float(array.max()) - float(array.min())
         err = np.abs(back.astype(np.float64) - array).mean()
         assert err < 0.1 * span, (codec, array.shape, array.dtype, err)
+
+
+def _samples():
+    """_cases() as the bench's samples: 2D ones as ISIC inputs, volumes as hippocampus ones."""
+    for i, array in enumerate(_cases()):
+        yield Sample(f"case{i}", "isic" if array.ndim == 2 or array.shape[-1] == 3
+                     else "hippocampus", array)
+
+
+def test_jpegxl_round_trips_close_at_high_quality(rgb):
+    jxl = codecs.by_name("jpegxl")
+    for sample in [Sample("rgb", "isic", rgb), *_samples()]:
+        array = sample.array
+        data = jxl.encode(sample, 90)
+        assert jxl.encode(sample, 90) == data  # deterministic
+        back = jxl.decode(data, sample)
+        assert back.shape == array.shape and back.dtype == array.dtype
+        span = float(array.max()) - float(array.min())
+        err = np.abs(back.astype(np.float64) - array).mean()
+        assert err < 0.02 * span, (array.shape, array.dtype, err)
+
+
+def test_jpegxl_bytes_shrink_as_quality_drops(rgb):
+    jxl, sample = codecs.by_name("jpegxl"), Sample("rgb", "isic", rgb)
+    sizes = [len(jxl.encode(sample, q)) for q in (90, 50, 10, 0)]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] < sizes[0] / 5
+    errors = [np.abs(jxl.decode(jxl.encode(sample, q), sample).astype(float) - rgb).mean()
+              for q in (90, 10)]
+    assert errors[0] < errors[1]
+
+
+def test_lossless_codecs_give_the_original_back(rgb):
+    volume = next(s for s in _samples() if s.task == "hippocampus")
+    for sample in (Sample("rgb", "isic", rgb), Sample(volume.name, volume.task, volume.array,
+                                                      affine=np.eye(4))):
+        for codec in codecs.CODECS:
+            if codec.output == "original" and NDIM[sample.task] in codec.ndims:
+                back = codec.decode(codec.encode(sample, "lossless"), sample)
+                assert np.array_equal(back, sample.stored) and back.dtype == sample.stored.dtype
+
+
+class _JPEG(codecs.Codec):
+    """Baseline JPEG through Pillow: the one class a new codec needs."""
+
+    name, title, param = "jpeg", "JPEG", "quality"
+    ndims = (2,)
+    sweep = smoke_sweep = (5, 50)
+
+    def encode(self, sample, quality):
+        buf = __import__("io").BytesIO()
+        Image.fromarray(sample.array).save(buf, "JPEG", quality=quality)
+        return buf.getvalue()
+
+    def decode(self, data, sample):
+        return np.asarray(Image.open(__import__("io").BytesIO(data)))
+
+
+def test_a_registered_codec_class_joins_the_rate_table(smoke, tmp_path, monkeypatch):
+    out, result = smoke
+    (tmp_path / "rate.json").write_text((out / "rate.json").read_text())
+    monkeypatch.setattr(codecs, "CODECS", (*codecs.CODECS, _JPEG()))
+    merged = rate.main(["--smoke", "--codecs", "jpeg", "--out", str(tmp_path)])
+    new = [r for r in merged["rows"] if r["codec"] == "jpeg"]
+    assert [(r["task"], r["setting"], r["segmentor"]) for r in new] == [
+        ("isic", 5, "seg"), ("isic", 50, "seg")]  # 2D only
+    assert new[0]["mean_bytes"] < new[1]["mean_bytes"] and new[0]["decode_ms"] > 0
+    # every other row is kept as it was, each task's codecs in registry order
+    assert [r for r in merged["rows"] if r["codec"] != "jpeg"] == result["rows"]
+    assert merged["settings"]["jpeg_quality"] == [5, 50]
+    assert merged["commands"]["isic jpeg"].endswith("--codecs jpeg --out " + str(tmp_path))
+    assert {h["against"] for h in merged["headline"] if h["task"] == "isic"} >= {"jpeg"}
+    md = (tmp_path / "rate.md").read_text()
+    assert "| jpeg | 5 | seg |" in md and "| jpeg | 50 | seg |" in md
+    with pytest.raises(SystemExit, match="cases differ"):
+        rate.main(["--smoke", "--codecs", "jpeg", "--limit", "1", "--out", str(tmp_path)])
 
 
 def test_sei_stripped_and_stream_decodes(rgb):

@@ -1,7 +1,7 @@
 """bench speed, figures and latency in their smoke modes: fixtures only, no timing checks."""
 import json
 
-from bench import common, figures, latency, speed
+from bench import codecs, common, figures, latency, speed
 
 
 def test_speed_smoke(tmp_path):
@@ -35,11 +35,11 @@ def test_peer_settings_match_dice(tmp_path):
                "mean_bpp": b} for b, d in ((0.05, 0.6), (0.1, 0.78), (0.2, 0.85))),
             {"task": "isic", "codec": "h264", "setting": 40, "mean_dice": 0.7, "mean_bpp": 0.03}]
     (tmp_path / "rate.json").write_text(json.dumps({"rows": rows}))
-    s = common.peer_settings(tmp_path / "rate.json")
+    s = codecs.peer_settings(tmp_path / "rate.json")
     assert s["isic"]["jpeg2000"]["bpp"] == 0.1 and s["isic"]["jpeg2000"]["matched"]
     assert s["isic"]["h264"]["crf"] == 40 and s["isic"]["h264"]["matched"]
     assert not s["hippocampus"]["jpeg2000"]["matched"]  # no rows: the fixed fallback
-    assert s["hippocampus"]["h264"]["crf"] == common.FALLBACK["h264"]["crf"]
+    assert s["hippocampus"]["h264"]["crf"] == codecs.by_name("h264").fallback
 
 
 def test_figures_smoke(tmp_path):
