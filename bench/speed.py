@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
 import json
 import statistics
@@ -36,6 +37,7 @@ import segcodec
 from segcodec import api, bits, container, entropy, zoo
 from segcodec.transforms import labels_from_logits
 
+from . import references
 from .codecs import by_name, peer_settings, peers
 from .common import (KIND, NDIM, REPO, RESULTS, Sample, and_join, command, load_samples,
                      machine, median_seconds, model_names, samples, status_kb, write_outputs)
@@ -71,17 +73,27 @@ def operations(sample: Sample, settings: dict, files: dict[str, bytes]) -> dict:
         value, code = setting(p, settings), files[p.name]
         ops[f"{p.name} encode"] = lambda p=p, value=value: p.encode(sample, value)
         ops[f"{p.name} decode"] = lambda p=p, code=code: p.decode(code, sample)
+    # What segment replaces: the reference segmentor on the uncompressed image
+    seg = reference(sample.task)
+    ops["reference segment"] = lambda: seg(sample.chw, sample.chw.shape[1:])
     return ops
 
 
+@functools.cache
+def reference(task: str):
+    """The shipped uncompressed reference segmentor of a task (bench/references), once."""
+    return references.load(task)
+
+
 PEER_OPS = tuple(f"{p.name} {op}" for p in peers() for op in ("encode", "decode"))
-RATIO_OPS = ("segcodec encode", "segcodec segment", "segcodec entropy decode", *PEER_OPS)
+RATIO_OPS = ("segcodec encode", "segcodec segment", "segcodec entropy decode", *PEER_OPS,
+             "reference segment")
 RATIOS = {  # name -> (segcodec operation, peer operation)
     f"{ours} / {peer.name} {theirs}": (f"segcodec {ours}", f"{peer.name} {theirs}")
     for peer in peers()
     for ours, theirs in (("encode", "encode"), ("segment", "decode"),
                          ("entropy decode", "decode"))
-}
+} | {"segment / reference segment": ("segcodec segment", "reference segment")}
 
 
 def time_case(case: Sample, settings: dict, repeat: int) -> dict:

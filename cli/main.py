@@ -77,9 +77,9 @@ def _batch(run, n: int, label: str, quiet: bool, line, scheduler=None, workers=N
 def _on_cluster(run, progress, scheduler, workers):
     try:
         from segcodec import cluster
-    except ImportError:
+    except ImportError as exc:
         raise segcodec.InputError("--workers and --scheduler need Dask: pip install "
-                                  "'segcodec[cluster]'") from None
+                                  "'segcodec[cluster]'") from exc
     with cluster.connect(scheduler, workers) as client:
         return run(client, progress)
 

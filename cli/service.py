@@ -25,7 +25,7 @@ def read_token(path) -> str | None:
     try:
         token = (Path(path).read_text().strip().splitlines() or [""])[0].strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise segcodec.InputError(f"{path}: cannot read the token file ({exc})") from None
+        raise segcodec.InputError(f"{path}: cannot read the token file ({exc})") from exc
     if not token:
         raise segcodec.InputError(f"{path}: the token file is empty")
     return token

@@ -36,7 +36,7 @@ def _as_image(array, kind: str | None) -> tuple[np.ndarray, int]:
     try:
         array = np.asarray(array)
     except (ValueError, TypeError) as exc:
-        raise InputError(f"input is not an array ({exc})") from None
+        raise InputError(f"input is not an array ({exc})") from exc
     if array.dtype.kind not in _DTYPE_KINDS:
         raise InputError(f"unsupported dtype {array.dtype}; use an integer, float or bool array")
     if array.size == 0:
@@ -112,7 +112,7 @@ def encode(image, *, model=None, kind: str | None = None, affine=None,
     try:
         return container.write(header, entropy.encode(z, p.model.table, p.model.ndim))
     except (ValueError, TypeError) as exc:
-        raise InputError(str(exc)) from None
+        raise InputError(str(exc)) from exc
 
 
 @dataclass
@@ -281,7 +281,7 @@ def segment_file(src, dst=None, *, device: str = "auto", overlay=None, source=No
     try:
         data = src.read_bytes()
     except OSError as exc:
-        raise InputError(f"{src}: {exc.strerror or exc}") from None
+        raise InputError(f"{src}: {exc.strerror or exc}") from exc
     with naming(src):
         decoded = decode(data)
     if dst is None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import destinations, modelfiles, read_header
-from .errors import InputError, SgcError
+from .errors import InputError, SgcError, naming
 
 MAX_FILES_PER_TASK = 16
 
@@ -88,11 +88,9 @@ def labels_path(src: Path) -> Path:
     try:
         data = Path(src).read_bytes()
     except OSError as exc:
-        raise InputError(f"{src}: {exc.strerror or exc}") from None
-    try:
+        raise InputError(f"{src}: {exc.strerror or exc}") from exc
+    with naming(src):
         return destinations.default_labels_path(src, read_header(data))
-    except SgcError as exc:
-        raise type(exc)(f"{src}: {exc}") from exc
 
 
 def model_id(src: Path) -> str:

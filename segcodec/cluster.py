@@ -55,7 +55,7 @@ def connect(scheduler: str | None = None, workers: int | None = None):
             client = Client(scheduler_file=scheduler, timeout=CONNECT_TIMEOUT) \
                 if Path(scheduler).is_file() else Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError, ValueError) as exc:
-            raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
+            raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from exc
         with client:
             yield client
         return

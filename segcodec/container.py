@@ -101,7 +101,7 @@ def write(header: Header, payload: bytes) -> bytes:
         try:
             text = json.dumps(header.metadata, separators=(",", ":"), sort_keys=True,
                               allow_nan=False).encode()
-        except RecursionError:
+        except RecursionError:  # its cause is a thousand identical frames: leave it out
             raise ValueError("metadata nests too deep") from None
         if _json_depth(text) > MAX_METADATA_DEPTH:
             raise ValueError(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
@@ -187,7 +187,7 @@ def _read_metadata(frame: bytes) -> dict:
         raise
     except (zstandard.ZstdError, UnicodeDecodeError, ValueError) as exc:
         raise SgcFormatError(f"invalid .sgc: metadata is not a zstd-compressed JSON object "
-                             f"({type(exc).__name__})") from None
+                             f"({type(exc).__name__})") from exc
     if not isinstance(value, dict):
         raise SgcFormatError("invalid .sgc: metadata is not a JSON object")
     return value

@@ -71,7 +71,7 @@ def open(root) -> DataSet:  # noqa: A001 - the data set's counterpart of io.open
         try:
             meta = json.loads((root / "dataset.json").read_text())
         except (ValueError, UnicodeDecodeError) as exc:
-            raise InputError(f"{root / 'dataset.json'}: not JSON ({exc})") from None
+            raise InputError(f"{root / 'dataset.json'}: not JSON ({exc})") from exc
         if not isinstance(meta, dict):
             raise InputError(f"{root / 'dataset.json'}: not a JSON object")
     training = _pairs_msd(root / "imagesTr", root / "labelsTr")

@@ -24,9 +24,9 @@ _CODES = {"hippocampus": ("AnatomicalStructure", "Hippocampus"),
 def _highdicom():
     try:
         import highdicom
-    except ImportError:
+    except ImportError as exc:
         raise InputError("writing a DICOM Segmentation needs highdicom: "
-                         "pip install 'segcodec[dicomseg]'") from None
+                         "pip install 'segcodec[dicomseg]'") from exc
     return highdicom
 
 
@@ -39,7 +39,7 @@ def source_images(source: Path):
     try:
         return [pydicom.dcmread(p) for p in paths]
     except Exception as exc:  # pydicom raises many kinds for a file that is not DICOM
-        raise InputError(f"{source}: not a readable DICOM source ({exc})") from None
+        raise InputError(f"{source}: not a readable DICOM source ({exc})") from exc
 
 
 def frames(labels: np.ndarray, n_images: int, rows: int, columns: int) -> np.ndarray:
@@ -73,7 +73,7 @@ def check_source(source: Path, shape) -> None:
         try:
             headers = [pydicom.dcmread(source, stop_before_pixels=True)]
         except Exception as exc:  # pydicom raises many kinds for a file that is not DICOM
-            raise InputError(f"{source}: not a readable DICOM source ({exc})") from None
+            raise InputError(f"{source}: not a readable DICOM source ({exc})") from exc
     try:
         rows, columns = int(headers[0].Rows), int(headers[0].Columns)
     except (AttributeError, TypeError, ValueError):
@@ -113,4 +113,4 @@ def segmentation(labels: np.ndarray, source: Path, label_names: list[str], model
             device_serial_number="none", series_description=f"segcodec {model_name}",
             omit_empty_frames=False)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise InputError(f"{source}: cannot make a DICOM Segmentation of it ({exc})") from None
+        raise InputError(f"{source}: cannot make a DICOM Segmentation of it ({exc})") from exc

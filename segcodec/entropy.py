@@ -110,5 +110,5 @@ def decode(payload: bytes, table: np.ndarray, latent_shape, ndim: int) -> np.nda
                 if pos.size:
                     plane[pos] = decoder.decode(model, _probabilities(table, ctx))
     except (ValueError, RuntimeError, AssertionError) as exc:
-        raise SgcFormatError(f"corrupted .sgc: payload does not decode ({exc})") from None
+        raise SgcFormatError(f"corrupted .sgc: payload does not decode ({exc})") from exc
     return z4.reshape(latent_shape)

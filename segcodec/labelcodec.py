@@ -212,7 +212,7 @@ def encode(labels, classes: int | None = None, *, affine=None, source: str = "ar
     try:
         flags, geometry = wire.geometry(affine)
     except ValueError as exc:  # finite in float64, not in the stream's float32
-        raise InputError(str(exc)) from None
+        raise InputError(str(exc)) from exc
     out = bytearray(MAGIC) + bytes([VERSION, flags | SOURCE_KINDS.index(source) << 2,
                                     labels.ndim])
     for s in labels.shape:
@@ -280,7 +280,7 @@ def decode(data: bytes, max_voxels: int = 1 << 24) -> LabelMap:
                     sym[hit] += esc
             _place(flat, deltas, pos[:n], sym)
     except (ValueError, RuntimeError, AssertionError) as exc:
-        raise _bad(f"payload does not decode ({exc})") from None
+        raise _bad(f"payload does not decode ({exc})") from exc
     if classes > 1 and (not payload or not decoder.maybe_exhausted()):
         # Every real stream has at least one byte, and no more than its symbols need.
         raise _bad("payload is empty or longer than its labels")

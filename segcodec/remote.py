@@ -102,15 +102,15 @@ class Client:
         for attempt in range(self.retries + 1):
             try:
                 response = self._bounded(method, path, **kwargs)
-            except httpx.TimeoutException:
+            except httpx.TimeoutException as exc:
                 raise ServerUnreachableError(f"{self.url}: no answer within {self.timeout:g} s"
-                                             ) from None
+                                             ) from exc
             except httpx.DecodingError as exc:
-                raise RemoteError(f"{self.url}: answer cannot be decoded ({exc})") from None
+                raise RemoteError(f"{self.url}: answer cannot be decoded ({exc})") from exc
             except httpx.TransportError as exc:
                 raise ServerUnreachableError(f"cannot reach a segcodec server at {self.url} "
                                              f"({type(exc).__name__}: "
-                                             f"{' '.join(str(exc).split())})") from None
+                                             f"{' '.join(str(exc).split())})") from exc
             if response.status_code != 503 or attempt == self.retries:
                 break
             time.sleep(delay)  # busy: back off, doubling each time
@@ -162,7 +162,7 @@ class Client:
         try:
             decoded = labelcodec.decode(response.content)
         except SgcFormatError as exc:
-            raise RemoteError(f"server {self.url} sent a bad label stream: {exc}") from None
+            raise RemoteError(f"server {self.url} sent a bad label stream: {exc}") from exc
         return RemoteLabels(decoded.labels, decoded.classes, decoded.affine, decoded.source,
                             len(data), len(response.content), seconds,
                             time.perf_counter() - t0 - seconds,
@@ -201,7 +201,7 @@ def segment_file(src, dst, url: str, token: str | None = None, *,
     try:
         data = src.read_bytes()
     except OSError as exc:
-        raise InputError(f"{src}: {exc.strerror or exc}") from None
+        raise InputError(f"{src}: {exc.strerror or exc}") from exc
     with naming(src):
         header = read_header(data)  # a bad file fails here, before any upload
         default = destinations.default_labels_path(src, header)

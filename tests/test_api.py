@@ -274,3 +274,16 @@ def test_labels_from_logits_equal_the_argmax_of_the_upsampled_logits(classes, sh
     expected = resample(logits, shape).argmax(1)[0].to(torch.uint8).numpy()
     assert np.array_equal(labels_from_logits(logits, shape), expected)
     assert torch.equal(logits, kept)  # the caller's logits are untouched
+
+
+def test_errors_keep_their_cause_and_a_renamed_error_its_attributes(tmp_path):
+    from segcodec.errors import naming
+    from segcodec.remote import RemoteError
+    (tmp_path / "bad.npy").write_bytes(b"not an array")
+    with pytest.raises(InputError, match="bad.npy: cannot read .npy") as info:
+        segcodec.encode_file(tmp_path / "bad.npy")
+    assert info.value.__cause__ is not None  # the root cause stays for a debugger or a log
+    with pytest.raises(RemoteError) as info:
+        with naming("a.sgc"):
+            raise RemoteError("server busy", status=503)
+    assert str(info.value) == "a.sgc: server busy" and info.value.status == 503

@@ -67,14 +67,14 @@ def _pixels(ds, path) -> np.ndarray:
             return np.asarray(apply_color_lut(ds.pixel_array, ds))  # indices -> RGB
         return np.asarray(apply_modality_lut(ds.pixel_array, ds))
     except Exception as exc:  # missing pixel data, unsupported transfer syntax...
-        raise InputError(f"{path}: cannot decode DICOM pixel data ({exc})") from None
+        raise InputError(f"{path}: cannot decode DICOM pixel data ({exc})") from exc
 
 
 def _read(path: Path, stop_before_pixels: bool = False):
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable DICOM file ({exc})") from None
+        raise InputError(f"{path}: not a readable DICOM file ({exc})") from exc
 
 
 def _axes(ds):

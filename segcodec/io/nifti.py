@@ -21,7 +21,7 @@ def read(path: Path, volume: int | None = None) -> Loaded:
         img = nib.load(path)
         shape = tuple(int(s) for s in img.shape)
     except Exception as exc:  # nibabel raises many types for damaged files
-        raise InputError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) == 4:
@@ -46,7 +46,7 @@ def read(path: Path, volume: int | None = None) -> Loaded:
             else img.dataobj
         array = np.asanyarray(data).reshape(shape)
     except Exception as exc:
-        raise InputError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
     return Loaded(array=array, kind=f"{len(shape)}d", source="nifti",
                   affine=np.asarray(img.affine))
 

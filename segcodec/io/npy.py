@@ -13,5 +13,5 @@ def read(path: Path) -> Loaded:
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{path}: cannot read .npy ({exc})") from None
+        raise InputError(f"{path}: cannot read .npy ({exc})") from exc
     return Loaded(array=array, kind=None, source="array")  # encode() infers 2D or 3D

@@ -27,7 +27,7 @@ def read(path: Path) -> Loaded:
             else:  # palette, RGBA, CMYK, YCbCr...: to RGB, alpha dropped
                 array = np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read image ({exc})") from None
+        raise InputError(f"{path}: cannot read image ({exc})") from exc
     return Loaded(array=array, kind="2d", source="raster")
 
 

@@ -84,7 +84,7 @@ def export(checkpoint: Path, root: Path, name: str, out: Path = Path("models"),
         ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
         cfg = Recipe.load(ck["config"])
     except Exception as exc:  # pickle, zip, key and config errors alike: not a training checkpoint
-        raise ValueError(f"{checkpoint}: not a segcodec training checkpoint ({exc})") from None
+        raise ValueError(f"{checkpoint}: not a segcodec training checkpoint ({exc})") from exc
     data.check_root(root, cfg.task_key)  # the tables are fitted on the training set
     if not cfg.compress or cfg.target != "labels":
         raise ValueError(f"{checkpoint}: design {cfg.design!r} has no C+g+s to export")
