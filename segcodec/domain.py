@@ -10,17 +10,17 @@ model) is refused with the mismatch named, unless the caller forces it.  The man
   [low, high] ranges, the training data's times ``SIZE_FACTOR`` (0.5 and 1.5);
 - 2D photographs: ``statistics``, per-image [low, high] of each channel's mean and spread
   and of the fraction of near-black pixels, on the 0..1 scale, the training data's widened
-  by ``MARGIN`` of their span; and, from v3.1 on, ``max_aspect`` (``PHOTO_MAX_ASPECT``,
-  the long side over the short) and ``appearance``:
-  what C's own features look like on the training images (``describe_appearance``).  The
-  colour statistics alone pass skimage's astronaut portrait; C's features do not.
+  by ``MARGIN`` of their span; and, from isic-lesion-v3.1 on, ``max_aspect``
+  (``PHOTO_MAX_ASPECT``, the long side over the short) and ``appearance``: what C's own
+  features look like on the training images (``describe_appearance``).  The colour
+  statistics alone pass skimage's astronaut portrait; C's features do not.
 
 Models without a ``domain`` (v0, v1) check nothing beyond their channels.
 
-A file may not declare a shape its model's domain rules out even with ``force``: a volume no
-more voxels than the model's largest field of view holds at its finest voxel size, a
-photograph no longer a side than ``max_aspect`` allows.
-That bounds the work a (possibly hostile) file can ask of a decoder.
+A file may not declare a shape its model's domain rules out, even with ``force``: a volume
+no more voxels than the model's largest field of view holds at its finest voxel size, a
+photograph no longer a side than ``max_aspect`` allows.  That bounds the work a (possibly
+hostile) file can ask of a decoder.
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ PHOTO_MAX_ASPECT = 4.0
 AXES = 8
 NEIGHBOURS = 5
 LIMIT_FACTOR = 1.25
+MAX_REFERENCE = 1 << 17  # training images a model file may list: bounds the check's work
 STATISTICS = ("mean_r", "mean_g", "mean_b", "spread_r", "spread_g", "spread_b", "dark")
 
 
@@ -185,6 +186,7 @@ def validate(domain: dict | None, arch: dict) -> None:
         ok = (arrays["mean"].shape == arrays["scale"].shape == (width,)
               and axes.ndim == 2 and axes.shape[1] == width and axes.shape[0] <= width
               and reference.ndim == 2 and reference.shape[1] == axes.shape[0]
+              and len(reference) <= MAX_REFERENCE
               and isinstance(k, int) and 1 <= k <= len(reference)
               and all(np.isfinite(a).all() for a in arrays.values())
               and (arrays["scale"] > 0).all() and math.isfinite(limit) and limit > 0)
