@@ -141,10 +141,10 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
     shape = tuple(array.shape[1:])
     ornt = _orientation(m, affine)
     array = orientation.to_model(array, ornt)
+    if why := domain.oversize(shape, m.manifest):  # first: force does not lift it
+        raise InputError(why + ", even with force")
     if not force:
         domain.check(array, orientation.model_spacing(affine, ornt), m.manifest)
-    if why := domain.oversize(shape, m.manifest):
-        raise InputError(why + (", even with force" if force else ""))
     channels = array.shape[0]
     if channels != m.in_channels:
         if channels == 1 and m.in_channels == 3:

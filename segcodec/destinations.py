@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,8 @@ def plan(sources: list[Path], dest: Path | None, default: Callable[[Path], Path]
         except SgcError as exc:  # this file cannot be planned; the others can
             jobs.append(Job(src, None, error=str(exc)))
             continue
-        dst = name if dest is None else dest / name.name if dest.is_dir() else dest
+        dst = name if dest is None else dest / _shared_name(src, name) if dest.is_dir() \
+            else dest
         job = Job(src, dst)
         if _key(dst) in inputs:
             job.error = f"{dst}: is an input; not overwriting it"
@@ -88,8 +90,16 @@ def expand(path: Path) -> list[Path]:
 def study_names(study: Path) -> dict[Path, Path]:
     """The ``.sgc`` names of a study folder's series: ``series<N>.sgc`` in the study folder,
     N the SeriesNumber (as PACS viewers list them); a series without a number, or sharing
-    it with another, keeps its folder's name.  Empty where ``study`` is not a study folder."""
-    if not study.is_dir() or holds_inputs(study):
+    it with another, keeps its folder's name.  Empty where ``study`` is not a study folder.
+    Read once per study and listing (a batch asks for each of its series)."""
+    if not study.is_dir():
+        return {}
+    return _study_names(study, study.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _study_names(study: Path, mtime: int) -> dict[Path, Path]:
+    if holds_inputs(study):
         return {}
     from .io import dicom  # pydicom only for DICOM studies
     series = [p for p in sorted(study.iterdir()) if p.is_dir() and holds_inputs(p)]
@@ -97,6 +107,14 @@ def study_names(study: Path) -> dict[Path, Path]:
     counts = Counter(numbers.values())
     return {p: study / (f"series{n}.sgc" if n is not None and counts[n] == 1
                         else p.name + ".sgc") for p, n in numbers.items()}
+
+
+def _shared_name(src: Path, name: Path) -> str:
+    """An output's name in a destination folder.  A series named by its number carries its
+    study's name too (``<study>_series<N>.sgc``), so several studies can share the folder."""
+    if src.is_dir() and name.name != src.name + ".sgc":
+        return f"{src.parent.name}_{name.name}"
+    return name.name
 
 
 def default_sgc_path(src) -> Path:

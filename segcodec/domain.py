@@ -17,10 +17,11 @@ model) is refused with the mismatch named, unless the caller forces it.  The man
 
 Models without a ``domain`` (v0, v1) check nothing beyond their channels.
 
-A file may not declare a shape its model's domain rules out, even with ``force``: a volume
-no more voxels than the model's largest field of view holds at its finest voxel size, a
-photograph no longer a side than ``max_aspect`` allows.  That bounds the work a (possibly
-hostile) file can ask of a decoder.
+Even with ``force``, a file may not declare a shape its model's domain rules out.  A volume
+may hold no more voxels than the model's largest field of view holds at its finest voxel
+size, which bounds the work a (possibly hostile) file can ask of a decoder.  A photograph's
+long side may be at most ``max_aspect`` times its short side; its pixels are bounded only by
+the format (2^26), since photographs come at any size.
 """
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def _kth_nearest(points: np.ndarray, reference: np.ndarray, k: int) -> np.ndarra
 
 def describe_appearance(features: np.ndarray) -> dict | None:
     """The ``appearance`` entry of a domain, from the training images' ``appearance_features``;
-    None for fewer than two images (no neighbours to compare with).
+    None for fewer than two distinct images (nothing to compare with).
 
     Rounded before the training images are projected, so the reference points and the limit
     are those the check will compute from the manifest's numbers."""
@@ -95,11 +96,15 @@ def describe_appearance(features: np.ndarray) -> dict | None:
     if neighbours < 1:
         return None
     mean = np.round(features.mean(0), 6)
-    spread = features.std(0)
-    scale = np.round(np.where(spread > 0, spread, 1.0), 6)
+    scale = np.maximum(np.round(features.std(0), 6), 1e-6)  # a constant feature: any scale
     z = (features - mean) / scale
     _, singular, vt = np.linalg.svd(z, full_matrices=False)
-    axes = np.round(vt[:AXES] * (math.sqrt(len(z)) / singular[:AXES, None]), 6)
+    # N images span at most N - 1 axes; an axis they do not spread along would divide by 0
+    rank = int((singular > singular[0] * 1e-6).sum()) if singular[0] > 0 else 0
+    n_axes = min(AXES, rank, len(z) - 1)
+    if n_axes < 1:
+        return None
+    axes = np.round(vt[:n_axes] * (math.sqrt(len(z)) / singular[:n_axes, None]), 6)
     reference = np.round(z @ axes.T, 3)
     # k + 1 nearest: every training image is its own nearest, at distance 0
     own = _kth_nearest(reference, reference, neighbours + 1)
@@ -159,7 +164,7 @@ def check_appearance(activations, manifest: dict) -> None:
     if appearance is None:
         return
     distance = float(appearance_distance(appearance_features(activations), appearance)[0])
-    if distance > appearance["limit"]:
+    if not distance <= appearance["limit"]:  # NaN features are refused too
         _refuse(manifest, [f"it does not look like the model's training images (appearance "
                            f"distance {distance:.3g}, limit {appearance['limit']:g})"])
 
@@ -174,6 +179,17 @@ def validate(domain: dict | None, arch: dict) -> None:
     aspect = domain.get("max_aspect", 1.0)
     if not isinstance(aspect, (int, float)) or not 1.0 <= aspect < math.inf:
         raise SgcError("domain max_aspect must be a number of at least 1")
+    if "field_of_view_mm" in domain or "voxel_size_mm" in domain:
+        try:
+            sizes = np.asarray(domain["voxel_size_mm"], dtype=np.float64)
+            fov = np.asarray(domain["field_of_view_mm"], dtype=np.float64)
+            ok = (sizes.shape == (2,) and fov.shape == (arch["ndim"], 2)
+                  and np.isfinite(sizes).all() and np.isfinite(fov).all()
+                  and 0 < sizes[0] <= sizes[1] and (fov > 0).all())
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SgcError(f"domain sizes are malformed ({exc})") from exc
+        if not ok:
+            raise SgcError("domain voxel_size_mm / field_of_view_mm have the wrong sizes or values")
     appearance = domain.get("appearance")
     if appearance is None:
         return

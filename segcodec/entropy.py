@@ -79,6 +79,8 @@ def shortest_payload(sealed: bytes, words: int, lower: int, width: int) -> bytes
     value = int.from_bytes(sealed, "big") << (total - 8 * len(sealed))
     settled = (value - lower) >> 64  # the settled words, with any carry sealing added
     low = (settled << 64) + lower
+    if not low <= value < low + width:  # the sealed stream always is: else keep it whole
+        return sealed
     for keep in range(max(0, len(sealed) - 4), len(sealed)):
         unit = 1 << (total - 8 * keep)
         cut = value >> (total - 8 * keep) << (total - 8 * keep)

@@ -83,7 +83,8 @@ def labels_from_logits(logits: torch.Tensor, shape) -> np.ndarray:
     One class is upsampled at a time and kept as a running maximum, so the peak memory is
     10 bytes per output voxel whatever the number of classes (all classes at once, then an
     int64 argmax, took 4n + 9).  Each class's upsampling is the same kernel call on the same
-    numbers, and the first class wins ties as in argmax: the labels are bit-identical.
+    numbers, and the first class wins ties as in argmax: for finite logits the labels are
+    bit-identical.
     """
     logits = logits.float()
     best = resample(logits[:, :1], shape)[0, 0]

@@ -249,6 +249,7 @@ def write_model_file(out_dir: Path, manifest: dict, state_dict: dict,
     """Serialise a model into ``out_dir/<name>-<sha8>.sgm`` and return the path."""
     arch = manifest["architecture"]
     table = entropy.check_table(table, arch["latent_channels"], arch["ndim"])
+    domain.validate(manifest.get("domain"), arch)  # never write a file the loader refuses
     buf = io.BytesIO()
     torch.save({"manifest": json.dumps(manifest, sort_keys=True),
                 "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},

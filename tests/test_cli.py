@@ -314,3 +314,16 @@ def test_an_unusable_device_is_a_one_line_error_and_writes_nothing(tmp_path, dev
     assert not list(tmp_path.glob("a.labels.*"))
     result = run("serve", "--device", device, ok=False)
     assert "device" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_several_studies_share_a_destination_folder(tmp_path):
+    from test_io import write_series
+    volume = np.asarray(nib.load(HIPPO[0]).dataobj).astype(np.uint16)
+    for study in ("a", "b"):  # both have a series 3
+        (tmp_path / study / "1.2.3").mkdir(parents=True)
+        write_series(tmp_path / study / "1.2.3", volume, spacing=(1, 1, 1), series_number=3)
+    (tmp_path / "out").mkdir()
+    result = run("encode", tmp_path / "a", tmp_path / "b", tmp_path / "out")
+    assert "2 written, 0 failed" in result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
+        ["a_series3.sgc", "b_series3.sgc"]

@@ -51,17 +51,13 @@ def astronaut():
     (portrait, "2d", "it does not look like the model's training images"),
     (astronaut, "2d", "it does not look like the model's training images"),
     (ct_slice, "2d", "grey images, where the model takes RGB"),
-    (lambda: np.random.default_rng(0).normal(size=(197, 233, 189)).astype(np.float32), "3d",
-     "field of view 197 mm on axis 0"),
+    (lambda: np.random.default_rng(0).normal(size=(80, 80, 80)).astype(np.float32), "3d",
+     "field of view 80 mm on axis 0"),
 ])
 def test_out_of_domain_inputs_are_refused_unless_forced(make, kind, message):
     image = make()
     with pytest.raises(InputError, match="outside model .*'s domain: " + message):
         segcodec.encode(image, kind=kind, affine=np.eye(4) if kind == "3d" else None)
-    if kind == "3d":  # a whole brain holds more voxels than any hippocampus file may declare
-        with pytest.raises(InputError, match="more than model .* takes .* even with force"):
-            segcodec.encode(image, kind=kind, force=True)
-        image = image[:80, :80, :80]
     data = segcodec.encode(image, kind=kind, force=True)
     assert segcodec.read_header(data).shape == image.shape[:2 if kind == "2d" else 3]
 
@@ -159,7 +155,8 @@ def test_a_2d_file_declaring_a_strip_is_refused_before_decoding(monkeypatch):
     lambda a: a.pop("scale"),
     lambda a: a.update(mean="not numbers"),
 ])
-def test_a_model_file_with_a_malformed_appearance_is_refused_at_load(damage, tmp_path):
+def test_a_model_file_with_a_malformed_appearance_is_refused_at_load(damage, tmp_path,
+                                                                    monkeypatch):
     import copy
 
     from segcodec.errors import SgcError
@@ -169,6 +166,44 @@ def test_a_model_file_with_a_malformed_appearance_is_refused_at_load(damage, tmp
     a.update(axes=np.asarray(a["axes"]), reference=np.asarray(a["reference"]))
     damage(a)
     a.update({k: v.tolist() for k, v in a.items() if isinstance(v, np.ndarray)})
-    path = zoo.write_model_file(tmp_path, manifest, m.net.state_dict(), m.table)
+    with pytest.raises(SgcError, match="appearance"):  # export never writes such a file
+        zoo.write_model_file(tmp_path, manifest, m.net.state_dict(), m.table)
+    with monkeypatch.context() as patch:  # a crafted one, then
+        patch.setattr(domain, "validate", lambda *args: None)
+        path = zoo.write_model_file(tmp_path, manifest, m.net.state_dict(), m.table)
     with pytest.raises(SgcError, match="not a valid segcodec model .*appearance"):
         zoo.load_file(path)
+
+
+def test_a_model_file_with_a_zero_voxel_size_is_refused_at_load(tmp_path, monkeypatch):
+    import copy
+
+    from segcodec.errors import SgcError
+    m = zoo.find("hippocampus-v3")
+    manifest = copy.deepcopy(m.manifest)
+    manifest["domain"]["voxel_size_mm"] = [0.0, 1.0]  # max_voxels would divide by it
+    with monkeypatch.context() as patch:
+        patch.setattr(domain, "validate", lambda *args: None)
+        path = zoo.write_model_file(tmp_path, manifest, m.net.state_dict(), m.table)
+    with pytest.raises(SgcError, match="not a valid segcodec model .*voxel_size_mm"):
+        zoo.load_file(path)
+
+
+def test_a_whole_brain_is_refused_even_forced_and_the_message_says_so():
+    """More voxels than any hippocampus file may declare: no hint that force would help."""
+    brain = np.random.default_rng(0).normal(size=(197, 233, 189)).astype(np.float32)
+    for force in (False, True):
+        with pytest.raises(InputError, match="more than model .* takes .* even with force"):
+            segcodec.encode(brain, kind="3d", affine=np.eye(4), force=force)
+
+
+@pytest.mark.parametrize("n", [2, 3, 9])
+def test_describe_appearance_of_few_images_or_constant_features_is_valid(n):
+    """Few images span fewer than AXES axes, and a constant feature has no spread."""
+    features = np.random.default_rng(n).normal(size=(n, 192))
+    features[:, 5] = 3.0
+    a = domain.describe_appearance(features)
+    assert np.shape(a["axes"])[0] <= n - 1
+    domain.validate({"channels": 3, "appearance": a}, {"in_channels": 3, "c_widths": [48]})
+    assert (domain.appearance_distance(features, a) <= a["limit"]).all()
+    assert domain.describe_appearance(np.ones((4, 192))) is None  # nothing to compare

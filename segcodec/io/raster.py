@@ -26,6 +26,8 @@ def read(path: Path) -> Loaded:
                 array = np.asarray(im.convert("L") if im.mode != "I;16B" else im.convert("I"))
             else:  # palette, RGBA, CMYK, YCbCr...: to RGB, alpha dropped
                 array = np.asarray(im.convert("RGB"))
+    except InputError:
+        raise
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
         raise InputError(f"{path}: cannot read image ({exc})") from exc
     return Loaded(array=array, kind="2d", source="raster")
