@@ -642,9 +642,10 @@ def peer_settings(rate_path: Path = RESULTS / "rate.json") -> dict:
     for task, ndim in NDIM.items():
         m = zoo.default_for(ndim)
         ours = [r for r in result["rows"] if r["task"] == task and r["codec"] == "segcodec"]
-        # rate.json names a model by its training recipe or its name
+        # rate.json names a model by its training recipe or its name; without the default's
+        # row nothing is matched (another model's Dice would be a wrong target)
         ours = [r for r in ours if r["setting"] in (m.name, m.manifest.get("training", {})
-                                                    .get("recipe"))] or ours
+                                                    .get("recipe"))]
         out[task] = {}
         for peer in peers():
             cand = [r for r in result["rows"] if r["task"] == task and r["codec"] == peer.name]
@@ -658,6 +659,6 @@ def peer_settings(rate_path: Path = RESULTS / "rate.json") -> dict:
                     "matched": True, "source": source}
             else:
                 out[task][peer.name] = {peer.param: peer.fallback, "matched": False,
-                                        "source": f"fixed fallback: no {peer.name} or segcodec "
-                                                  f"row for {task} in {rate_path}"}
+                                        "source": f"fixed fallback: no {peer.name} row, or no "
+                                                  f"row of {m.name}, for {task} in {rate_path}"}
     return out
