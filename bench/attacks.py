@@ -89,9 +89,10 @@ def _files(tmp: Path) -> tuple[list[tuple[str, str, Path, str]], dict]:
         _reshaped(normal["2D"], (59880, 256)), "2D")
     add("a 2D .sgc declaring 256x56302", "sgc", "wide.sgc",
         _reshaped(normal["2D"], (256, 56302)), "2D")
-    # The largest strip the default photo model takes (4:1): a photograph's honest cost.
-    add("a 2D .sgc declaring 8192x2048", "sgc", "strip.sgc",
-        _reshaped(normal["2D"], (8192, 2048)), "2D")
+    # The most the default photo model takes: 4:1 at the format's 2^26 pixels, the cost of an
+    # honest 67-megapixel photograph.
+    add("a 2D .sgc declaring 16384x4096", "sgc", "strip.sgc",
+        _reshaped(normal["2D"], (16384, 4096)), "2D")
     # isic-lesion-v3 predates the aspect bound: its files may declare any 2D shape.
     v3 = segcodec.encode(isic, model="isic-lesion-v3")
     add("a 2D .sgc declaring 59880x256 (isic-lesion-v3)", "sgc", "tall-v3.sgc",
