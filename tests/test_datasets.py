@@ -141,9 +141,13 @@ def test_a_planned_data_set_trains_exports_encodes_segments_and_evaluates(tmp_pa
         # 0.65 and 0.62 measured after these few steps; a bad grid or normalisation learns
         # nothing.
         assert scored["mean"]["dice organ left"] > 0.5 and scored["mean"]["dice organ right"] > 0.5
-        with pytest.raises(InputError, match="domain"):  # a whole body is not an organ
+        # a whole body is not an organ: more voxels than its domain's largest field of view
+        with pytest.raises(InputError, match="more than model organ-v1 takes .* even with force"):
             segcodec.encode(np.zeros((200, 200, 200), np.int16), model="organ-v1",
                             affine=np.eye(4))
+        with pytest.raises(InputError, match="outside model organ-v1's domain: voxel size 3 mm"):
+            segcodec.encode(np.zeros((40, 40, 40), np.int16), model="organ-v1",
+                            affine=np.diag([3.0, 3.0, 3.0, 1.0]))
     finally:
         monkeypatch.delenv(zoo.PATH_ENV)
         zoo.reload()
