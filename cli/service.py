@@ -17,7 +17,6 @@ from .common import device_option, fail
 TOKEN_ENV = "SEGCODEC_TOKEN"
 
 
-
 def read_token(path) -> str | None:
     """The bearer token: first line of ``path``, else $SEGCODEC_TOKEN, else None."""
     if path is None:

@@ -9,6 +9,7 @@ import click
 
 from .common import fail
 
+
 @click.command()
 @click.argument("config", required=False)
 @click.option("--data", type=click.Path(path_type=Path), required=True,

@@ -164,12 +164,12 @@ def working_grid(p: Prepared) -> torch.Tensor:
 def compress(p: Prepared) -> np.ndarray:
     """C and the threshold: a prepared input's binary latents (uint8, (K, *grid)).  Unless
     forced, C's features must look like the training images' (``domain.check_appearance``)."""
-    checks = not p.force and "appearance" in (p.model.manifest.get("domain") or {})
-    activations = [] if checks else None
+    appearance = None if p.force else p.model.appearance
+    activations = None if appearance is None else []
     with torch.no_grad():
         logits = p.model.net.compressor(working_grid(p), activations)
-    if activations:
-        domain.check_appearance(activations, p.model.manifest)
+    if appearance is not None:
+        domain.check_appearance(activations, appearance, p.model.name)
     return bits.threshold(logits[0].numpy())
 
 

@@ -80,11 +80,17 @@ def expand(path: Path) -> list[Path]:
                        if p.is_file() and sgio.suffix(p) in INPUT_SUFFIXES)
         if files:
             return files
-        if not holds_inputs(path):
-            series = sorted(p for p in path.iterdir() if p.is_dir() and holds_inputs(p))
-            if series:
-                return series
+        series = _series_of(path)
+        if series:
+            return series
     return [path]
+
+
+def _series_of(study: Path) -> list[Path]:
+    """A study folder's series folders, sorted; none where it holds inputs of its own."""
+    if holds_inputs(study):
+        return []
+    return sorted(p for p in study.iterdir() if p.is_dir() and holds_inputs(p))
 
 
 def study_names(study: Path) -> dict[Path, Path]:
@@ -99,10 +105,10 @@ def study_names(study: Path) -> dict[Path, Path]:
 
 @functools.lru_cache(maxsize=16)
 def _study_names(study: Path, mtime: int) -> dict[Path, Path]:
-    if holds_inputs(study):
+    series = _series_of(study)
+    if not series:
         return {}
     from .io import dicom  # pydicom only for DICOM studies
-    series = [p for p in sorted(study.iterdir()) if p.is_dir() and holds_inputs(p)]
     numbers = {p: dicom.series_number(p) for p in series}
     counts = Counter(numbers.values())
     return {p: study / (f"series{n}.sgc" if n is not None and counts[n] == 1

@@ -157,16 +157,13 @@ def oversize(shape, manifest: dict) -> str | None:
     return None
 
 
-def check_appearance(activations, manifest: dict) -> None:
+def check_appearance(activations, appearance: dict, model_name: str) -> None:
     """InputError where an input's C features (``Compressor.forward(x, features)``, one image)
-    are unlike every training image's; nothing for a model without ``appearance``."""
-    appearance = (manifest.get("domain") or {}).get("appearance")
-    if appearance is None:
-        return
+    are unlike every training image's (``appearance``: a domain's entry)."""
     distance = float(appearance_distance(appearance_features(activations), appearance)[0])
     if not distance <= appearance["limit"]:  # NaN features are refused too
-        _refuse(manifest, [f"it does not look like the model's training images (appearance "
-                           f"distance {distance:.3g}, limit {appearance['limit']:g})"])
+        _refuse(model_name, [f"it does not look like the model's training images (appearance "
+                             f"distance {distance:.3g}, limit {appearance['limit']:g})"])
 
 
 def validate(domain: dict | None, arch: dict) -> None:
@@ -212,8 +209,8 @@ def validate(domain: dict | None, arch: dict) -> None:
         raise SgcError("domain appearance has the wrong sizes or values")
 
 
-def _refuse(manifest: dict, problems: list[str]):
-    raise InputError(f"input is outside model {manifest['name']}'s domain: {problems[0]}"
+def _refuse(model_name: str, problems: list[str]):
+    raise InputError(f"input is outside model {model_name}'s domain: {problems[0]}"
                      + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
                      + "; force=True (--force) codes it anyway")
 
@@ -253,4 +250,4 @@ def check(image: np.ndarray, spacing: np.ndarray | None, manifest: dict) -> None
                                 f"{lo:g}..{hi:g} mm" + ("" if spacing is not None else
                                                           " (1 mm voxels assumed: no affine)"))
     if problems:
-        _refuse(manifest, problems)
+        _refuse(manifest["name"], problems)

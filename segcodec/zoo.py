@@ -6,6 +6,7 @@ name ends in the first 8 hex digits, and loading refuses a file whose hash disag
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -55,6 +56,14 @@ class Model:
     @property
     def labels(self) -> list[str]:
         return self.manifest["labels"]
+
+    @functools.cached_property
+    def appearance(self) -> dict | None:
+        """The domain's ``appearance`` entry with its numbers as arrays: converted once, since
+        every encode compares against them (``domain.check_appearance``)."""
+        entry = (self.manifest.get("domain") or {}).get("appearance")
+        return None if entry is None else {
+            k: np.asarray(v) if isinstance(v, list) else v for k, v in entry.items()}
 
     def net_on(self, device: torch.device) -> SegCodecNet:
         """The network on ``device``, copied there once and shared by later calls."""
