@@ -111,6 +111,8 @@ def check_architecture(arch) -> dict:
         if not isinstance(widths, list) or not lo <= len(widths) <= hi or \
                 any(type(w) is not int or not 1 <= w <= 512 for w in widths):
             raise bad(f"{key} = {widths!r}, expected {lo}..{hi} integers in 1..512")
+    if len(arch["g_widths"]) > len(arch["c_widths"]):
+        raise bad("g_widths: more upsamplings than C downsamples")
     shape = arch.get("work_shape")
     if not isinstance(shape, list) or len(shape) != arch["ndim"] or \
             any(type(s) is not int or not 4 <= s <= 512 for s in shape):

@@ -1,0 +1,104 @@
+"""A lighter model from a trained one: C and g distilled into narrower networks.
+
+    python -m segcodec.train.lighten runs/hippocampus-d4-aff-r2/checkpoint.pt \\
+        --arch '{"c_widths": [4, 16, 24], "g_widths": [16, 8]}' --data ../shared/data \\
+        --out runs/hippocampus-light-init.pt
+
+Where a network's widths change, the new one learns the parent's output on the parent's
+(augmented) training cases: C the parent's bit probabilities, g the parent's feature map from
+the parent's bits.  s, D and the rate model are the parent's.  The result is an ``init``
+checkpoint, which a D4 recipe fine-tunes end to end as rate points do (``Recipe.init``).
+Training a new C and g from scratch on the CPU takes hours; learning a trained parent's
+outputs takes minutes, and the fine-tune then only has to adjust.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import data as datasets
+from . import loop
+from .run import DEFAULT_CACHE
+
+
+def lighten(parent: Path, arch: dict, data: Path, out: Path, *, steps: int = 1500,
+            batch: int = 16, lr: float = 2e-3, threads: int = 1,
+            cache: Path | None = DEFAULT_CACHE, log=print) -> dict:
+    """Write an init checkpoint for ``arch`` (the parent's, with ``arch``'s keys replaced)
+    to ``out``; returns the validation Dice of parent and child before any fine-tune."""
+    torch.set_num_threads(threads)
+    ck = torch.load(parent, map_location="cpu", weights_only=True)
+    teacher, cfg = loop.load_checkpoint(parent, best=True)
+    child_cfg = dataclasses.replace(cfg, arch={**cfg.arch, **arch})
+    torch.manual_seed(cfg.seed)
+    child = loop.build_net(child_cfg)
+    state = child.state_dict()
+    for key, value in teacher.state_dict().items():  # what keeps its shape is the parent's
+        if key in state and state[key].shape == value.shape:
+            state[key] = value
+    child.load_state_dict(state)
+    # Only the networks whose widths changed learn; the rest stay the parent's.
+    learners = [m for name, m in (("c_widths", child.compressor),
+                                  ("g_widths", child.reconstructor))
+                if child_cfg.arch[name] != cfg.arch[name]]
+    params = [p for m in learners for p in m.parameters()]
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                                pct_start=max(0.05, 3 / steps))
+    x, t, _ = datasets.cached_set(cfg, data, "fit", cache)
+    xv, _, val_labels = datasets.cached_set(cfg, data, "val", cache)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    teacher.requires_grad_(False)
+    child.train()
+    t0 = time.time()
+    for step in range(1, steps + 1):
+        idx = torch.randint(len(x), (batch,), generator=gen)
+        xb, _ = loop.augment(x[idx], t[idx], gen, cfg.augment)
+        with torch.no_grad():
+            logits = teacher.compressor(xb)
+            bits = (logits > 0).to(xb.dtype)
+            feature = teacher.reconstructor(bits)
+        loss_c = F.binary_cross_entropy_with_logits(child.compressor(xb), torch.sigmoid(logits))
+        loss_g = F.mse_loss(child.reconstructor(bits), feature)
+        opt.zero_grad()
+        (loss_c + loss_g).backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps:
+            log(f"step {step}/{steps}  {time.time() - t0:.0f} s  C {loss_c.item():.4f}  "
+                f"g {loss_g.item():.5f}")
+    child.eval()
+    n = cfg.arch["n_classes"]
+    scores = {"parent_val_dice": loop.evaluate(teacher, xv, val_labels, n)["dice"],
+              "child_val_dice": loop.evaluate(child, xv, val_labels, n)["dice"]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"net": child.state_dict(), "critic": ck.get("critic"), "rate": ck.get("rate"),
+                "config": child_cfg.resolve(), "parent": str(parent), **scores}, out)
+    log(json.dumps(scores))
+    return scores
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m segcodec.train.lighten", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("parent", type=Path, help="a trained run's checkpoint.pt")
+    ap.add_argument("--arch", type=json.loads, required=True,
+                    help="architecture keys to change, as JSON")
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    lighten(args.parent, args.arch, args.data, args.out, steps=args.steps, batch=args.batch,
+            threads=args.threads)
+
+
+if __name__ == "__main__":
+    main()
