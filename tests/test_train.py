@@ -472,3 +472,30 @@ def test_a_rate_point_picks_only_from_its_second_half(tmp_path):
     eligible = {int(r["step"]): float(r["val_dice"]) for r in val if int(r["step"]) >= 3}
     ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ck["best"]["step"] == max(eligible, key=eligible.get)
+
+
+def test_lighten_distils_a_narrower_c_and_g_that_a_fine_tune_starts_from(tmp_path):
+    from segcodec.train import lighten
+    root = isic_folder(tmp_path / "data")
+    cfg = smoke_config("isic-d4", steps=2, normalisation=ISIC_NORM)
+    x, t, _ = fixture_set(cfg)
+    loop.train(cfg, x, t, tmp_path / "parent")
+    parent, _ = loop.load_checkpoint(tmp_path / "parent" / "checkpoint.pt", best=True)
+    narrow = {"c_widths": [8, 16, 48], "g_widths": [16, 8]}
+    scores = lighten.lighten(tmp_path / "parent" / "checkpoint.pt", narrow, root,
+                             tmp_path / "init.pt", steps=3, batch=2, cache=None, log=lambda m: 0)
+    assert all(0 <= d <= 1 for d in scores["parent_val_dice"] + scores["child_val_dice"])
+    ck = torch.load(tmp_path / "init.pt", weights_only=True)
+    assert ck["config"]["arch"] == {**cfg.arch, **narrow}
+    assert ck["net"]["compressor.body.0.weight"].shape[0] == 8
+    for name, value in parent.segmentor.state_dict().items():  # s is the parent's, untouched
+        assert torch.equal(ck["net"][f"segmentor.{name}"], value), name
+    child_cfg = dataclasses.replace(cfg, arch=ck["config"]["arch"], init=str(tmp_path / "init.pt"),
+                                    steps=1, lr=0.0)
+    torch.manual_seed(cfg.seed)
+    fresh = loop.build_net(child_cfg).state_dict()  # what lighten starts C and g from
+    for name in ("compressor.body.0.weight", "reconstructor.out.weight"):
+        assert not torch.equal(ck["net"][name], fresh[name]), name  # they learned
+    loop.train(child_cfg, x, t, tmp_path / "child")
+    child, _ = loop.load_checkpoint(tmp_path / "child" / "checkpoint.pt")
+    assert torch.equal(child.reconstructor.out.weight, ck["net"]["reconstructor.out.weight"])

@@ -49,8 +49,7 @@ def lighten(parent: Path, arch: dict, data: Path, out: Path, *, steps: int = 150
                 if child_cfg.arch[name] != cfg.arch[name]]
     params = [p for m in learners for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
-                                                pct_start=max(0.05, 3 / steps))
+    sched = loop.one_cycle(opt, lr, steps)
     x, t, _ = datasets.cached_set(cfg, data, "fit", cache)
     xv, _, val_labels = datasets.cached_set(cfg, data, "val", cache)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -46,6 +46,14 @@ def build_net(cfg: Recipe) -> nn.Module:
                      in_channels=arch["in_channels"], norm=arch.get("s_norm", False))
 
 
+def one_cycle(opt: torch.optim.Optimizer, lr: float, steps: int):
+    """The learning-rate schedule of every run: warm-up, then cosine decay."""
+    # A warm-up of at least 3 steps: OneCycleLR divides by zero when it lasts exactly one.
+    warm_up = max(0.05, 3 / steps) if steps >= 6 else 0.05
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                               pct_start=warm_up)
+
+
 def run_net(net: nn.Module, x: torch.Tensor, stochastic: bool = True,
             features: list | None = None):
     """(output, bit probabilities or None, bits or None) for any design; ``features``
@@ -168,10 +176,7 @@ def train(cfg: Recipe, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
     gen = torch.Generator().manual_seed(cfg.seed)
     net = build_net(cfg).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    # A warm-up of at least 3 steps: OneCycleLR divides by zero when it lasts exactly one.
-    warm_up = max(0.05, 3 / steps) if steps >= 6 else 0.05
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps,
-                                                pct_start=warm_up)
+    sched = one_cycle(opt, cfg.lr, steps)
     critic = d_opt = None
     if cfg.dis_weight:
         critic = Critic(arch["ndim"], arch["n_classes"], cfg.critic_widths).to(device)

@@ -1,0 +1,50 @@
+"""The networks: inference convolutions, and a g that stops short of the working grid."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from segcodec import zoo
+from segcodec.errors import SgcError
+from segcodec.networks import Conv3d, Reconstructor, SegCodecNet
+
+
+@pytest.mark.parametrize("cin", [1, 8, 16])
+def test_inference_convolution_agrees_with_pytorch_and_training_keeps_its_graph(cin):
+    torch.manual_seed(0)
+    conv = Conv3d(cin, 8, 3, padding=1)
+    x = torch.randn(1, cin, 16, 24, 16)
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        ours = conv(x)
+    theirs = F.conv3d(x, conv.weight, conv.bias, padding=1)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    if torch.backends.mkldnn.is_available():  # what PyTorch would not pick for cin < 13 here
+        assert "aten::mkldnn_convolution" in {e.name for e in prof.events()}
+    assert conv(x).grad_fn is not None  # with gradients, PyTorch's own dispatch and backward
+    conv(x).sum().backward()
+    assert conv.weight.grad is not None
+
+
+ARCH = {"ndim": 3, "in_channels": 1, "latent_channels": 2, "c_widths": [4, 8, 8],
+        "g_widths": [8, 4], "s_widths": [4, 8], "n_classes": 3, "work_shape": [16, 24, 16]}
+
+
+def test_a_short_g_interpolates_its_map_to_the_working_grid():
+    net = SegCodecNet(ARCH).eval()
+    z = torch.randint(0, 2, (1, *net.latent_shape())).float()
+    with torch.no_grad():
+        feature = net.reconstructor(z)
+        coarse = net.reconstructor.out(net.reconstructor.ups[0](F.interpolate(
+            net.reconstructor.inp(z), scale_factor=2, mode="trilinear", align_corners=False)))
+        assert coarse.shape[2:] == (8, 12, 8)  # one upsampling: half the working grid
+        assert feature.shape[2:] == (16, 24, 16)
+        assert torch.equal(feature, F.interpolate(coarse, size=(16, 24, 16), mode="trilinear",
+                                                  align_corners=False))
+        assert net.decode_logits(z).shape == (1, 3, 16, 24, 16)
+    # g with as many widths as C ends on the grid, as every earlier model does
+    assert Reconstructor(3, 2, [8, 4, 4]).out_shape is None
+
+
+def test_a_g_that_upsamples_past_the_working_grid_is_refused():
+    zoo.check_architecture(ARCH)
+    with pytest.raises(SgcError, match="g_widths"):
+        zoo.check_architecture({**ARCH, "g_widths": [8, 8, 8, 8]})
