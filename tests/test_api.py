@@ -276,6 +276,30 @@ def test_labels_from_logits_equal_the_argmax_of_the_upsampled_logits(classes, sh
     assert torch.equal(logits, kept)  # the caller's logits are untouched
 
 
+@pytest.mark.parametrize("grid, shape", [((64, 64), (767, 1022)), ((64, 16), (9000, 70)),
+                                         ((5, 7), (600, 700)), ((32, 48, 32), (120, 160, 130)),
+                                         ((32, 48, 32), (36, 47, 3000))])
+def test_large_outputs_are_labelled_a_slab_at_a_time_bit_for_bit(grid, shape, monkeypatch):
+    """Beyond SLAB_VOXELS no class is upsampled whole, and the labels are still argmax's of
+    the whole upsampling: the classes differ by ~1e-6, so a value off by one rounding anywhere
+    would flip thousands of labels."""
+    from segcodec import transforms
+    g = torch.Generator().manual_seed(len(shape))
+    base = torch.randn(1, 1, *grid, generator=g) * 3
+    logits = torch.cat([base, base + 1e-6 * torch.randn(1, 1, *grid, generator=g),
+                        base - 1e-6 * torch.rand(1, 1, *grid, generator=g)], 1)
+    expected = transforms.resample(logits, shape).argmax(1)[0].to(torch.uint8).numpy()
+    assert transforms._linear_arithmetic() is not None  # this machine's PyTorch reproduced
+    sizes, resample = [], transforms.resample
+    monkeypatch.setattr(transforms, "resample",
+                        lambda x, s: sizes.append(int(np.prod(s))) or resample(x, s))
+    labels = transforms.labels_from_logits(logits, shape)
+    assert np.array_equal(labels, expected)
+    assert 1 < np.bincount(labels.ravel()).min()  # near-ties: every class wins somewhere
+    plane = int(np.prod(shape[1:]))
+    assert max(sizes) <= transforms.SLAB_VOXELS + 2 * plane < np.prod(shape)
+
+
 def test_errors_keep_their_cause_and_a_renamed_error_its_attributes(tmp_path):
     from segcodec.errors import naming
     from segcodec.remote import RemoteError
