@@ -89,9 +89,8 @@ def labels_from_logits(logits: torch.Tensor, shape) -> np.ndarray:
     The logits are upsampled, not the labels, so boundaries stay smooth at the input's size.
     The labels are bit-identical to the argmax of ``resample(logits, shape)``, the first class
     winning ties, for finite logits.  Peak memory: one byte per output voxel, plus a constant
-    (``SLAB_VOXELS``); large outputs are built one slab of the first axis at a time
-    (``_labels_by_slabs``) where PyTorch's linear interpolation is linear in each axis, which
-    is wherever it is not antialiased and runs on the CPU.
+    (``SLAB_VOXELS``): large outputs are built a slab of rows at a time (``_labels_by_slabs``)
+    wherever the interpolation is separable, which is on the CPU and not antialiased.
     """
     logits = logits.float()
     shape = tuple(int(s) for s in shape)
@@ -144,6 +143,7 @@ def _slabs(x: torch.Tensor, shape: tuple, arithmetic: str):
     i0, i1, w0, w1 = _linear_weights(x.shape[2], shape[0], fused)
     step = max(1, SLAB_VOXELS // int(np.prod(shape[1:])))
     axes = (-1,) + (1,) * (len(shape) - 1)
+
     def inner(first: int, last: int) -> torch.Tensor:
         if last <= first:
             return torch.empty((0, *shape[1:]))
