@@ -1,10 +1,11 @@
 """Add to fixtures/golden/: .sgc files of the fixtures and the hashes they decode to.
 
-    python tests/make_golden.py MODEL_2D MODEL_3D    # e.g. isic-lesion-v1 hippocampus-v1
+    python tests/make_golden.py MODEL [MODEL]    # e.g. isic-lesion-v1 hippocampus-v1
 
-Files are named <fixture>.<model>.sgc and pinned in golden.json beside the pins of earlier
-models, which stay: every shipped model keeps decoding its old files bit for bit.  Run it when
-a model is added, or when the format changes on purpose (say why in the commit).
+Each model codes the fixtures of its kind (2D or 3D).  Files are named <fixture>.<model>.sgc
+and pinned in golden.json beside the pins of earlier models, which stay: every shipped model
+keeps decoding its old files bit for bit.  Run it when a model is added, or when the format
+changes on purpose (say why in the commit).
 """
 import hashlib
 import json
@@ -29,9 +30,11 @@ def main(models: list[str]) -> None:
     GOLDEN.mkdir(exist_ok=True)
     pin_file = GOLDEN / "golden.json"
     pins = json.loads(pin_file.read_text()) if pin_file.exists() else {}
+    by_ndim = {zoo.find(name).ndim: zoo.find(name) for name in models}
     for rel in SOURCES:
-        ndim = 2 if rel.startswith("isic") else 3
-        model = zoo.find(models[ndim - 2])
+        model = by_ndim.get(2 if rel.startswith("isic") else 3)
+        if model is None:
+            continue
         name = f"{Path(rel).name.split('.')[0]}.{model.name}.sgc"
         out = segcodec.encode_file(ROOT / "fixtures" / rel, GOLDEN / name, model=model.name)
         data = out.read_bytes()
@@ -44,4 +47,4 @@ def main(models: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:3])
+    main(sys.argv[1:])
