@@ -10,14 +10,15 @@ from torch import nn
 import torch.nn.functional as F
 
 # PyTorch's CPU heuristic sends a batch-1 input with batch x channels x first two sizes under
-# 20,480 to its reference convolution, not oneDNN's: for 3D volumes with 8 channels that is
-# about 10x slower (80 ms against 6.4 ms for an 8->8 convolution on the 32x48x32 grid, one
-# thread).  Inference always asks for oneDNN; with gradients PyTorch still chooses, so training
-# is unchanged.  The two agree to float rounding (about 1e-6 here).
+# 20,480 to its reference convolution, not oneDNN's: for volumes with 8 channels that is about
+# 10x slower (80 ms against 6.4 ms for an 8->8 convolution on the 32x48x32 grid, one thread).
+# 3D inference always asks for oneDNN; in 2D the heuristic's choice is the faster one (C of
+# isic-lesion-v3.1: 1.6 ms against 2.7 ms), and with gradients PyTorch still chooses, so
+# training is unchanged.  The two agree to float rounding (about 1e-6 here).
 _ONEDNN = torch.backends.mkldnn.is_available()
 
 
-class _OneDNNConv:
+class Conv3d(nn.Conv3d):
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias):
         if (_ONEDNN and not torch.is_grad_enabled() and x.device.type == "cpu"
                 and x.dtype == torch.float32 and self.padding_mode == "zeros"):
@@ -26,15 +27,7 @@ class _OneDNNConv:
         return super()._conv_forward(x, weight, bias)
 
 
-class Conv2d(_OneDNNConv, nn.Conv2d):
-    pass
-
-
-class Conv3d(_OneDNNConv, nn.Conv3d):
-    pass
-
-
-_CONV = {2: Conv2d, 3: Conv3d}
+_CONV = {2: nn.Conv2d, 3: Conv3d}
 
 
 def _conv(ndim: int, cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Module:

@@ -153,6 +153,7 @@ def load_file(path: Path) -> Model:
 _cache: dict[bytes, Model] | None = None
 _files: dict[Path, Model] = {}  # each file loaded once, whether by get() or installed()
 _broken: dict[Path, str] = {}
+_defaults: dict[int, Model] = {}  # default_for, by ndim
 _cache_lock = threading.Lock()
 
 
@@ -202,6 +203,7 @@ def reload() -> None:
     with _cache_lock:
         _cache = None
         _files.clear()
+        _defaults.clear()
 
 
 def get(model_id: bytes) -> Model:
@@ -244,7 +246,11 @@ def find(name_or_id: str) -> Model:
 def default_for(ndim: int) -> Model:
     """The model picked for a 2D image or a 3D volume when none is named: the one the
     built-in index (``segcodec/models/index.json``) names; never a file of
-    SEGCODEC_MODEL_PATH, whatever its name or manifest says."""
+    SEGCODEC_MODEL_PATH, whatever its name or manifest says.  Looked up once per process
+    (every encode without a model asks), until ``reload``."""
+    with _cache_lock:
+        if ndim in _defaults:
+            return _defaults[ndim]
     index = modelfiles.read_index()
     name = index["defaults"].get(f"{ndim}d")
     file = index["models"].get(name, {}).get("file")
@@ -252,6 +258,8 @@ def default_for(ndim: int) -> Model:
             if m.path.name == file and m.path.parent.resolve() == BUILTIN_DIR.resolve()]
     if not hits:
         raise UnknownModelError(f"no default {ndim}D model is installed; name one with --model")
+    with _cache_lock:
+        _defaults[ndim] = hits[0]
     return hits[0]
 
 

@@ -437,7 +437,7 @@ def test_a_volume_larger_than_its_model_takes_is_400(http, files):
     header, payload = container.read(volume)
     data = container.write(dataclasses.replace(header, shape=(200, 200, 200)), payload)
     message = error(http.post("/v1/segment", content=data), 400, "bad_sgc")
-    assert "is more than model hippocampus-v3 takes" in message
+    assert "is more than model hippocampus-v4 takes" in message
 
 
 def test_send_of_a_dicom_series_can_answer_a_dicom_segmentation(url, tmp_path):

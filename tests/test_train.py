@@ -14,7 +14,7 @@ from segcodec.train import data, export, loop, recipes
 from segcodec.train.critic import Critic
 from segcodec.train.losses import ContextRate, context_index, loss_dis
 
-from conftest import FIXTURES, HIPPO, ISIC
+from conftest import FIXTURES, HIPPO, ISIC, isic_image
 
 ISIC_NORM = {"kind": "fixed", "scale": 1 / 255, "mean": [0.7, 0.55, 0.5], "std": [0.15, 0.15, 0.17]}
 
@@ -474,7 +474,7 @@ def test_a_rate_point_picks_only_from_its_second_half(tmp_path):
     assert ck["best"]["step"] == max(eligible, key=eligible.get)
 
 
-def test_lighten_distils_a_narrower_c_and_g_that_a_fine_tune_starts_from(tmp_path):
+def test_lighten_distils_a_narrower_c_and_g_to_fine_tune_or_export(tmp_path, monkeypatch):
     from segcodec.train import lighten
     root = isic_folder(tmp_path / "data")
     cfg = smoke_config("isic-d4", steps=2, normalisation=ISIC_NORM)
@@ -499,3 +499,16 @@ def test_lighten_distils_a_narrower_c_and_g_that_a_fine_tune_starts_from(tmp_pat
     loop.train(child_cfg, x, t, tmp_path / "child")
     child, _ = loop.load_checkpoint(tmp_path / "child" / "checkpoint.pt")
     assert torch.equal(child.reconstructor.out.weight, ck["net"]["reconstructor.out.weight"])
+    # ...or it is exported as it is, and codes and segments
+    export.export(tmp_path / "init.pt", root, "light", tmp_path / "models", False, None)
+    monkeypatch.setenv(zoo.PATH_ENV, str(tmp_path / "models"))
+    zoo.reload()
+    try:
+        model = zoo.find("light")
+        assert model.manifest["architecture"]["g_widths"] == [16, 8]
+        assert model.manifest["training"]["recipe"] == "isic-d4-light"
+        data = segcodec.encode(isic_image(0), model="light", force=True)
+        assert segcodec.segment(data).shape == isic_image(0).shape[:2]
+    finally:
+        monkeypatch.delenv(zoo.PATH_ENV)
+        zoo.reload()
