@@ -210,6 +210,19 @@ def samples(fn, repeat: int, budget_s: float | None = None) -> list[float]:
     return [timed(fn)[1] for _ in range(repeat)]
 
 
+def interleaved(ops: dict, repeat: int) -> dict[str, list[float]]:
+    """Seconds of each operation in ``repeat`` rounds that run every operation once, after a
+    warm-up round.  A burst of load from elsewhere on a shared machine then slows the
+    operations of a round alike, so the ratios of their medians move less than the times."""
+    for fn in ops.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in ops}
+    for _ in range(repeat):
+        for name, fn in ops.items():
+            times[name].append(timed(fn)[1])
+    return times
+
+
 def median_seconds(fn, repeat: int) -> float:
     """Median of ``samples(fn, repeat)``."""
     return statistics.median(samples(fn, repeat))

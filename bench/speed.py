@@ -1,6 +1,6 @@
 """Encode and decode speed, peak memory and scaling of segcodec against its peers.
 
-    python -m bench speed [--data ../shared/data] [--smoke] [--repeat 10] [--threads 1]
+    python -m bench speed [--data ../shared/data] [--smoke] [--repeat 20] [--threads 1]
                           [--out bench/results]
 
 On the same inputs in the same run (a few ISIC val images and hippocampus test volumes with
@@ -39,8 +39,9 @@ from segcodec.transforms import labels_from_logits
 
 from . import references
 from .codecs import by_name, peer_settings, peers
-from .common import (KIND, NDIM, REPO, RESULTS, Sample, and_join, command, load_samples,
-                     machine, median_seconds, model_names, samples, status_kb, write_outputs)
+from .common import (KIND, NDIM, REPO, RESULTS, Sample, and_join, command, interleaved,
+                     load_samples, machine, median_seconds, model_names, samples, status_kb,
+                     write_outputs)
 
 # 3D stops at 128³: 256³ is more than a hippocampus model takes (its domain bounds the shape)
 SIZES = {"2d": [256, 512, 1024], "3d": [32, 64, 128]}
@@ -100,7 +101,7 @@ RATIOS = {  # name -> (segcodec operation, peer operation)
 def time_case(case: Sample, settings: dict, repeat: int) -> dict:
     files = coded(case, settings)
     ops = operations(case, settings, files)
-    times = {name: samples(fn, repeat) for name, fn in ops.items()}
+    times = interleaved(ops, repeat)
     median = {name: statistics.median(t) for name, t in times.items()}
     return {"name": case.name, "task": case.task, "shape": list(case.array.shape),
             "bytes": {k: len(v) for k, v in files.items()},
@@ -300,7 +301,7 @@ def main(argv=None) -> None:
     ap.add_argument("--data", type=Path, help="../shared/data; without it, fixtures/")
     ap.add_argument("--smoke", action="store_true",
                     help="fixtures, 2 repeats, small scaling sizes: seconds, for the tests")
-    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--cases", type=int, default=4, help="inputs per task with --data")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: x264 is pinned to one thread and "
@@ -369,8 +370,10 @@ def markdown(r: dict) -> str:
              f"{m['cpus']} CPUs ({m['platform']}), torch {m['torch']} on {m['torch_threads']} "
              f"thread(s); {and_join(p.implementation for p in peers())}, one thread each, at the "
              f"settings of bench/codecs.py (x264 preset placebo: its slowest). Models: "
-             f"{', '.join(r['models'])}. Medians of {r['repeat']} runs after a warm-up; "
-             "ratios are segcodec time / peer time (below 1: segcodec is faster).", "",
+             f"{', '.join(r['models'])}. Medians of {r['repeat']} runs after a warm-up, in "
+             "rounds that run every operation of an input once (`common.interleaved`), so a "
+             "burst of load from elsewhere slows them alike; ratios are segcodec time / peer "
+             "time (below 1: segcodec is faster).", "",
              "Peer settings: " + "; ".join(
                  f"{task} {peer} {param}={s[param]}" + (
                      f" (Dice {s['dice']:.3f}, segcodec {s['segcodec_dice']:.3f}; "
