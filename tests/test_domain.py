@@ -207,3 +207,15 @@ def test_describe_appearance_of_few_images_or_constant_features_is_valid(n):
     domain.validate({"channels": 3, "appearance": a}, {"in_channels": 3, "c_widths": [48]})
     assert (domain.appearance_distance(features, a) <= a["limit"]).all()
     assert domain.describe_appearance(np.ones((4, 192))) is None  # nothing to compare
+
+
+def test_8_bit_photo_statistics_from_histograms_equal_the_float_ones():
+    rng = np.random.default_rng(0)
+    images = [isic_image(0).transpose(2, 0, 1), rng.integers(0, 256, (3, 37, 51), np.uint8),
+              rng.integers(0, 40, (3, 64, 64), np.uint8),  # around the "dark" threshold
+              np.full((3, 5, 5), 255, np.uint8), np.zeros((3, 5, 5), np.uint8)]
+    for image in images:
+        fast, slow = domain.photo_statistics(image), domain.photo_statistics(image.astype(float))
+        assert fast.keys() == slow.keys()
+        assert all(abs(fast[k] - slow[k]) < 1e-9 for k in fast), (fast, slow)
+    assert 0 < domain.photo_statistics(images[2])["dark"] < 1
