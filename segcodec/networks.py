@@ -64,7 +64,8 @@ class Compressor(nn.Module):
 
 
 class Reconstructor(nn.Module):
-    """g: binary latents -> a one-channel feature map at the working resolution (paper Fig. 2b).
+    """g: binary latents -> a feature map at the working resolution (paper Fig. 2b: one
+    channel; ``out_channels``: the image's, where s starts from the uncompressed segmentor).
 
     Each width after the first doubles the resolution.  Given ``out_shape`` (where g has fewer
     widths than C, so it stops short of the working grid), its map is interpolated there: its
