@@ -512,3 +512,15 @@ def test_lighten_distils_a_narrower_c_and_g_to_fine_tune_or_export(tmp_path, mon
     finally:
         monkeypatch.delenv(zoo.PATH_ENV)
         zoo.reload()
+
+
+def test_lighten_refuses_a_g_longer_than_c_in_one_line(tmp_path):
+    from segcodec.train import lighten
+    cfg = smoke_config("isic-d4", steps=1, normalisation=ISIC_NORM)
+    x, t, _ = fixture_set(cfg)
+    loop.train(cfg, x, t, tmp_path / "parent")
+    with pytest.raises(SystemExit, match="lighten: error: architecture g_widths"):
+        lighten.main([str(tmp_path / "parent" / "checkpoint.pt"), "--arch",
+                      '{"g_widths": [8, 8, 8, 8]}', "--data", str(tmp_path), "--out",
+                      str(tmp_path / "out.pt")])
+    assert not (tmp_path / "out.pt").exists()

@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from .. import zoo
+from ..errors import SgcError
 from . import data as datasets
 from . import loop
 from .run import DEFAULT_CACHE
@@ -41,6 +44,7 @@ def lighten(parent: Path, arch: dict, data: Path, out: Path, *, name: str | None
     teacher, cfg = loop.load_checkpoint(parent, best=True)
     child_cfg = dataclasses.replace(cfg, arch={**cfg.arch, **arch}, init=str(parent),
                                     name=name or f"{cfg.name}-light")
+    zoo.check_architecture(child_cfg.arch)  # what export and the loader will ask of it
     torch.manual_seed(cfg.seed)
     child = loop.build_net(child_cfg)
     state = child.state_dict()
@@ -49,9 +53,9 @@ def lighten(parent: Path, arch: dict, data: Path, out: Path, *, name: str | None
             state[key] = value
     child.load_state_dict(state)
     # Only the networks whose widths changed learn; the rest stay the parent's.
-    learners = [m for name, m in (("c_widths", child.compressor),
-                                  ("g_widths", child.reconstructor))
-                if child_cfg.arch[name] != cfg.arch[name]]
+    learners = [m for key, m in (("c_widths", child.compressor),
+                                 ("g_widths", child.reconstructor))
+                if child_cfg.arch[key] != cfg.arch[key]]
     params = [p for m in learners for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
     sched = loop.one_cycle(opt, lr, steps)
@@ -103,8 +107,11 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    lighten(args.parent, args.arch, args.data, args.out, name=args.name, steps=args.steps,
-            batch=args.batch, threads=args.threads)
+    try:
+        lighten(args.parent, args.arch, args.data, args.out, name=args.name,
+                steps=args.steps, batch=args.batch, threads=args.threads)
+    except (SgcError, ValueError, OSError, KeyError) as exc:
+        sys.exit(f"lighten: error: {exc}")
 
 
 if __name__ == "__main__":
