@@ -93,7 +93,7 @@ def _files(tmp: Path) -> tuple[list[tuple[str, str, Path, str]], dict]:
     # honest 67-megapixel photograph.
     add("a 2D .sgc declaring 16384x4096", "sgc", "strip.sgc",
         _reshaped(normal["2D"], (16384, 4096)), "2D")
-    # isic-lesion-v3 predates the aspect bound: its files may declare any 2D shape.
+    # isic-lesion-v3 predates the domain: its bound comes from the built-in index.
     v3 = segcodec.encode(isic, model="isic-lesion-v3")
     add("a 2D .sgc declaring 59880x256 (isic-lesion-v3)", "sgc", "tall-v3.sgc",
         _reshaped(v3, (59880, 256)), "2D")

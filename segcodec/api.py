@@ -141,7 +141,7 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
     shape = tuple(array.shape[1:])
     ornt = _orientation(m, affine)
     array = orientation.to_model(array, ornt)
-    if why := domain.oversize(shape, m.manifest):  # first: force does not lift it
+    if why := domain.oversize(shape, m.manifest, m.bounds):  # first: force does not lift it
         raise InputError(why + ", even with force")
     if not force:
         domain.check(array, orientation.model_spacing(affine, ornt), m.manifest)
@@ -180,7 +180,7 @@ def decode(data: bytes) -> Decoded:
     if header.ndim != m.ndim or header.latent_shape != m.latent_shape:
         raise SgcFormatError(f"invalid .sgc: latent shape {header.latent_shape} does not match "
                              f"model {m.name} ({m.latent_shape})")
-    if why := domain.oversize(header.shape, m.manifest):  # before any work it would cost
+    if why := domain.oversize(header.shape, m.manifest, m.bounds):  # before any work
         raise SgcFormatError(f"invalid .sgc: {why}")
     _orientation(m, header.affine, SgcFormatError)  # a singular affine fails this file alone
     return Decoded(header, entropy.decode(payload, m.table, header.latent_shape, header.ndim), m)

@@ -157,15 +157,17 @@ def max_voxels(manifest: dict) -> int | None:
     return math.prod(math.ceil(hi / finest) for _, hi in domain["field_of_view_mm"])
 
 
-def oversize(shape, manifest: dict) -> str | None:
+def oversize(shape, manifest: dict, bounds: dict | None = None) -> str | None:
     """Why a file of this shape may not be coded for this model, even forced; None if it may.
-    (Checked from a ``.sgc`` header before any decoding work.)"""
-    limit = max_voxels(manifest)
+    (Checked from a ``.sgc`` header before any decoding work.)  ``bounds``: what the built-in
+    index gives a model whose manifest predates its domain (``zoo.Model.bounds``)."""
+    bounds = bounds or {}
+    limit = max_voxels(manifest) or bounds.get("max_voxels")
     voxels = math.prod(shape)
     if limit is not None and voxels > limit:
         return (f"shape {tuple(shape)} ({voxels} voxels) is more than model "
                 f"{manifest['name']} takes ({limit})")
-    aspect = (manifest.get("domain") or {}).get("max_aspect")
+    aspect = (manifest.get("domain") or {}).get("max_aspect") or bounds.get("max_aspect")
     if aspect is not None and max(shape) > aspect * min(shape):
         return (f"shape {tuple(shape)} is longer than model {manifest['name']} takes (at most "
                 f"{aspect:g} times as long as wide)")

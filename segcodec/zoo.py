@@ -58,6 +58,14 @@ class Model:
         return self.manifest["labels"]
 
     @functools.cached_property
+    def bounds(self) -> dict:
+        """Shape bounds the built-in index gives a built-in model whose manifest predates its
+        domain (format_spec §6): the bounds of its task's later models."""
+        if self.path.parent.resolve() != BUILTIN_DIR.resolve():
+            return {}
+        return modelfiles.read_index().get("bounds", {}).get(self.name, {})
+
+    @functools.cached_property
     def appearance(self) -> dict | None:
         """The domain's ``appearance`` entry with its numbers as arrays: converted once, since
         every encode compares against them (``domain.check_appearance``)."""

@@ -219,3 +219,25 @@ def test_8_bit_photo_statistics_from_histograms_equal_the_float_ones():
         assert fast.keys() == slow.keys()
         assert all(abs(fast[k] - slow[k]) < 1e-9 for k in fast), (fast, slow)
     assert 0 < domain.photo_statistics(images[2])["dark"] < 1
+
+
+def test_legacy_models_take_their_tasks_bounds_from_the_index(monkeypatch):
+    """isic-lesion-v0..v3 and hippocampus-v0/v1 predate the domain; their files are bounded
+    as their tasks' later models' are, refused from the header before any decoding work."""
+    import dataclasses
+
+    from segcodec import container, entropy
+    from segcodec.errors import SgcFormatError
+    photo = segcodec.encode(isic_image(0), model="isic-lesion-v3")
+    header, payload = container.read(photo)
+    volume = segcodec.encode(hippo_volume(0)[0], model="hippocampus-v1")
+    vheader, vpayload = container.read(volume)
+    assert segcodec.segment(photo).shape == isic_image(0).shape[:2]  # a real file still decodes
+    monkeypatch.setattr(entropy, "decode", lambda *a: pytest.fail("decoded a refused file"))
+    with pytest.raises(SgcFormatError, match="longer than model isic-lesion-v3 takes"):
+        segcodec.segment(container.write(dataclasses.replace(header, shape=(59880, 256)),
+                                         payload))
+    with pytest.raises(SgcFormatError, match="more than model hippocampus-v1 takes"):
+        segcodec.segment(container.write(dataclasses.replace(vheader, shape=(406, 406, 406)),
+                                         vpayload))
+    assert zoo.find("isic-lesion-v4").bounds == {}  # its manifest has its own domain
