@@ -96,8 +96,8 @@ def labels_from_logits(logits: torch.Tensor, shape) -> np.ndarray:
     shape = tuple(int(s) for s in shape)
     if (int(np.prod(shape)) > SLAB_VOXELS and logits.device.type == "cpu"
             and tuple(logits.shape[2:]) != shape and not _antialiased(logits, shape)
-            and _linear_arithmetic() is not None):
-        return _labels_by_slabs(logits, shape, _linear_arithmetic())
+            and (arithmetic := _linear_arithmetic()) is not None):
+        return _labels_by_slabs(logits, shape, arithmetic)
     labels, best = None, None
     for c in range(logits.shape[1]):
         labels, best = _running_argmax(resample(logits[:, c:c + 1], shape)[0, 0], c,
