@@ -34,7 +34,7 @@ import segcodec
 from segcodec import api, bits, container, entropy, labelcodec, modelfiles, zoo
 from segcodec.train import data as datasets
 from segcodec.train import export, loop, recipes
-from segcodec.transforms import labels_from_logits, normalise, resample
+from segcodec.transforms import labels_from_logits, working_grid
 
 from .common import NDIM, RESULTS, Sample, Segmentor, checkpoint, n_classes, untrained
 
@@ -549,8 +549,7 @@ class AutoSeg(Codec):
 
     @torch.no_grad()
     def encode(self, sample, setting):
-        x = resample(normalise(sample.chw, self.cfg.normalisation),
-                     self.cfg.arch["work_shape"])
+        x = working_grid(sample.chw, self.cfg.normalisation, self.cfg.arch["work_shape"])
         z = bits.threshold(self.net.compressor(x)[0].numpy())
         header = container.Header(model_id=bytes(container.MODEL_ID_BYTES),
                                   shape=sample.truth.shape, channels=sample.chw.shape[0],

@@ -21,7 +21,7 @@ import segcodec
 from segcodec import metrics, zoo
 from segcodec.train import data as datasets
 from segcodec.train import loop, recipes
-from segcodec.transforms import labels_from_logits, normalise, resample
+from segcodec.transforms import labels_from_logits, working_grid
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -162,8 +162,7 @@ class Segmentor:
         return labels_from_logits(self.net(self.grid(image_chw)), shape)
 
     def grid(self, image_chw: np.ndarray) -> torch.Tensor:
-        return resample(normalise(image_chw, self.cfg.normalisation),
-                        self.cfg.arch["work_shape"])
+        return working_grid(image_chw, self.cfg.normalisation, self.cfg.arch["work_shape"])
 
 
 def checkpoint(runs: Path, task: str, design: str) -> Path:

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import bits, container, domain, entropy, modelfiles, orientation, zoo
+from . import bits, container, domain, entropy, modelfiles, orientation, transforms, zoo
 from . import io as sgio
 from .container import Header
 from .destinations import default_labels_path, default_sgc_path, not_the_input, stem
 from .errors import InputError, SgcFormatError, naming
-from .transforms import labels_from_logits, normalise, photo_intensities, resample
+from .transforms import labels_from_logits, photo_intensities
 
 _DTYPE_KINDS = "biuf"  # bool, signed, unsigned, float
 
@@ -157,8 +157,8 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
 
 def working_grid(p: Prepared) -> torch.Tensor:
     """A prepared input normalised and resampled to the model's working grid: C's input."""
-    return resample(normalise(p.array, p.model.manifest["normalisation"]),
-                    p.model.manifest["architecture"]["work_shape"])
+    return transforms.working_grid(p.array, p.model.manifest["normalisation"],
+                                   p.model.manifest["architecture"]["work_shape"])
 
 
 def compress(p: Prepared) -> np.ndarray:

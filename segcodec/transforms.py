@@ -78,6 +78,13 @@ def resample(x: torch.Tensor, shape) -> torch.Tensor:
     return F.interpolate(x, size=shape, mode="trilinear", align_corners=False)
 
 
+def working_grid(image: np.ndarray, spec: dict, shape) -> torch.Tensor:
+    """Channels-first image -> C's (or a reference segmentor's) input, (1, C, *shape): the
+    manifest's normalisation ``spec``, then linear resampling to the working grid ``shape``.
+    Encoding, training and the bench all build their inputs here."""
+    return resample(normalise(image, spec), shape)
+
+
 # Outputs up to this many voxels are upsampled whole; larger ones a slab of about this many
 # voxels at a time, so that the labels (1 byte per voxel) are all that grows with the output.
 SLAB_VOXELS = 1 << 18

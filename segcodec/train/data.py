@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import datasets
-from ..transforms import normalise, photo_intensities, resample
+from ..transforms import photo_intensities, working_grid
 from .recipes import Recipe
 
 SPLIT_FILE = Path(__file__).with_name("hippocampus_split.json")
@@ -93,7 +93,7 @@ def load_set(pairs, normalisation: dict, n_classes: int, work_shape, codes: str 
         if labels.max() >= n_classes:
             raise ValueError(f"{label_path}: label {labels.max()}, where the task has "
                              f"{n_classes} labels")
-        xs.append(resample(normalise(image, normalisation), work_shape)[0])
+        xs.append(working_grid(image, normalisation, work_shape)[0])
         ts.append(soft_targets(labels, n_classes, work_shape)[0])
         full.append(labels)
     return torch.stack(xs), torch.stack(ts), full
