@@ -35,16 +35,20 @@ def _conv(ndim: int, cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Mod
 
 
 class Compressor(nn.Module):
-    """C: image -> latent logits (K channels, downsampled by 2**len(widths[1:])).
+    """C: image -> latent logits (K channels, downsampled by first_stride * 2**len(widths[1:])).
 
     Latent bits are ``logits > 0`` at inference; training samples them (see ``binarize``).
+    ``first_stride`` 2 makes the first convolution strided: no layer then runs on the full
+    grid, where in 3D the first layer alone costs as much as the rest of C.
     """
 
-    def __init__(self, ndim: int, in_channels: int, latent_channels: int, widths: list[int]):
+    def __init__(self, ndim: int, in_channels: int, latent_channels: int, widths: list[int],
+                 first_stride: int = 1):
         super().__init__()
         # Leaky activations: with plain ReLU the few channels of C can die early in training,
         # leaving constant latents that carry nothing.
-        layers: list[nn.Module] = [_conv(ndim, in_channels, widths[0]), nn.LeakyReLU(0.1)]
+        layers: list[nn.Module] = [_conv(ndim, in_channels, widths[0], stride=first_stride),
+                                   nn.LeakyReLU(0.1)]
         for cin, cout in zip(widths[:-1], widths[1:]):
             layers += [_conv(ndim, cin, cout, stride=2), nn.LeakyReLU(0.1),
                        _conv(ndim, cout, cout), nn.LeakyReLU(0.1)]
@@ -157,11 +161,11 @@ class SegCodecNet(nn.Module):
         nd = arch["ndim"]
         self.arch = dict(arch)
         self.compressor = Compressor(nd, arch["in_channels"], arch["latent_channels"],
-                                     arch["c_widths"])
+                                     arch["c_widths"], arch.get("c_first_stride", 1))
         # ``g_channels``: g's map has the image's channel count where s starts from the
         # uncompressed segmentor (v2); one channel, as in the paper's Fig. 2b, before.
         g_channels = arch.get("g_channels", 1)
-        short = len(arch["g_widths"]) < len(arch["c_widths"])
+        short = 2 ** (len(arch["g_widths"]) - 1) < downsample(arch)
         self.reconstructor = Reconstructor(nd, arch["latent_channels"], arch["g_widths"],
                                            out_channels=g_channels,
                                            out_shape=arch["work_shape"] if short else None)
@@ -170,7 +174,7 @@ class SegCodecNet(nn.Module):
 
     @property
     def downsample(self) -> int:
-        return 2 ** (len(self.arch["c_widths"]) - 1)
+        return downsample(self.arch)
 
     def latent_shape(self) -> tuple[int, ...]:
         return (self.arch["latent_channels"],
@@ -184,6 +188,11 @@ class SegCodecNet(nn.Module):
         """Training path: returns (class logits, bit probabilities, bits)."""
         p, z = latent_bits(self.compressor, x, stochastic)
         return self.decode_logits(z, features), p, z
+
+
+def downsample(arch: dict) -> int:
+    """How many grid steps of the working grid one latent covers, per axis."""
+    return arch.get("c_first_stride", 1) * 2 ** (len(arch["c_widths"]) - 1)
 
 
 class AutoEncoder(nn.Module):

@@ -20,7 +20,7 @@ import torch
 from . import domain, entropy
 from .container import MODEL_ID_BYTES
 from .errors import SgcError, UnknownModelError
-from .networks import SegCodecNet
+from .networks import SegCodecNet, downsample
 
 from . import modelfiles
 from .modelfiles import _NAME, BUILTIN_DIR, PATH_ENV, SUFFIX, model_dirs, model_files  # noqa: F401 (re-exported)
@@ -119,7 +119,10 @@ def check_architecture(arch) -> dict:
         if not isinstance(widths, list) or not lo <= len(widths) <= hi or \
                 any(type(w) is not int or not 1 <= w <= 512 for w in widths):
             raise bad(f"{key} = {widths!r}, expected {lo}..{hi} integers in 1..512")
-    if len(arch["g_widths"]) > len(arch["c_widths"]):
+    stride = arch.get("c_first_stride", 1)
+    if type(stride) is not int or stride not in (1, 2):
+        raise bad(f"c_first_stride = {stride!r}, expected 1 or 2")
+    if 2 ** (len(arch["g_widths"]) - 1) > downsample(arch):
         raise bad("g_widths: more upsamplings than C downsamples")
     shape = arch.get("work_shape")
     if not isinstance(shape, list) or len(shape) != arch["ndim"] or \

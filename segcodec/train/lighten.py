@@ -52,10 +52,10 @@ def lighten(parent: Path, arch: dict, data: Path, out: Path, *, name: str | None
         if key in state and state[key].shape == value.shape:
             state[key] = value
     child.load_state_dict(state)
-    # Only the networks whose widths changed learn; the rest stay the parent's.
-    learners = [m for key, m in (("c_widths", child.compressor),
-                                 ("g_widths", child.reconstructor))
-                if child_cfg.arch[key] != cfg.arch[key]]
+    # Only the networks whose shape changed learn; the rest stay the parent's.
+    learners = [m for keys, m in ((("c_widths", "c_first_stride"), child.compressor),
+                                  (("g_widths",), child.reconstructor))
+                if any(child_cfg.arch.get(k) != cfg.arch.get(k) for k in keys)]
     params = [p for m in learners for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
     sched = loop.one_cycle(opt, lr, steps)
