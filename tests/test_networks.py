@@ -1,4 +1,5 @@
-"""The networks: inference convolutions, and a g that stops short of the working grid."""
+"""The networks: inference convolutions, a g that stops short of the working grid, and a C
+whose first convolution is strided."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -48,3 +49,24 @@ def test_a_g_that_upsamples_past_the_working_grid_is_refused():
     zoo.check_architecture(ARCH)
     with pytest.raises(SgcError, match="g_widths"):
         zoo.check_architecture({**ARCH, "g_widths": [8, 8, 8, 8]})
+
+
+def test_a_strided_first_convolution_keeps_c_off_the_full_grid():
+    arch = {**ARCH, "c_widths": [8, 8], "c_first_stride": 2}  # the same latent grid as ARCH's C
+    zoo.check_architecture(arch)
+    net = SegCodecNet(arch).eval()
+    assert net.latent_shape() == SegCodecNet(ARCH).latent_shape() == (2, 4, 6, 4)
+    x = torch.randn(1, 1, 16, 24, 16)
+    grids = []
+    with torch.no_grad():
+        logits = net.compressor(x, grids)
+        assert logits.shape == (1, *net.latent_shape())
+        # g_widths [8, 4] upsample once: g stops at half the grid and is interpolated to it
+        assert net.reconstructor.out_shape == (16, 24, 16)
+        assert net.decode_logits((logits > 0).float()).shape == (1, 3, 16, 24, 16)
+    assert [tuple(a.shape[2:]) for a in grids] == [(8, 12, 8), (4, 6, 4), (4, 6, 4)]
+    for stride in (3, 0, True, 2.0):
+        with pytest.raises(SgcError, match="c_first_stride"):
+            zoo.check_architecture({**arch, "c_first_stride": stride})
+    with pytest.raises(SgcError, match="g_widths"):  # 8 steps up from a grid 4 steps down
+        zoo.check_architecture({**arch, "g_widths": [8, 8, 8, 8]})
