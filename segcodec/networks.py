@@ -38,8 +38,10 @@ class Compressor(nn.Module):
     """C: image -> latent logits (K channels, downsampled by first_stride * 2**len(widths[1:])).
 
     Latent bits are ``logits > 0`` at inference; training samples them (see ``binarize``).
-    ``first_stride`` 2 makes the first convolution strided: no layer then runs on the full
-    grid, where in 3D the first layer alone costs as much as the rest of C.
+    ``first_stride`` 2 makes the first convolution strided, so no layer runs on the full grid:
+    on the CPU, layers with few channels there take far longer than their share of the
+    arithmetic (hippocampus-v4's first layer, 7% of C's multiply-adds, takes a fifth of its
+    time).
     """
 
     def __init__(self, ndim: int, in_channels: int, latent_channels: int, widths: list[int],
@@ -71,9 +73,10 @@ class Reconstructor(nn.Module):
     """g: binary latents -> a feature map at the working resolution (paper Fig. 2b: one
     channel; ``out_channels``: the image's, where s starts from the uncompressed segmentor).
 
-    Each width after the first doubles the resolution.  Given ``out_shape`` (where g has fewer
-    widths than C, so it stops short of the working grid), its map is interpolated there: its
-    convolutions then run at a coarser grid, which in 3D is most of g's cost.
+    Each width after the first doubles the resolution.  Given ``out_shape`` (where g upsamples
+    fewer times than C downsamples, so it stops short of the working grid), its map is
+    interpolated there: its convolutions then run at a coarser grid, which in 3D is most of
+    g's cost.
     """
 
     def __init__(self, ndim: int, latent_channels: int, widths: list[int], out_channels: int = 1,
@@ -158,18 +161,12 @@ class SegCodecNet(nn.Module):
 
     def __init__(self, arch: dict):
         super().__init__()
-        nd = arch["ndim"]
         self.arch = dict(arch)
-        self.compressor = Compressor(nd, arch["in_channels"], arch["latent_channels"],
-                                     arch["c_widths"], arch.get("c_first_stride", 1))
         # ``g_channels``: g's map has the image's channel count where s starts from the
         # uncompressed segmentor (v2); one channel, as in the paper's Fig. 2b, before.
         g_channels = arch.get("g_channels", 1)
-        short = 2 ** (len(arch["g_widths"]) - 1) < downsample(arch)
-        self.reconstructor = Reconstructor(nd, arch["latent_channels"], arch["g_widths"],
-                                           out_channels=g_channels,
-                                           out_shape=arch["work_shape"] if short else None)
-        self.segmentor = Segmentor(nd, arch["n_classes"], arch["s_widths"],
+        self.compressor, self.reconstructor = _c_and_g(arch, g_channels)
+        self.segmentor = Segmentor(arch["ndim"], arch["n_classes"], arch["s_widths"],
                                    in_channels=g_channels, norm=arch.get("s_norm", False))
 
     @property
@@ -195,17 +192,23 @@ def downsample(arch: dict) -> int:
     return arch.get("c_first_stride", 1) * 2 ** (len(arch["c_widths"]) - 1)
 
 
+def _c_and_g(arch: dict, g_channels: int) -> tuple[Compressor, Reconstructor]:
+    nd = arch["ndim"]
+    compressor = Compressor(nd, arch["in_channels"], arch["latent_channels"], arch["c_widths"],
+                            arch.get("c_first_stride", 1))
+    short = 2 ** (len(arch["g_widths"]) - 1) < downsample(arch)
+    reconstructor = Reconstructor(nd, arch["latent_channels"], arch["g_widths"], g_channels,
+                                  out_shape=arch["work_shape"] if short else None)
+    return compressor, reconstructor
+
+
 class AutoEncoder(nn.Module):
     """Auto/Seg's codec (the paper's baseline): C and an image decoder, g with the image's
     channels out, trained on pixel MSE; a segmentor then segments its reconstruction."""
 
     def __init__(self, arch: dict):
         super().__init__()
-        nd = arch["ndim"]
-        self.compressor = Compressor(nd, arch["in_channels"], arch["latent_channels"],
-                                     arch["c_widths"])
-        self.reconstructor = Reconstructor(nd, arch["latent_channels"], arch["g_widths"],
-                                           out_channels=arch["in_channels"])
+        self.compressor, self.reconstructor = _c_and_g(arch, arch["in_channels"])
 
     def forward(self, x: torch.Tensor, stochastic: bool = True):
         """Returns (reconstruction, bit probabilities, bits)."""

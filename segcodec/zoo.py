@@ -124,10 +124,11 @@ def check_architecture(arch) -> dict:
         raise bad(f"c_first_stride = {stride!r}, expected 1 or 2")
     if 2 ** (len(arch["g_widths"]) - 1) > downsample(arch):
         raise bad("g_widths: more upsamplings than C downsamples")
-    shape = arch.get("work_shape")
+    shape, step = arch.get("work_shape"), downsample(arch)
     if not isinstance(shape, list) or len(shape) != arch["ndim"] or \
-            any(type(s) is not int or not 4 <= s <= 512 for s in shape):
-        raise bad(f"work_shape = {shape!r}, expected {arch['ndim']} integers in 4..512")
+            any(type(s) is not int or not 4 <= s <= 512 or s % step for s in shape):
+        raise bad(f"work_shape = {shape!r}, expected {arch['ndim']} multiples of {step} (C's "
+                  "downsampling) in 4..512")
     if type(arch.get("s_norm", False)) is not bool:
         raise bad("s_norm is not a boolean")
     return arch

@@ -129,7 +129,7 @@ def test_describe_appearance_refuses_what_lies_far_from_every_training_point():
 
 def test_a_photograph_longer_than_four_to_one_is_refused_even_forced():
     image = np.tile(isic_image(0), (1, 5, 1))[:, :1200]  # 256 x 1200
-    with pytest.raises(InputError, match="longer than model isic-lesion-v4 takes"):
+    with pytest.raises(InputError, match=f"longer than model {zoo.default_for(2).name} takes"):
         segcodec.encode(image, force=True)
     segcodec.encode(image[:, :1024], force=True)  # 4:1 is allowed
 

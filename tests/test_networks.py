@@ -68,5 +68,8 @@ def test_a_strided_first_convolution_keeps_c_off_the_full_grid():
     for stride in (3, 0, True, 2.0):
         with pytest.raises(SgcError, match="c_first_stride"):
             zoo.check_architecture({**arch, "c_first_stride": stride})
-    with pytest.raises(SgcError, match="g_widths"):  # 8 steps up from a grid 4 steps down
-        zoo.check_architecture({**arch, "g_widths": [8, 8, 8, 8]})
+    zoo.check_architecture({**arch, "g_widths": [8, 8, 8]})  # up 4x: back on the grid
+    with pytest.raises(SgcError, match="g_widths"):  # ...which unstrided C's 2x is not
+        zoo.check_architecture({**arch, "c_first_stride": 1, "g_widths": [8, 8, 8]})
+    with pytest.raises(SgcError, match="work_shape.*multiples of 4"):
+        zoo.check_architecture({**arch, "work_shape": [16, 22, 16]})

@@ -474,14 +474,17 @@ def test_a_rate_point_picks_only_from_its_second_half(tmp_path):
     assert ck["best"]["step"] == max(eligible, key=eligible.get)
 
 
-def test_lighten_distils_a_narrower_c_and_g_to_fine_tune_or_export(tmp_path, monkeypatch):
+@pytest.mark.parametrize("narrow", [
+    {"c_widths": [8, 16, 48], "g_widths": [16, 8]},
+    {"c_widths": [8, 48], "c_first_stride": 2, "g_widths": [16, 8]},  # no layer on the full grid
+])
+def test_lighten_distils_a_narrower_c_and_g_to_fine_tune_or_export(tmp_path, monkeypatch, narrow):
     from segcodec.train import lighten
     root = isic_folder(tmp_path / "data")
     cfg = smoke_config("isic-d4", steps=2, normalisation=ISIC_NORM)
     x, t, _ = fixture_set(cfg)
     loop.train(cfg, x, t, tmp_path / "parent")
     parent, _ = loop.load_checkpoint(tmp_path / "parent" / "checkpoint.pt", best=True)
-    narrow = {"c_widths": [8, 16, 48], "g_widths": [16, 8]}
     scores = lighten.lighten(tmp_path / "parent" / "checkpoint.pt", narrow, root,
                              tmp_path / "init.pt", steps=3, batch=2, cache=None, log=lambda m: 0)
     assert all(0 <= d <= 1 for d in scores["parent_val_dice"] + scores["child_val_dice"])
@@ -514,13 +517,14 @@ def test_lighten_distils_a_narrower_c_and_g_to_fine_tune_or_export(tmp_path, mon
         zoo.reload()
 
 
-def test_lighten_refuses_a_g_longer_than_c_in_one_line(tmp_path):
+def test_lighten_refuses_what_it_cannot_distil_in_one_line(tmp_path):
     from segcodec.train import lighten
     cfg = smoke_config("isic-d4", steps=1, normalisation=ISIC_NORM)
     x, t, _ = fixture_set(cfg)
     loop.train(cfg, x, t, tmp_path / "parent")
-    with pytest.raises(SystemExit, match="lighten: error: architecture g_widths"):
-        lighten.main([str(tmp_path / "parent" / "checkpoint.pt"), "--arch",
-                      '{"g_widths": [8, 8, 8, 8]}', "--data", str(tmp_path), "--out",
-                      str(tmp_path / "out.pt")])
-    assert not (tmp_path / "out.pt").exists()
+    for arch, why in (('{"g_widths": [8, 8, 8, 8]}', "architecture g_widths"),
+                      ('{"c_first_stride": 2}', "C must keep the parent's latent grid")):
+        with pytest.raises(SystemExit, match=f"^lighten: error: {why}[^\n]*$"):
+            lighten.main([str(tmp_path / "parent" / "checkpoint.pt"), "--arch", arch,
+                          "--data", str(tmp_path), "--out", str(tmp_path / "out.pt")])
+        assert not (tmp_path / "out.pt").exists()

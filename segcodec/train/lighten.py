@@ -1,13 +1,14 @@
-"""A lighter model from a trained one: C and g distilled into narrower networks.
+"""A lighter model from a trained one: C and g distilled into narrower (or strided) networks.
 
     python -m segcodec.train.lighten runs/hippocampus-d4-r2/checkpoint.pt \\
         --arch '{"c_widths": [4, 16, 24], "g_widths": [16, 8]}' --data ../shared/data \\
         --out runs/hippocampus-light/checkpoint.pt --threads 2
     segcodec export runs/hippocampus-light/checkpoint.pt --data ../shared/data --name NAME
 
-Where a network's widths change, the new one learns the parent's output on the parent's
-(augmented) training cases: C the parent's bit probabilities, g the parent's feature map from
-the parent's bits.  s, D and the rate model are the parent's.  Training a new C and g from
+Where a network's shape changes (its widths, or C's first stride), the new one learns the
+parent's output on the parent's (augmented) training cases: C the parent's bit probabilities,
+g the parent's feature map from the parent's bits.  s, D and the rate model are the parent's,
+and so is the latent grid.  Training a new C and g from
 scratch on the CPU takes hours; learning a trained parent's outputs takes minutes.  The
 checkpoint exports as it is (``hippocampus-v4`` is one), or a D4 recipe fine-tunes it end to
 end (``init``), as rate points do; for hippocampus-v4 a 300-step fine-tune scored lower on the
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import zoo
+from ..networks import downsample
 from ..errors import SgcError
 from . import data as datasets
 from . import loop
@@ -45,6 +47,9 @@ def lighten(parent: Path, arch: dict, data: Path, out: Path, *, name: str | None
     child_cfg = dataclasses.replace(cfg, arch={**cfg.arch, **arch}, init=str(parent),
                                     name=name or f"{cfg.name}-light")
     zoo.check_architecture(child_cfg.arch)  # what export and the loader will ask of it
+    if downsample(child_cfg.arch) != downsample(cfg.arch):
+        raise SgcError(f"C must keep the parent's latent grid (the child downsamples by "
+                       f"{downsample(child_cfg.arch)}, the parent by {downsample(cfg.arch)})")
     torch.manual_seed(cfg.seed)
     child = loop.build_net(child_cfg)
     state = child.state_dict()
@@ -55,7 +60,7 @@ def lighten(parent: Path, arch: dict, data: Path, out: Path, *, name: str | None
     # Only the networks whose shape changed learn; the rest stay the parent's.
     learners = [m for keys, m in ((("c_widths", "c_first_stride"), child.compressor),
                                   (("g_widths",), child.reconstructor))
-                if any(child_cfg.arch.get(k) != cfg.arch.get(k) for k in keys)]
+                if any(child_cfg.arch.get(k, 1) != cfg.arch.get(k, 1) for k in keys)]
     params = [p for m in learners for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
     sched = loop.one_cycle(opt, lr, steps)

@@ -28,7 +28,7 @@ import numpy as np
 from .. import datasets, orientation
 from .. import io as sgio
 
-WORK_MULTIPLE = 8  # C halves the grid three times
+WORK_MULTIPLE = 8  # s (four widths in 2D) pools the grid three times; C halves it twice
 FOREGROUND_SAMPLE = 10_000  # foreground voxels drawn per case for CT statistics (nnU-Net's)
 STAT_CASES = 50
 
