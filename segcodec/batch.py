@@ -17,7 +17,8 @@ with its one-line error, and the batch carries on.  On a cluster:
   never once
   per file; the client's ``SEGCODEC_MODEL_PATH`` travels with the plugin;
 - a worker that dies mid-file has its files run again elsewhere (Dask reschedules the tasks of
-  a lost worker); writes are atomic, so a killed write leaves no partial file.
+  a lost worker); writes are atomic, so a killed write leaves no partial file, and the
+  hidden temporary it leaves is deleted when the batch ends.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import destinations, modelfiles, read_header
+from . import io as sgio
 from .errors import InputError, SgcError, naming
 
 MAX_FILES_PER_TASK = 16
@@ -76,7 +78,9 @@ def segment_many(paths, dest=None, *, device: str = "auto", remote: str | None =
     else:
         work = functools.partial(segment_one, device=device, overlay=overlay, source=source)
         models = sorted({model_id(job.src) for job in jobs if not (job.error or job.skip)})
-    return run(jobs, work, client=client, models=models, progress=progress)
+    from .api import sidecar_path
+    return run(jobs, work, client=client, models=models, progress=progress,
+               outputs=lambda dst: (dst, sidecar_path(dst)))
 
 
 def _path(dest):
@@ -145,11 +149,12 @@ def _guarded_all(jobs: list[destinations.Job], work) -> list[Result]:
 
 
 def run(jobs: list[destinations.Job], work, *, client=None, models=(),
-        progress=None) -> list[Result]:
+        progress=None, outputs=lambda dst: (dst,)) -> list[Result]:
     """``Result``s of ``work`` over ``jobs``, in the jobs' order: here, or on ``client``'s
     cluster after its workers have loaded ``models`` (names, hex ids, or None for the
     defaults).  ``progress(result)`` is called as each one finishes.  Skipped and refused
-    jobs never reach a worker."""
+    jobs never reach a worker.  ``outputs(dst)``: the files a job writes, whose temporaries
+    a killed worker may have left."""
     done: list[Result | None] = [None] * len(jobs)
     todo = []
     for i, job in enumerate(jobs):
@@ -187,4 +192,5 @@ def run(jobs: list[destinations.Job], work, *, client=None, models=(),
                                               dst=jobs[i].dst if result.dst else None)
                 if progress:
                     progress(done[i])
+        sgio.remove_temporaries(path for i in todo for path in outputs(jobs[i].dst))
     return done

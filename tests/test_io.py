@@ -275,6 +275,26 @@ def test_sigterm_under_the_cli_leaves_no_temporary_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_killed_writers_temporaries_are_removed_and_nothing_else(tmp_path):
+    """What a process killed mid-write (a lost cluster worker) leaves, ``remove_temporaries``
+    deletes; others' hidden files and the temporaries of other names stay."""
+    import subprocess
+    import sys
+    for name in ("x.sgc", "x.labels.nii.gz", "x.labels.json", "noext"):
+        code = ("import os; from pathlib import Path; from segcodec.io import atomic_write; "
+                f"atomic_write(Path({str(tmp_path / name)!r}), lambda tmp: "
+                "(Path(tmp).write_bytes(b'partial'), os._exit(1)))")
+        assert subprocess.run([sys.executable, "-c", code]).returncode == 1
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 4 and all(n.startswith(".") for n in left)  # hidden, none in place
+    kept = [".x.sgc", ".bashrc", ".y.sgc.abcdefgh.sgc", ".x.sgc.abcdefgh.png", "x.sgc.abcdefgh.sgc"]
+    for name in kept:
+        (tmp_path / name).write_bytes(b"keep")
+    sgio.remove_temporaries(tmp_path / n for n in ("x.sgc", "x.labels.nii.gz",
+                                                   "x.labels.json", "noext", "z.sgc"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
 def test_a_png_declaring_more_pixels_than_the_format_takes_is_refused_from_its_header(
         tmp_path):
     """Checked by segcodec, not by changing Pillow's global MAX_IMAGE_PIXELS."""

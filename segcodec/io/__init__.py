@@ -139,6 +139,33 @@ def atomic_write(path: Path, write) -> Path:
     return path
 
 
+def remove_temporaries(paths) -> None:
+    """Delete the temporaries ``atomic_write`` left beside ``paths`` in a process killed
+    mid-write (a lost cluster worker), which had no chance to: hidden files named
+    ``.NAME.XXXXXXXX<suffix>`` for a NAME of ``paths``.  Each folder is listed once."""
+    names: dict[Path, set[str]] = {}
+    for path in map(Path, paths):
+        names.setdefault(path.parent, set()).add(path.name)
+    for folder, wanted in names.items():
+        try:
+            entries = [entry.name for entry in os.scandir(folder)]
+        except OSError:
+            continue
+        for name in entries:
+            if _temporary_of(name) in wanted:
+                (folder / name).unlink(missing_ok=True)
+
+
+def _temporary_of(name: str) -> str | None:
+    """The file name that ``name`` is an ``atomic_write`` temporary of, or None."""
+    end = suffix(Path(name))
+    inner = name[1:len(name) - len(end)] if name.startswith(".") and end else ""
+    if len(inner) < 10 or inner[-9] != ".":
+        return None
+    target = inner[:-9]
+    return target if (suffix(Path(target)) or ".tmp") == end else None
+
+
 def _read_umask() -> int:
     mask = os.umask(0)  # read once, at import: setting it later would race other threads
     os.umask(mask)
