@@ -8,11 +8,11 @@
 Where a network's shape changes (its widths, or C's first stride), the new one learns the
 parent's output on the parent's (augmented) training cases: C the parent's bit probabilities,
 g the parent's feature map from the parent's bits.  s, D and the rate model are the parent's,
-and so is the latent grid.  Training a new C and g from
-scratch on the CPU takes hours; learning a trained parent's outputs takes minutes.  The
-checkpoint exports as it is (``hippocampus-v4`` is one), or a D4 recipe fine-tunes it end to
-end (``init``), as rate points do; for hippocampus-v4 a 300-step fine-tune scored lower on the
-validation split (0.844 against 0.849).
+and so is the latent grid.  Training a new C and g from scratch on the CPU takes hours;
+learning a trained parent's outputs takes minutes.  The checkpoint exports as it is
+(``hippocampus-v4`` is one), or a D4 recipe fine-tunes it end to end (``init``), as rate
+points do; for hippocampus-v4 a 300-step fine-tune scored lower on the validation split
+(0.844 against 0.849).
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import zoo
-from ..networks import downsample
 from ..errors import SgcError
+from ..networks import downsample
 from . import data as datasets
 from . import loop
 from .run import DEFAULT_CACHE
