@@ -169,13 +169,9 @@ class SegCodecNet(nn.Module):
         self.segmentor = Segmentor(arch["ndim"], arch["n_classes"], arch["s_widths"],
                                    in_channels=g_channels, norm=arch.get("s_norm", False))
 
-    @property
-    def downsample(self) -> int:
-        return downsample(self.arch)
-
     def latent_shape(self) -> tuple[int, ...]:
-        return (self.arch["latent_channels"],
-                *(s // self.downsample for s in self.arch["work_shape"]))
+        step = downsample(self.arch)
+        return (self.arch["latent_channels"], *(s // step for s in self.arch["work_shape"]))
 
     def decode_logits(self, z: torch.Tensor, features: list | None = None) -> torch.Tensor:
         """g then s: binary latents (float 0/1) -> class logits at the working resolution."""

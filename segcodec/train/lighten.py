@@ -42,8 +42,8 @@ def lighten(parent: Path, arch: dict, data: Path, out: Path, *, name: str | None
     the validation Dice of parent and child.  ``segcodec export`` takes it as it is, and a D4
     recipe may fine-tune it (``init``)."""
     torch.set_num_threads(threads)
-    teacher, cfg = loop.load_checkpoint(parent, best=True)
-    ck = torch.load(parent, map_location="cpu", weights_only=True)  # its critic and rate model
+    ck = torch.load(parent, map_location="cpu", weights_only=True)
+    teacher, cfg = loop.network_of(ck, best=True)
     child_cfg = dataclasses.replace(cfg, arch={**cfg.arch, **arch}, init=str(parent),
                                     name=name or f"{cfg.name}-light")
     zoo.check_architecture(child_cfg.arch)  # what export and the loader will ask of it

@@ -369,7 +369,11 @@ def last_logged(log_path: Path) -> dict:
 def load_checkpoint(path: Path, best: bool = False) -> tuple[nn.Module, Recipe]:
     """The trained network (eval mode) and config of a checkpoint: its last weights, or with
     ``best`` those that scored best on the validation cases (where the run kept them)."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    return network_of(torch.load(path, map_location="cpu", weights_only=True), best)
+
+
+def network_of(ck: dict, best: bool = False) -> tuple[nn.Module, Recipe]:
+    """``load_checkpoint`` of a checkpoint already loaded (``torch.load``)."""
     cfg = Recipe.load(ck["config"])
     net = build_net(cfg)
     net.load_state_dict(ck["best"]["net"] if best and ck.get("best") else ck["net"])
