@@ -7,6 +7,7 @@ section and the CRC are ``wire``'s, shared with the label stream.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -78,8 +79,8 @@ def check_image_shape(shape, channels: int, error=SgcFormatError) -> None:
     for i, s in enumerate(shape):
         if not 1 <= s <= MAX_SIDE[ndim]:
             raise error(f"image shape[{i}] = {s}, expected 1..{MAX_SIDE[ndim]}")
-    if int(np.prod(shape, dtype=np.int64)) > MAX_PIXELS:
-        raise error(f"image has {int(np.prod(shape, dtype=np.int64))} pixels, "
+    if (pixels := math.prod(int(s) for s in shape)) > MAX_PIXELS:
+        raise error(f"image has {pixels} pixels, "
                     f"more than the limit of {MAX_PIXELS}")
 
 

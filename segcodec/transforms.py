@@ -35,12 +35,19 @@ def photo_intensities(array: np.ndarray, who: str = "this model") -> np.ndarray:
         if top is None:
             raise InputError(f"{who} takes 8- or 16-bit photographs; this {array.dtype} "
                              f"image reaches {array.max()}")
-        return array.astype(np.float64) * (255.0 / top)
+        return _scaled(array, 255.0 / top)
     low, high = float(array.min()), float(array.max())
     if low < 0 or high > 1:
         raise InputError(f"{who} takes float images in [0, 1] (this one spans "
                          f"{low:g}..{high:g}); scale it, or pass uint8 for 0..255")
-    return array.astype(np.float64) * 255.0
+    return _scaled(array, 255.0)
+
+
+def _scaled(array: np.ndarray, factor: float) -> np.ndarray:
+    """``array.astype(np.float64) * factor`` (in its layout), without a second copy."""
+    out = array.astype(np.float64)
+    out *= factor
+    return out
 
 
 def normalise(image: np.ndarray, spec: dict) -> torch.Tensor:
@@ -51,12 +58,14 @@ def normalise(image: np.ndarray, spec: dict) -> torch.Tensor:
     ``ct``: x clipped to [low, high], then (x - mean) / std with the training set's statistics
     (nnU-Net's CT scheme: Hounsfield units mean the same in every scan).
     """
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    array = np.ascontiguousarray(image, dtype=np.float32)
+    x = torch.from_numpy(array)[None]
     if spec["kind"] == "fixed":
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        mean = torch.tensor(spec["mean"], dtype=torch.float32).view(shape)
-        std = torch.tensor(spec["std"], dtype=torch.float32).view(shape)
-        return (x * spec["scale"] - mean) / std
+        mean, std = _channel_constants(tuple(spec["mean"]), tuple(spec["std"]), x.ndim)
+        # The same three roundings as (x * scale - mean) / std, in place where x is a copy
+        # of its own (the caller's float32 array is not written to).
+        x = x * spec["scale"] if np.may_share_memory(array, image) else x.mul_(spec["scale"])
+        return x.sub_(mean).div_(std)
     if spec["kind"] == "ct":
         return ((x.clamp(spec["low"], spec["high"]) - spec["mean"]) / spec["std"]).float()
     if spec["kind"] == "zscore":
@@ -64,6 +73,15 @@ def normalise(image: np.ndarray, spec: dict) -> torch.Tensor:
         std = x64.std().item()
         return ((x64 - x64.mean()) / (std if std > 0 else 1.0)).float()
     raise ValueError(f"unknown normalisation {spec['kind']!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _channel_constants(mean: tuple, std: tuple, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fixed`` normalisation's per-channel mean and std, shaped to broadcast over an
+    (N, C, *spatial) tensor of ``ndim`` dimensions: built once, never written to."""
+    shape = (1, -1) + (1,) * (ndim - 2)
+    return (torch.tensor(mean, dtype=torch.float32).view(shape),
+            torch.tensor(std, dtype=torch.float32).view(shape))
 
 
 def resample(x: torch.Tensor, shape) -> torch.Tensor:

@@ -311,3 +311,19 @@ def test_errors_keep_their_cause_and_a_renamed_error_its_attributes(tmp_path):
         with naming("a.sgc"):
             raise RemoteError("server busy", status=503)
     assert str(info.value) == "a.sgc: server busy" and info.value.status == 503
+
+
+def test_fixed_normalisation_is_the_three_roundings_and_leaves_the_input_alone():
+    """normalise works in place on its own copy only: never on a caller's float32 array."""
+    spec = zoo.default_for(2).manifest["normalisation"]
+    mean = torch.tensor(spec["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(spec["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    rgb = np.moveaxis(isic_image(0), -1, 0)
+    for image in (rgb, np.ascontiguousarray(rgb), rgb.astype(np.float32),
+                  np.ascontiguousarray(rgb, dtype=np.float32), rgb / 1.0):
+        before = image.copy()
+        x = segcodec.transforms.normalise(image, spec)
+        ref = torch.from_numpy(np.ascontiguousarray(before, dtype=np.float32))[None]
+        assert torch.equal(x, (ref * spec["scale"] - mean) / std)
+        np.testing.assert_array_equal(image, before)
+

@@ -209,7 +209,7 @@ def test_describe_appearance_of_few_images_or_constant_features_is_valid(n):
     assert domain.describe_appearance(np.ones((4, 192))) is None  # nothing to compare
 
 
-def test_8_bit_photo_statistics_from_histograms_equal_the_float_ones():
+def test_8_bit_photo_statistics_from_integer_sums_equal_the_float_ones():
     rng = np.random.default_rng(0)
     images = [isic_image(0).transpose(2, 0, 1), rng.integers(0, 256, (3, 37, 51), np.uint8),
               rng.integers(0, 40, (3, 64, 64), np.uint8),  # around the "dark" threshold
@@ -219,6 +219,28 @@ def test_8_bit_photo_statistics_from_histograms_equal_the_float_ones():
         assert fast.keys() == slow.keys()
         assert all(abs(fast[k] - slow[k]) < 1e-9 for k in fast), (fast, slow)
     assert 0 < domain.photo_statistics(images[2])["dark"] < 1
+
+
+def test_8_bit_photo_statistics_are_the_histograms_bit_for_bit_in_any_layout():
+    """The integer sums give the bits of the histogram dot products (both exact below 2^53),
+    whether the image is channels-first in memory or a view of a channels-last array."""
+    def by_histograms(image):  # the earlier implementation
+        x = np.ascontiguousarray(image).reshape(3, -1)
+        n, levels = x.shape[1], np.arange(256, dtype=np.float64)
+        counts = np.stack([np.bincount(c, minlength=256) for c in x]).astype(np.float64)
+        mean = counts @ levels / n
+        spread = np.sqrt(np.maximum(counts @ (levels * levels) / n - mean * mean, 0)) / 255
+        dark = float(np.count_nonzero(x.sum(0, dtype=np.uint16) * 10 < 3 * 255) / n)
+        return dict(zip(domain.STATISTICS, [*(mean / 255).tolist(), *spread.tolist(), dark]))
+
+    rng = np.random.default_rng(1)
+    for hwc in (isic_image(0), rng.integers(0, 256, (97, 131, 3), np.uint8),
+                rng.integers(200, 256, (1024, 1024, 3), np.uint8),
+                np.full((3, 2, 3), 255, np.uint8), np.zeros((1, 1, 3), np.uint8)):
+        view = np.moveaxis(hwc, -1, 0)
+        expected = by_histograms(view)
+        assert domain.photo_statistics(view) == expected
+        assert domain.photo_statistics(np.ascontiguousarray(view)) == expected
 
 
 def test_legacy_models_take_their_tasks_bounds_from_the_index(monkeypatch):
