@@ -1,5 +1,6 @@
 """tools/gpu: the packed training sets that travel to a GPU machine read back as the loader's."""
 import dataclasses
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -39,3 +40,24 @@ def test_a_packed_isic_set_reads_back_as_the_loader_gives_it(tmp_path, monkeypat
     np.testing.assert_allclose(t.numpy(), t0.numpy(), atol=0.5 / 255 + 1e-6)
     assert len(labels) == len(labels0) == 1
     np.testing.assert_array_equal(labels[0], labels0[0])
+
+
+def test_the_gpu_plans_resolve_to_valid_chained_recipes(tmp_path, monkeypatch):
+    """Every plan in tools/gpu/plans builds recipes (a misspelt key or a bad value fails here,
+    not on the GPU), and each run after the first starts from the one before it."""
+    monkeypatch.setattr(train_gpu, "PACKS", tmp_path / "packs")
+    plans = sorted((Path(train_gpu.__file__).parent / "plans").glob("*.json"))
+    assert plans
+    for path in plans:
+        plan = json.loads(path.read_text())
+        for variant, chain in zip(plan.values(),
+                                  train_gpu.plan_chains(plan, tmp_path / "runs")):
+            cfgs = [recipes.Recipe.load(spec["cfg"]) for spec in chain]
+            assert cfgs[0].init is None or cfgs[0].init.startswith(str(tmp_path / "packs"))
+            assert (cfgs[0].init is None) != (cfgs[0].init_segmentor is None)
+            for before, after in zip(chain, cfgs[1:]):
+                assert after.init == str(Path(before["out"]) / "checkpoint.pt")
+                assert after.init_segmentor is None
+            for cfg in cfgs:
+                assert cfg.teacher.startswith(str(tmp_path / "packs" / "teachers"))
+                assert cfg.arch.items() >= variant["arch"].items()
