@@ -143,11 +143,12 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
     array = orientation.to_model(array, ornt)
     if why := domain.oversize(shape, m.manifest, m.bounds):  # first: force does not lift it
         raise InputError(why + ", even with force")
-    if array.dtype == np.uint8:
+    if array.dtype == np.uint8 and ndim == 2:
         # One channels-first copy of an 8-bit photograph (the caller's array interleaves its
         # channels), which the domain statistics and the normalisation then read several
         # times faster.  Both give the same values in any layout.  (Other dtypes keep theirs:
-        # photo_statistics' float sums are rounded in the order their layout gives.)
+        # photo_statistics' float sums are rounded in the order their layout gives.  A volume
+        # keeps its own: its domain reads no values, and zscore copies it once, from any.)
         array = np.ascontiguousarray(array)
     if not force:
         domain.check(array, orientation.model_spacing(affine, ornt), m.manifest)

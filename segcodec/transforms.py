@@ -58,6 +58,11 @@ def normalise(image: np.ndarray, spec: dict) -> torch.Tensor:
     ``ct``: x clipped to [low, high], then (x - mean) / std with the training set's statistics
     (nnU-Net's CT scheme: Hounsfield units mean the same in every scan).
     """
+    if spec["kind"] == "zscore":
+        x64 = _float64_of_float32(image)
+        std = x64.std().item()
+        # (x64 - mean) / std as before, in place on the tensor's own copy
+        return x64.sub_(x64.mean()).div_(std if std > 0 else 1.0).float()
     array = np.ascontiguousarray(image, dtype=np.float32)
     x = torch.from_numpy(array)[None]
     if spec["kind"] == "fixed":
@@ -68,11 +73,20 @@ def normalise(image: np.ndarray, spec: dict) -> torch.Tensor:
         return x.sub_(mean).div_(std)
     if spec["kind"] == "ct":
         return ((x.clamp(spec["low"], spec["high"]) - spec["mean"]) / spec["std"]).float()
-    if spec["kind"] == "zscore":
-        x64 = x.double()
-        std = x64.std().item()
-        return ((x64 - x64.mean()) / (std if std > 0 else 1.0)).float()
     raise ValueError(f"unknown normalisation {spec['kind']!r}")
+
+
+def _float64_of_float32(image: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].double()``
+    in one copy from the image's own layout: the same values (float32 holds every value of
+    the dtypes cast straight to float64 here; the others are rounded to float32 first), the
+    same contiguous float64 tensor."""
+    image = np.asarray(image)
+    if not np.can_cast(image.dtype, np.float32, "safe"):
+        image = image.astype(np.float32)
+    out = torch.empty((1, *image.shape), dtype=torch.float64)
+    np.copyto(out.numpy()[0], image)
+    return out
 
 
 @functools.lru_cache(maxsize=64)

@@ -327,3 +327,30 @@ def test_fixed_normalisation_is_the_three_roundings_and_leaves_the_input_alone()
         assert torch.equal(x, (ref * spec["scale"] - mean) / std)
         np.testing.assert_array_equal(image, before)
 
+
+
+def test_zscore_normalisation_is_the_float32_volume_in_float64_bit_for_bit():
+    """normalise ('zscore') copies a volume once, straight to float64 where float32 holds its
+    values (else rounded to float32 first), and scales it in place: the same tensor as
+    (x64 - mean) / std of the float32 copy, in any dtype or layout, the input untouched."""
+    spec = zoo.default_for(3).manifest["normalisation"]
+    assert spec["kind"] == "zscore"
+
+    def earlier(image):
+        x64 = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].double()
+        std = x64.std().item()
+        return ((x64 - x64.mean()) / (std if std > 0 else 1.0)).float()
+
+    vol = hippo_volume(0)[0][None]
+    rng = np.random.default_rng(2)
+    noise = rng.normal(3, 2, (2, 17, 19, 23))
+    for image in (vol, np.asfortranarray(vol), vol[:, ::-1, :, ::2], vol.astype(np.int16),
+                  vol.astype(np.uint8), vol.astype(np.float64) * 1.0000001, vol > vol.mean(),
+                  noise, noise.transpose(0, 3, 1, 2), (noise * 1e8).astype(np.int64),
+                  (noise * 1e8).astype(np.int32), noise.astype(np.float16),
+                  np.abs(noise * 1e8).astype(np.uint32), np.full((1, 5, 6, 7), 3.0)):
+        before = image.copy()
+        x, ref = segcodec.transforms.normalise(image, spec), earlier(image)
+        assert x.dtype == ref.dtype and x.stride() == ref.stride()
+        assert x.numpy().tobytes() == ref.numpy().tobytes()
+        np.testing.assert_array_equal(image, before)

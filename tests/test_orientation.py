@@ -105,3 +105,42 @@ def test_a_singular_affine_is_a_one_line_error(oriented_model, volume):
     with pytest.raises(segcodec.InputError, match="singular"):
         segcodec.encode(array, affine=affine @ np.diag([1.0, 0.0, 1.0, 1.0]),
                         model=oriented_model)
+
+
+def test_axis_aligned_blocks_give_nibabels_orientation_without_its_svd():
+    """Every axis-aligned block reaches nibabel's SVD as one of the 48 signed permutation
+    matrices (with zeros of either sign): the shortcut gives its results, all of them."""
+    from nibabel import orientations
+    for (perm, flips), zero_signs in itertools.product(ORIENTATIONS,
+                                                       itertools.product((0.0, -0.0), repeat=6)):
+        block, zeros = np.zeros((3, 3)), iter(zero_signs)
+        for row, col in itertools.product(range(3), range(3)):
+            block[row, col] = next(zeros) if perm[col] != row else 0.0
+        block[list(perm), [0, 1, 2]] = np.multiply(flips, (0.7, 1e-30, 3e30))
+        affine = np.eye(4)
+        affine[:3, :3] = block
+        affine = orientation.stored_affine(affine)
+        want = orientations.io_orientation(affine)
+        got = orientation._io_orientation(affine)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+
+
+def test_transform_is_computed_once_per_block_and_handed_out_fresh():
+    """transform caches by the stored 3x3 block (translations do not change it); each call
+    gets its own array, and oblique and singular affines are nibabel's as before."""
+    flip = np.diag([-1.0, 1, -1, 1])
+    first = orientation.transform(flip, "RAS")
+    first[:] = 7  # the caller's own: later calls are not affected
+    moved = flip.copy()
+    moved[:3, 3] = (12.5, -40, 3)
+    assert np.array_equal(orientation.transform(moved, "RAS"), [[0, -1], [1, 1], [2, -1]])
+    assert orientation.transform(np.eye(4), "RAS") is None
+    c = np.sqrt(0.5)
+    oblique = np.array([[c, -c, 0, 0], [c, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    from nibabel import orientations
+    want = orientations.ornt_transform(orientations.io_orientation(orientation.stored_affine(
+        oblique)), orientations.axcodes2ornt("LPS"))
+    assert np.array_equal(orientation.transform(oblique, "LPS"), want)
+    for _ in range(2):  # not cached as a result: raised every time
+        with pytest.raises(ValueError, match="singular"):
+            orientation.transform(np.diag([1.0, 0, 1, 1]), "RAS")
