@@ -4,7 +4,7 @@ import pytest
 from bench import attacks
 
 import segcodec
-from segcodec import labelcodec
+from segcodec import labelcodec, zoo
 
 
 def test_the_attack_files_declare_what_the_audit_describes(tmp_path):
@@ -12,7 +12,7 @@ def test_the_attack_files_declare_what_the_audit_describes(tmp_path):
     by_name = {case: (kind, path) for case, kind, path, _ in cases}
     assert segcodec.read_header(by_name["a 2D .sgc declaring 59880x256"][1].read_bytes()).shape \
         == (59880, 256)
-    with pytest.raises(segcodec.SgcError, match="more than model hippocampus-v4 takes"):
+    with pytest.raises(segcodec.SgcError, match=f"more than model {zoo.default_for(3).name} takes"):
         segcodec.segment(by_name["a 3D .sgc declaring 406³"][1].read_bytes())
     with pytest.raises(segcodec.SgcError, match="nests deeper than 16"):
         segcodec.read_header(by_name["metadata nested 100,000 deep"][1].read_bytes())

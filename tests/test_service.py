@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import segcodec
-from segcodec import container, labelcodec, service
+from segcodec import container, labelcodec, service, zoo
 from segcodec.cli import service as cli_service
 from segcodec.remote import (Client, RemoteError, RemoteFormatError, RemoteUnknownModelError,
                              ServerUnreachableError)
@@ -437,7 +437,7 @@ def test_a_volume_larger_than_its_model_takes_is_400(http, files):
     header, payload = container.read(volume)
     data = container.write(dataclasses.replace(header, shape=(200, 200, 200)), payload)
     message = error(http.post("/v1/segment", content=data), 400, "bad_sgc")
-    assert "is more than model hippocampus-v4 takes" in message
+    assert f"is more than model {zoo.default_for(3).name} takes" in message
 
 
 def test_send_of_a_dicom_series_can_answer_a_dicom_segmentation(url, tmp_path):
