@@ -58,7 +58,7 @@ def _as_image(array, kind: str | None) -> tuple[np.ndarray, int]:
         if array.ndim == 2:
             array = array[None]
         elif array.ndim == 3 and array.shape[-1] in (1, 3):
-            array = array.transpose(2, 0, 1)  # np.moveaxis(array, -1, 0), without its checks
+            array = array.transpose(2, 0, 1)  # channels first (moveaxis' checks cost more)
         elif array.ndim == 3:
             raise InputError(f"a 2D image must have 1 or 3 channels last, got shape "
                              f"{array.shape} (drop the alpha channel of RGBA)")
@@ -136,8 +136,9 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
         array = photo_intensities(array, f"model {m.name}")
     if affine is not None:
         affine = np.asarray(affine, dtype=np.float64)
-        if affine.shape != (4, 4) or not np.isfinite(affine).all():
-            raise InputError("affine must be a finite 4x4 matrix")
+        # within float32's range: the geometry section (and so the orientation) stores float32
+        if affine.shape != (4, 4) or not (np.abs(affine) <= np.finfo(np.float32).max).all():
+            raise InputError("affine must be a finite 4x4 matrix of float32 values")
     shape = tuple(array.shape[1:])
     ornt = _orientation(m, affine)
     array = orientation.to_model(array, ornt)
@@ -145,10 +146,9 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
         raise InputError(why + ", even with force")
     if array.dtype == np.uint8 and ndim == 2:
         # One channels-first copy of an 8-bit photograph (the caller's array interleaves its
-        # channels), which the domain statistics and the normalisation then read several
-        # times faster.  Both give the same values in any layout.  (Other dtypes keep theirs:
-        # photo_statistics' float sums are rounded in the order their layout gives.  A volume
-        # keeps its own: its domain reads no values, and zscore copies it once, from any.)
+        # channels), which the domain statistics and the normalisation then both read fast.
+        # (Other dtypes keep their layout: photo_statistics' float sums are rounded in the
+        # order it gives.  A volume's domain reads no values, and zscore copies it once.)
         array = np.ascontiguousarray(array)
     if not force:
         domain.check(array, orientation.model_spacing(affine, ornt), m.manifest)

@@ -49,7 +49,7 @@ STATISTICS = ("mean_r", "mean_g", "mean_b", "spread_r", "spread_g", "spread_b", 
 
 def photo_statistics(image: np.ndarray) -> dict[str, float]:
     """Channels-first RGB image on the 0..255 scale -> the statistics the domain checks."""
-    if image.dtype == np.uint8:  # contiguous: sums over a channels-last view are many times slower
+    if image.dtype == np.uint8:  # contiguous: channels-last sums are several times slower
         return _uint8_statistics(np.ascontiguousarray(image).reshape(image.shape[0], -1))
     x = image.reshape(image.shape[0], -1).astype(np.float64, copy=False) / 255.0
     mean, spread = x.mean(1), x.std(1)
@@ -61,7 +61,7 @@ def _uint8_statistics(x: np.ndarray) -> dict[str, float]:
     """``photo_statistics`` of 8-bit pixels (C, N) from exact integer sums of the values and
     their squares: the same values to float rounding, without float64 copies (they cost more
     than C does).  Below 2^53 (any image of under 10^11 pixels) the sums are exact in float64,
-    so the statistics are bit for bit those of the histograms' dot products used before."""
+    so the statistics do not depend on the order of summation."""
     n = x.shape[1]
     wide = x.astype(np.uint16)  # 255^2 fits
     total = wide.sum(1, dtype=np.uint64).astype(np.float64)

@@ -59,16 +59,16 @@ def normalise(image: np.ndarray, spec: dict) -> torch.Tensor:
     (nnU-Net's CT scheme: Hounsfield units mean the same in every scan).
     """
     if spec["kind"] == "zscore":
-        x64 = _float64_of_float32(image)
+        # mean and std in float64: float32 sums lose digits over a volume
+        x64 = _float64_copy(image)
         std = x64.std().item()
-        # (x64 - mean) / std as before, in place on the tensor's own copy
         return x64.sub_(x64.mean()).div_(std if std > 0 else 1.0).float()
     array = np.ascontiguousarray(image, dtype=np.float32)
     x = torch.from_numpy(array)[None]
     if spec["kind"] == "fixed":
-        mean, std = _channel_constants(tuple(spec["mean"]), tuple(spec["std"]), x.ndim)
-        # The same three roundings as (x * scale - mean) / std, in place where x is a copy
-        # of its own (the caller's float32 array is not written to).
+        mean, std = _channel_constants(tuple(np.atleast_1d(spec["mean"]).tolist()),
+                                       tuple(np.atleast_1d(spec["std"]).tolist()), x.ndim)
+        # In place only where x is a copy of its own: a caller's float32 array is its own.
         x = x * spec["scale"] if np.may_share_memory(array, image) else x.mul_(spec["scale"])
         return x.sub_(mean).div_(std)
     if spec["kind"] == "ct":
@@ -76,11 +76,11 @@ def normalise(image: np.ndarray, spec: dict) -> torch.Tensor:
     raise ValueError(f"unknown normalisation {spec['kind']!r}")
 
 
-def _float64_of_float32(image: np.ndarray) -> torch.Tensor:
-    """``torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].double()``
-    in one copy from the image's own layout: the same values (float32 holds every value of
-    the dtypes cast straight to float64 here; the others are rounded to float32 first), the
-    same contiguous float64 tensor."""
+def _float64_copy(image: np.ndarray) -> torch.Tensor:
+    """A contiguous float64 tensor (1, *shape) of the image's values as float32 holds them,
+    made in one copy from the image's own layout: dtypes float32 holds exactly are cast
+    straight to float64, the others rounded to float32 first (as MRI intensities always
+    were)."""
     image = np.asarray(image)
     if not np.can_cast(image.dtype, np.float32, "safe"):
         image = image.astype(np.float32)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import segcodec
-from segcodec import zoo
+from segcodec import transforms, zoo
 from segcodec.errors import InputError, SgcFormatError, UnknownModelError
 
 from conftest import dice, hippo_labels, hippo_volume, isic_image, isic_mask
@@ -283,7 +283,6 @@ def test_large_outputs_are_labelled_a_slab_at_a_time_bit_for_bit(grid, shape, mo
     """Beyond SLAB_VOXELS no class is upsampled whole, and the labels are still argmax's of
     the whole upsampling: the classes differ by ~1e-6, so a value off by one rounding anywhere
     would flip thousands of labels."""
-    from segcodec import transforms
     g = torch.Generator().manual_seed(len(shape))
     base = torch.randn(1, 1, *grid, generator=g) * 3
     logits = torch.cat([base, base + 1e-6 * torch.randn(1, 1, *grid, generator=g),
@@ -322,11 +321,10 @@ def test_fixed_normalisation_is_the_three_roundings_and_leaves_the_input_alone()
     for image in (rgb, np.ascontiguousarray(rgb), rgb.astype(np.float32),
                   np.ascontiguousarray(rgb, dtype=np.float32), rgb / 1.0):
         before = image.copy()
-        x = segcodec.transforms.normalise(image, spec)
+        x = transforms.normalise(image, spec)
         ref = torch.from_numpy(np.ascontiguousarray(before, dtype=np.float32))[None]
         assert torch.equal(x, (ref * spec["scale"] - mean) / std)
         np.testing.assert_array_equal(image, before)
-
 
 
 def test_zscore_normalisation_is_the_float32_volume_in_float64_bit_for_bit():
@@ -350,7 +348,14 @@ def test_zscore_normalisation_is_the_float32_volume_in_float64_bit_for_bit():
                   (noise * 1e8).astype(np.int32), noise.astype(np.float16),
                   np.abs(noise * 1e8).astype(np.uint32), np.full((1, 5, 6, 7), 3.0)):
         before = image.copy()
-        x, ref = segcodec.transforms.normalise(image, spec), earlier(image)
+        x, ref = transforms.normalise(image, spec), earlier(image)
         assert x.dtype == ref.dtype and x.stride() == ref.stride()
         assert x.numpy().tobytes() == ref.numpy().tobytes()
         np.testing.assert_array_equal(image, before)
+
+
+def test_fixed_normalisation_takes_a_scalar_mean_and_std():
+    """A one-channel model's manifest may give its mean and std as plain numbers."""
+    spec = {"kind": "fixed", "scale": 1 / 255, "mean": 0.5, "std": 0.25}
+    x = transforms.normalise(np.full((1, 2, 2), 255, np.uint8), spec)
+    assert x.shape == (1, 1, 2, 2) and torch.allclose(x, torch.full_like(x, 2.0))

@@ -1,5 +1,6 @@
 """Volumes in any orientation segment as the model's own orientation does (format_spec.md §2.3)."""
 import itertools
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -107,10 +108,26 @@ def test_a_singular_affine_is_a_one_line_error(oriented_model, volume):
                         model=oriented_model)
 
 
-def test_axis_aligned_blocks_give_nibabels_orientation_without_its_svd():
+@pytest.mark.parametrize("entry", [(0, 0), (1, 3)])  # a zoom, a translation
+@pytest.mark.parametrize("value", [1e39, np.inf, np.nan])
+def test_an_affine_beyond_float32_is_a_one_line_error(entry, value):
+    """The geometry section stores float32: a value it cannot hold is refused as such, before
+    the orientation is worked out from its overflowed copy."""
+    affine = np.eye(4)
+    affine[entry] = value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow on the way to the refusal
+        with pytest.raises(segcodec.InputError, match="finite 4x4 matrix of float32 values"):
+            segcodec.encode(np.ones((30, 40, 30), np.float32), kind="3d", affine=affine)
+
+
+def test_axis_aligned_blocks_give_nibabels_orientation_without_its_svd(monkeypatch):
     """Every axis-aligned block reaches nibabel's SVD as one of the 48 signed permutation
     matrices (with zeros of either sign): the shortcut gives its results, all of them."""
     from nibabel import orientations
+    nibabels = orientations.io_orientation
+    monkeypatch.setattr(orientations, "io_orientation",
+                        lambda affine: pytest.fail("an axis-aligned block reached nibabel"))
     for (perm, flips), zero_signs in itertools.product(ORIENTATIONS,
                                                        itertools.product((0.0, -0.0), repeat=6)):
         block, zeros = np.zeros((3, 3)), iter(zero_signs)
@@ -120,7 +137,7 @@ def test_axis_aligned_blocks_give_nibabels_orientation_without_its_svd():
         affine = np.eye(4)
         affine[:3, :3] = block
         affine = orientation.stored_affine(affine)
-        want = orientations.io_orientation(affine)
+        want = nibabels(affine)
         got = orientation._io_orientation(affine)
         assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
 
@@ -128,12 +145,14 @@ def test_axis_aligned_blocks_give_nibabels_orientation_without_its_svd():
 def test_transform_is_computed_once_per_block_and_handed_out_fresh():
     """transform caches by the stored 3x3 block (translations do not change it); each call
     gets its own array, and oblique and singular affines are nibabel's as before."""
+    orientation._transform.cache_clear()
     flip = np.diag([-1.0, 1, -1, 1])
     first = orientation.transform(flip, "RAS")
     first[:] = 7  # the caller's own: later calls are not affected
     moved = flip.copy()
     moved[:3, 3] = (12.5, -40, 3)
     assert np.array_equal(orientation.transform(moved, "RAS"), [[0, -1], [1, 1], [2, -1]])
+    assert orientation._transform.cache_info()[:2] == (1, 1)  # (hits, misses): computed once
     assert orientation.transform(np.eye(4), "RAS") is None
     c = np.sqrt(0.5)
     oblique = np.array([[c, -c, 0, 0], [c, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])

@@ -17,7 +17,8 @@ import pack  # noqa: E402
 import train_gpu  # noqa: E402
 
 
-def test_a_packed_isic_set_reads_back_as_the_loader_gives_it(tmp_path, monkeypatch):
+def isic_root(tmp_path) -> Path:
+    """A data folder holding the ISIC fixtures as its training set."""
     root = tmp_path / "data"
     for folder in ("images", "masks"):
         (root / "isic2017" / "train" / folder).mkdir(parents=True)
@@ -25,6 +26,11 @@ def test_a_packed_isic_set_reads_back_as_the_loader_gives_it(tmp_path, monkeypat
         shutil.copy(image, root / "isic2017" / "train" / "images")
         shutil.copy(image.with_name(image.stem + "_segmentation.png"),
                     root / "isic2017" / "train" / "masks")
+    return root
+
+
+def test_a_packed_isic_set_reads_back_as_the_loader_gives_it(tmp_path, monkeypatch):
+    root = isic_root(tmp_path)
     (tmp_path / "isic.npz.zst").write_bytes(pack.pack("isic", root, cache=None))
     monkeypatch.setattr(train_gpu, "PACKS", tmp_path)
     norm, (x, t), (xv, labels) = train_gpu.load_pack("isic")
@@ -50,8 +56,8 @@ def test_the_gpu_plans_resolve_to_valid_chained_recipes(tmp_path, monkeypatch):
     assert plans
     for path in plans:
         plan = json.loads(path.read_text())
-        for variant, chain in zip(plan.values(),
-                                  train_gpu.plan_chains(plan, tmp_path / "runs")):
+        for variant, chain in zip(plan.values(), train_gpu.plan_chains(plan, tmp_path / "runs"),
+                                  strict=True):
             cfgs = [recipes.Recipe.load(spec["cfg"]) for spec in chain]
             assert cfgs[0].init is None or cfgs[0].init.startswith(str(tmp_path / "packs"))
             assert (cfgs[0].init is None) != (cfgs[0].init_segmentor is None)
@@ -61,3 +67,32 @@ def test_the_gpu_plans_resolve_to_valid_chained_recipes(tmp_path, monkeypatch):
             for cfg in cfgs:
                 assert cfg.teacher.startswith(str(tmp_path / "packs" / "teachers"))
                 assert cfg.arch.items() >= variant["arch"].items()
+
+
+def test_a_plan_runs_each_chain_from_the_run_before(tmp_path, monkeypatch):
+    """--plan end to end on the CPU: two fixed-step runs of one chain in a worker process,
+    the second fine-tuning the first's weights, both in the phase's tar."""
+    import tarfile
+
+    import torch
+
+    from segcodec.train import loop
+    packs, runs, out = tmp_path / "packs", tmp_path / "runs", tmp_path / "out"
+    packs.mkdir()
+    (packs / "isic.npz.zst").write_bytes(pack.pack("isic", isic_root(tmp_path), cache=None))
+    monkeypatch.setattr(train_gpu, "PACKS", packs)
+    norm, (x, t), _ = train_gpu.load_pack("isic")
+    teacher = dataclasses.replace(recipes.config("isic-seg"), normalisation=norm, steps=1)
+    loop.train(teacher, x, t, packs / "teachers" / "isic-seg")
+    plan = {"narrow": {"arch": {"c_widths": [8, 16, 24]}, "teacher": "isic-seg",
+                       "phases": [["isic-d4", "-d4", None, {"steps": 2}],
+                                  ["isic-d4-r2", "-r2", None, {"steps": 2}]]}}
+    runs.mkdir()
+    out.mkdir()
+    results = train_gpu.phase(5, train_gpu.plan_chains(plan, runs), runs, out)
+    assert {k: v["steps"] for k, v in results.items()} == {"narrow-d4": 2, "narrow-r2": 2}
+    ck = torch.load(runs / "narrow-r2" / "checkpoint.pt", weights_only=True)
+    assert ck["config"]["init"] == str(runs / "narrow-d4" / "checkpoint.pt")
+    assert ck["config"]["arch"]["c_widths"] == [8, 16, 24]
+    with tarfile.open(out / "phase5.tar") as tar:
+        assert {"narrow-d4/checkpoint.pt", "narrow-r2/checkpoint.pt"} <= set(tar.getnames())

@@ -162,26 +162,36 @@ def phase(n: int, chains: list[list[dict]], runs: Path, out: Path) -> dict:
     return results
 
 
+def run_spec(recipe: str, name: str, budget: float | None, runs: Path, parents: dict,
+             **changes) -> dict:
+    """One run's spec: ``recipe`` with ``changes`` at the GPU's batch, its parents (``init``,
+    ``init_segmentor``, ``teacher``) given as checkpoint paths.  A run with an ``init`` takes
+    s from it, with the rest, so not from ``init_segmentor``."""
+    from segcodec.train import recipes
+    cfg = recipes.config(recipe)
+    cfg = dataclasses.replace(cfg, name=name, batch=GPU_BATCH[cfg.task_key], **changes)
+    cfg = dataclasses.replace(cfg, **parents)
+    if cfg.init:
+        cfg = dataclasses.replace(cfg, init_segmentor=None)
+    return {"name": name, "cfg": cfg.resolve(), "out": str(runs / name), "budget_s": budget}
+
+
 def plan_chains(plan: dict, runs: Path) -> list[list[dict]]:
     """A ``--plan``'s chains: per chain, the specs of its runs in order (see the module's
-    docstring); a run's parent is the run before it, the first's the chain's ``init``."""
+    docstring); a run's parent is the run before it, the first's the chain's ``init`` or,
+    without one, the teacher's s."""
     from segcodec.train import recipes
     chains = []
     for name, variant in plan.items():
-        teacher = PACKS / "teachers" / variant["teacher"] / "checkpoint.pt"
+        teacher = str(PACKS / "teachers" / variant["teacher"] / "checkpoint.pt")
         parent = str(PACKS / variant["init"]) if variant.get("init") else None
         chain = []
         for recipe, suffix, budget, changes in variant["phases"]:
-            cfg = recipes.config(recipe)
-            start = {"init": parent, "init_segmentor": None} if parent else \
-                {"init": None, "init_segmentor": str(teacher)}
-            cfg = dataclasses.replace(
-                cfg, name=name + suffix, batch=GPU_BATCH[cfg.task_key],
-                arch=dict(cfg.arch, **variant["arch"]), seed=variant.get("seed", 0),
-                teacher=str(teacher), **start, **changes)
-            chain.append({"name": cfg.name, "cfg": cfg.resolve(), "out": str(runs / cfg.name),
-                          "budget_s": budget})
-            parent = str(runs / cfg.name / "checkpoint.pt")
+            arch = dict(recipes.config(recipe).arch, **variant["arch"])
+            chain.append(run_spec(recipe, name + suffix, budget, runs,
+                                  {"init": parent, "init_segmentor": teacher, "teacher": teacher},
+                                  arch=arch, seed=variant.get("seed", 0), **changes))
+            parent = str(runs / chain[-1]["name"] / "checkpoint.pt")
         chains.append(chain)
     return chains
 
@@ -215,15 +225,11 @@ def main() -> None:
 
     def spec(name, recipe, budget, **changes):
         # ``_init`` etc. name the parent run in place of the recipe's
-        parents = {k[1:]: changes.pop(k) for k in list(changes) if k.startswith("_")}
+        named = {k[1:]: changes.pop(k) for k in list(changes) if k.startswith("_")}
         cfg = recipes.config(recipe)
-        cfg = dataclasses.replace(cfg, name=name, batch=GPU_BATCH[cfg.task_key], **changes)
-        cfg = dataclasses.replace(cfg, **{
-            key: str(runs / parents.get(key, getattr(cfg, key)) / "checkpoint.pt")
-            for key in ("init", "init_segmentor", "teacher") if getattr(cfg, key)})
-        if cfg.init:
-            cfg = dataclasses.replace(cfg, init_segmentor=None)  # the parent holds a trained s
-        return {"name": name, "cfg": cfg.resolve(), "out": str(runs / name), "budget_s": budget}
+        return run_spec(recipe, name, budget, runs, {
+            key: str(runs / named.get(key, getattr(cfg, key)) / "checkpoint.pt")
+            for key in ("init", "init_segmentor", "teacher") if getattr(cfg, key)}, **changes)
 
     if args.plan:
         chains = plan_chains(json.loads(args.plan.read_text()), runs)
