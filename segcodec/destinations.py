@@ -64,20 +64,25 @@ def plan(sources: list[Path], dest: Path | None, default: Callable[[Path], Path]
 INPUT_SUFFIXES = sgio.RASTER_SUFFIXES + sgio.NIFTI_SUFFIXES + sgio.NPY_SUFFIXES
 
 
+def _is_image_file(path: Path) -> bool:
+    """An image or volume file by its type, and not a label map segcodec wrote
+    (``NAME.labels.<ext>``): coding one as an image would give labels of labels."""
+    return (path.is_file() and sgio.suffix(path) in INPUT_SUFFIXES
+            and not stem(path).endswith(".labels"))
+
+
 def holds_inputs(folder: Path) -> bool:
     """Whether a folder holds images, volumes or DICOM files (so it is an input)."""
-    return any(p.is_file() and (sgio.suffix(p) in INPUT_SUFFIXES or sgio.is_dicom(p))
-               for p in folder.iterdir())
+    return any(_is_image_file(p) or p.is_file() and sgio.is_dicom(p) for p in folder.iterdir())
 
 
 def expand(path: Path) -> list[Path]:
     """The inputs a path names: a folder of images/volumes is its files; a DICOM series
     folder is one input; a study folder (nothing to code of its own, one subfolder per
-    series) is its series."""
+    series) is its series.  Label maps segcodec wrote there are not inputs."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir()
-                       if p.is_file() and sgio.suffix(p) in INPUT_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if _is_image_file(p))
         if files:
             return files
         series = _series_of(path)

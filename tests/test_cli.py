@@ -36,6 +36,18 @@ def test_encode_then_segment_nifti_defaults_beside_input(tmp_path):
     assert set(np.unique(np.asarray(labels.dataobj))) <= {0, 1, 2}
 
 
+def test_labels_of_a_volume_coded_without_geometry_say_their_orientation_is_unknown(tmp_path):
+    """format_spec §2.2: no geometry section, so the label map claims no orientation (NIfTI
+    codes 0) rather than a made-up one; its voxels are the input's."""
+    src = tmp_path / "in.nii.gz"
+    shutil.copy(HIPPO[0], src)
+    run("encode", "--no-geometry", src)
+    run("segment", tmp_path / "in.sgc")
+    labels = nib.load(tmp_path / "in.labels.nii.gz")
+    assert int(labels.header["sform_code"]) == int(labels.header["qform_code"]) == 0
+    assert labels.shape == nib.load(src).shape
+
+
 def test_encode_png_and_segment_to_png_of_the_same_size(tmp_path):
     src = tmp_path / "lesion.jpg"
     shutil.copy(ISIC[0], src)
@@ -172,6 +184,23 @@ def test_a_typo_for_an_input_is_no_folder_to_create(tmp_path):
     result = run("encode", tmp_path / "x.jpg", tmp_path / "cofee.jpg", ok=False)
     assert "cofee.jpg: no such file" in result.output and "1 failed" in result.output
     assert not (tmp_path / "cofee.jpg").exists()
+
+
+def test_a_folder_coded_again_after_segmenting_skips_its_label_maps(tmp_path):
+    """Resuming a folder batch must not code segcodec's own outputs as images: a label map
+    coded as an MRI would come back as labels of labels, silently."""
+    shutil.copy(HIPPO[0], tmp_path / "h.nii.gz")
+    shutil.copy(ISIC[0], tmp_path / "i.jpg")
+    run("encode", tmp_path)
+    run("segment", tmp_path)
+    assert {p.name for p in tmp_path.glob("*.labels.*")} >= {"h.labels.nii.gz", "i.labels.png"}
+    result = run("encode", tmp_path, "--skip-existing")
+    assert "0 written, 2 skipped, 0 failed" in result.output
+    assert not list(tmp_path.glob("*.labels.sgc"))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.labels.png").write_bytes(b"")  # not an image: still a destination
+    run("encode", tmp_path / "i.jpg", tmp_path / "out")
+    assert (tmp_path / "out" / "i.sgc").exists()
 
 
 def test_several_inputs_need_an_existing_folder(tmp_path):

@@ -220,6 +220,20 @@ def test_a_missing_slice_is_an_error_not_a_uniform_spacing(series):
         sgio.read(folder)
 
 
+@pytest.mark.parametrize("tag, value", [("ImageOrientationPatient", [0, 1, 0, 0, 0, -1]),
+                                        ("PixelSpacing", [0.8, 0.5])])
+def test_a_slice_of_another_orientation_or_spacing_is_refused(series, tag, value):
+    """One series UID may hold a localiser or a reformat: stacked in, it would make a volume
+    whose geometry is made up."""
+    folder, _ = series
+    odd = sorted(folder.iterdir())[3]
+    ds = pydicom.dcmread(odd)
+    setattr(ds, tag, value)
+    ds.save_as(odd)
+    with pytest.raises(InputError, match=f"{odd.name} is oriented or spaced unlike"):
+        sgio.read(folder)
+
+
 def test_single_slice_has_its_slice_thickness_as_third_voxel_size():
     loaded = sgio.read(get_testdata_file("CT_small.dcm"))
     np.testing.assert_allclose(np.linalg.norm(loaded.affine[:3, 2]), 5.0)

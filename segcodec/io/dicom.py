@@ -155,6 +155,18 @@ def _even_step(positions: list[float], folder: Path) -> None:
                          "a slice is missing or the series is uneven")
 
 
+def _one_grid(headers, axes, folder: Path) -> None:
+    """InputError unless every slice has the first's row and column directions and spacings:
+    slices of another orientation (a localiser, a reformat) stacked in would be a volume
+    with a made-up geometry."""
+    for p, ds in headers[1:]:
+        other = _axes(ds)
+        if other is None or any(not np.allclose(a, b, atol=1e-4)
+                                for a, b in zip(axes[:2], other[:2])):
+            raise InputError(f"{folder}: {p.name} is oriented or spaced unlike the first slice "
+                             "(ImageOrientationPatient, PixelSpacing); pass one stack per folder")
+
+
 def series_number(folder: Path) -> int | None:
     """The SeriesNumber of a series folder (its first DICOM file's), None without one."""
     for p in sorted(folder.iterdir()):
@@ -188,6 +200,7 @@ def series(folder: Path) -> list[tuple[Path, "pydicom.Dataset"]]:
         raise InputError(f"{folder}: holds {len(uids)} DICOM series; pass one series per folder")
     axes = _axes(headers[0][1])
     if axes is not None:
+        _one_grid(headers, axes, folder)
         key = [float(np.dot(_normal(axes), np.asarray(ds.ImagePositionPatient, dtype=float)))
                for _, ds in headers]
     else:
