@@ -76,3 +76,13 @@ def test_a_folder_without_a_data_set_is_one_line(tmp_path):
                                        "-o", str(tmp_path / "out")])
     assert result.exit_code == 1 and "no data set here" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_command_fails_when_a_case_was_not_coded(msd, tmp_path):
+    """Like a batch: the scores of the cases that coded are written, and the exit status says
+    that not every case is in them."""
+    result = CliRunner().invoke(main, ["evaluate", "hippocampus-v3", "--data", str(msd),
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "on 2 of 3 cases" in result.output
+    assert "1 case(s) not coded" in result.output
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["coded"] == 2
