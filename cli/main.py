@@ -17,6 +17,7 @@ import click
 import segcodec
 from segcodec import batch, destinations, modelfiles
 from segcodec import io as sgio
+from segcodec.errors import os_error
 
 from .common import device_option, fail
 from .service import read_token, send, serve
@@ -31,7 +32,7 @@ def _run(fn, *args, **kwargs):
     except segcodec.SgcError as exc:
         fail(str(exc))
     except OSError as exc:
-        fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+        fail(os_error(exc, "").lstrip(": "))
 
 
 def _bpp(nbytes: int, shape) -> float:
@@ -226,7 +227,10 @@ def segment(sgc_files, output, device, force, skip_existing, scheduler, workers,
 def info(sgc_file, as_json):
     """Show a .sgc file's header."""
     data = _run(sgc_file.read_bytes)
-    header = _run(segcodec.read_header, data)
+    try:
+        header = segcodec.read_header(data)
+    except segcodec.SgcError as exc:
+        fail(f"{sgc_file}: {exc}")  # named, as segment's errors are
     d = header.to_dict()
     d.update(file_bytes=len(data), payload_bytes=len(data) - header.header_bytes,
              bpp=round(_bpp(len(data), header.shape), 6))
@@ -251,7 +255,7 @@ def info(sgc_file, as_json):
     if header.metadata:
         click.echo(f"  metadata    {json.dumps(header.metadata)}")
     click.echo(f"  size        {d['file_bytes']} bytes = {d['header_bytes']} header + "
-               f"{d['payload_bytes']} payload; {d['bpp']:.4f} bpp")
+               f"{d['payload_bytes']} payload; {_bpp(len(data), header.shape):.4f} bpp")
 
 
 @main.command()

@@ -17,7 +17,7 @@ from . import bits, container, domain, entropy, modelfiles, orientation, transfo
 from . import io as sgio
 from .container import Header
 from .destinations import default_labels_path, default_sgc_path, not_the_input, stem
-from .errors import InputError, SgcFormatError, naming
+from .errors import InputError, SgcFormatError, naming, os_error
 from .transforms import labels_from_logits, photo_intensities
 
 _DTYPE_KINDS = "biuf"  # bool, signed, unsigned, float
@@ -288,7 +288,7 @@ def segment_file(src, dst=None, *, device: str = "auto", overlay=None, source=No
     try:
         data = src.read_bytes()
     except OSError as exc:
-        raise InputError(f"{src}: {exc.strerror or exc}") from exc
+        raise InputError(os_error(exc, src)) from exc
     with naming(src):
         decoded = decode(data)
     if dst is None:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from . import destinations, modelfiles, read_header
 from . import io as sgio
-from .errors import InputError, SgcError, naming
+from .errors import InputError, SgcError, naming, os_error
 
 MAX_FILES_PER_TASK = 16
 
@@ -92,7 +92,7 @@ def labels_path(src: Path) -> Path:
     try:
         data = Path(src).read_bytes()
     except OSError as exc:
-        raise InputError(f"{src}: {exc.strerror or exc}") from exc
+        raise InputError(os_error(exc, src)) from exc
     with naming(src):
         return destinations.default_labels_path(src, read_header(data))
 
@@ -140,8 +140,7 @@ def _guarded(job: destinations.Job, work) -> Result:
     except SgcError as exc:
         return Result(job.src, job.dst, error=str(exc))
     except OSError as exc:
-        return Result(job.src, job.dst,
-                      error=f"{exc.filename or job.src}: {exc.strerror or exc}")
+        return Result(job.src, job.dst, error=os_error(exc, job.src))
 
 
 def _guarded_all(jobs: list[destinations.Job], work) -> list[Result]:

@@ -20,6 +20,13 @@ class InputError(SgcError, ValueError):
     """An image or volume cannot be encoded: wrong shape, dtype, values or file."""
 
 
+def os_error(exc: OSError, path) -> str:
+    """The one line for an operating system's error about ``path``: a missing one is worded
+    as segcodec's own check of an input is ("no such file or folder")."""
+    why = "no such file or folder" if isinstance(exc, FileNotFoundError) else exc.strerror
+    return f"{exc.filename or path}: {why or exc}"
+
+
 @contextmanager
 def naming(path):
     """Prefix the message of an ``SgcError`` raised inside with the file it concerns."""

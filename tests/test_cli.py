@@ -98,13 +98,15 @@ def test_info_and_models(tmp_path):
 @pytest.mark.parametrize("make, message", [
     (lambda d: (d / "x.sgc").write_bytes(b"SG\x01"), "truncated"),
     (lambda d: (d / "x.sgc").write_bytes(b"not a segcodec file at all"), "magic"),
-    (lambda d: None, "No such file"),
+    (lambda d: None, "x.sgc: no such file or folder"),
 ])
 def test_bad_sgc_gives_one_line_and_no_output(tmp_path, make, message):
     make(tmp_path)
     before = set(tmp_path.iterdir())
-    result = run("segment", tmp_path / "x.sgc", ok=False)
-    assert message in result.output and result.output.count("\n") == 1
+    for command in ("segment", "info"):  # each names the file, in the same words
+        result = run(command, tmp_path / "x.sgc", ok=False)
+        assert message in result.output and result.output.count("\n") == 1
+        assert f"{tmp_path / 'x.sgc'}: " in result.output
     assert set(tmp_path.iterdir()) == before
 
 

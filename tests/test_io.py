@@ -331,3 +331,10 @@ def test_a_png_declaring_more_pixels_than_the_format_takes_is_refused_from_its_h
                             "print(before == Image.MAX_IMAGE_PIXELS)"],
                            capture_output=True, text=True, check=True)
     assert fresh.stdout.strip() == "True"
+
+
+def test_an_unreadable_dicom_file_gets_no_advice_meant_for_pydicoms_api():
+    """pydicom suggests its own force=True, which a user would take for segcodec's --force."""
+    with pytest.raises(InputError, match="not a readable DICOM file") as info:
+        sgio.read(get_testdata_file("rtstruct.dcm"))
+    assert "force" not in str(info.value)

@@ -74,7 +74,9 @@ def _read(path: Path, stop_before_pixels: bool = False):
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable DICOM file ({exc})") from exc
+        # pydicom's own advice ("Use force=True") is about its API, not segcodec's --force
+        why = str(exc).split(" Use force=True")[0]
+        raise InputError(f"{path}: not a readable DICOM file ({why})") from exc
 
 
 def _axes(ds):
