@@ -198,10 +198,14 @@ def test_photographs_in_any_dtype_convention_segment_alike():
     (np.full((64, 64, 3), 200.0), "float images in \\[0, 1\\]"),
     (np.full((64, 64, 3), -3, np.int16), "negative values"),
     (np.zeros((3, 64, 64), np.uint8), "np.moveaxis"),
+    (np.linspace(-1000, 1200, 64 * 64).reshape(64, 64), "more likely a CT or MR slice"),
+    (np.full((64, 64), -3, np.int16), "negative values; .* CT or MR slice"),
 ])
 def test_photograph_conventions_that_would_mislead_are_refused(image, message):
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(InputError, match=message) as info:
         segcodec.encode(image)
+    assert ("CT or MR" in str(info.value)) == (image.ndim == 2)  # grey ones only
+    assert ("scale it" in str(info.value)) == (image.dtype.kind == "f" and image.ndim == 3)
 
 
 def test_encode_of_a_path_reads_the_file(tmp_path):
