@@ -61,7 +61,8 @@ def _as_image(array, kind: str | None) -> tuple[np.ndarray, int]:
             array = array.transpose(2, 0, 1)  # channels first (moveaxis' checks cost more)
         elif array.ndim == 3:
             raise InputError(f"a 2D image must have 1 or 3 channels last, got shape "
-                             f"{array.shape} (drop the alpha channel of RGBA)")
+                             f"{array.shape}" + (" (drop the alpha channel of RGBA)"
+                                                 if array.shape[-1] == 4 else ""))
         else:
             raise InputError(f"a 2D image must be (H, W) or (H, W, C), got {array.ndim} "
                              f"dimensions")

@@ -200,6 +200,7 @@ def test_photographs_in_any_dtype_convention_segment_alike():
     (np.zeros((3, 64, 64), np.uint8), "np.moveaxis"),
     (np.linspace(-1000, 1200, 64 * 64).reshape(64, 64), "more likely a CT or MR slice"),
     (np.full((64, 64), -3, np.int16), "negative values; .* CT or MR slice"),
+    (np.zeros((64, 64, 4), np.uint8), "channels last, got shape \\(64, 64, 4\\) \\(drop the alpha"),
 ])
 def test_photograph_conventions_that_would_mislead_are_refused(image, message):
     with pytest.raises(InputError, match=message) as info:
