@@ -52,6 +52,8 @@ def _batch(run, n: int, label: str, quiet: bool, line, scheduler=None, workers=N
     def progress(result):
         if result.skipped:
             counts["skipped"] += 1
+            if not quiet and not bar:  # said per file, as a written one is
+                click.echo(f"{result.src} -> {result.dst}: exists; skipped")
         elif result.error:
             click.echo(f"segcodec: error: {result.error}", err=True)
             counts["failed"] += 1

@@ -224,7 +224,7 @@ def test_an_input_is_never_overwritten_and_outputs_need_force(tmp_path):
     run("encode", tmp_path / "ok.npy")
     result = run("encode", tmp_path / "ok.npy", ok=False)
     assert "exists; --force replaces it" in result.output
-    run("encode", tmp_path / "ok.npy", "--skip-existing")
+    assert "ok.sgc: exists; skipped" in run("encode", tmp_path / "ok.npy", "--skip-existing").output
     run("encode", tmp_path / "ok.npy", "--force")
     (tmp_path / "y.npy").write_bytes(b"keep me")
     result = run("segment", tmp_path / "ok.sgc", "-o", tmp_path / "y.npy", ok=False)
