@@ -32,7 +32,7 @@ def _run(fn, *args, **kwargs):
     except segcodec.SgcError as exc:
         fail(str(exc))
     except OSError as exc:
-        fail(os_error(exc, "").lstrip(": "))
+        fail(os_error(exc))
 
 
 def _bpp(nbytes: int, shape) -> float:
@@ -234,8 +234,9 @@ def info(sgc_file, as_json):
     except segcodec.SgcError as exc:
         fail(f"{sgc_file}: {exc}")  # named, as segment's errors are
     d = header.to_dict()
+    bpp = _bpp(len(data), header.shape)
     d.update(file_bytes=len(data), payload_bytes=len(data) - header.header_bytes,
-             bpp=round(_bpp(len(data), header.shape), 6))
+             bpp=round(bpp, 6))
     entry = modelfiles.index_entry(header.model_id)
     d["model"] = entry["name"] if entry else modelfiles.name_for(header.model_id)
     d["labels"] = entry["labels"] if entry else None
@@ -257,7 +258,7 @@ def info(sgc_file, as_json):
     if header.metadata:
         click.echo(f"  metadata    {json.dumps(header.metadata)}")
     click.echo(f"  size        {d['file_bytes']} bytes = {d['header_bytes']} header + "
-               f"{d['payload_bytes']} payload; {_bpp(len(data), header.shape):.4f} bpp")
+               f"{d['payload_bytes']} payload; {bpp:.4f} bpp")
 
 
 @main.command()

@@ -20,11 +20,12 @@ class InputError(SgcError, ValueError):
     """An image or volume cannot be encoded: wrong shape, dtype, values or file."""
 
 
-def os_error(exc: OSError, path) -> str:
-    """The one line for an operating system's error about ``path``: a missing one is worded
-    as segcodec's own check of an input is ("no such file or folder")."""
+def os_error(exc: OSError, path=None) -> str:
+    """The one line for an operating system's error about ``path`` (or the file it names): a
+    missing one is worded as segcodec's own check of an input is ("no such file or folder")."""
     why = "no such file or folder" if isinstance(exc, FileNotFoundError) else exc.strerror
-    return f"{exc.filename or path}: {why or exc}"
+    name = exc.filename or path
+    return f"{name}: {why or exc}" if name else str(why or exc)
 
 
 @contextmanager

@@ -28,23 +28,25 @@ def photo_intensities(array: np.ndarray, who: str = "this model") -> np.ndarray:
         return array.astype(np.uint8) * np.uint8(255)
     # A grey image out of a photograph's range is most likely a CT or MR slice: no rescaling
     # would make it one of this model's photographs.
-    grey = "; a grey image of such values is more likely a CT or MR slice, which needs a " \
-        "model trained on those (--model)" if array.ndim == 3 and array.shape[0] == 1 else ""
+    grey = array.ndim == 3 and array.shape[0] == 1
+    slice_hint = "a grey image of such values is more likely a CT or MR slice, which needs a " \
+        "model trained on those (--model)"
+    extra = f"; {slice_hint}" if grey else ""
     if array.dtype.kind in "iu":
         if array.min() < 0:
             raise InputError(f"{who} takes photographs; this {array.dtype} image has negative "
-                             f"values{grey}")
+                             f"values{extra}")
         top = np.iinfo(array.dtype).max if array.dtype in (np.uint8, np.uint16) else \
             255 if array.max() <= 255 else 65535 if array.max() <= 65535 else None
         if top is None:
             raise InputError(f"{who} takes 8- or 16-bit photographs; this {array.dtype} "
-                             f"image reaches {array.max()}{grey}")
+                             f"image reaches {array.max()}{extra}")
         return _scaled(array, 255.0 / top)
     low, high = float(array.min()), float(array.max())
     if low < 0 or high > 1:
+        advice = slice_hint if grey else "scale it, or pass uint8 for 0..255"
         raise InputError(f"{who} takes float images in [0, 1] (this one spans "
-                         f"{low:g}..{high:g}); " + (grey[2:] if grey else
-                                                     "scale it, or pass uint8 for 0..255"))
+                         f"{low:g}..{high:g}); {advice}")
     return _scaled(array, 255.0)
 
 

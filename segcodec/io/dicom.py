@@ -74,8 +74,10 @@ def _read(path: Path, stop_before_pixels: bool = False):
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-        # pydicom's own advice ("Use force=True") is about its API, not segcodec's --force
-        why = str(exc).split(" Use force=True")[0]
+        # In segcodec's words: pydicom's own advice ("Use force=True") is about its API, and
+        # a user would take it for --force
+        why = "no DICOM file meta header or 'DICM' prefix" \
+            if isinstance(exc, InvalidDicomError) else exc
         raise InputError(f"{path}: not a readable DICOM file ({why})") from exc
 
 

@@ -169,8 +169,8 @@ def run_spec(recipe: str, name: str, budget: float | None, runs: Path, parents: 
     s from it, with the rest, so not from ``init_segmentor``."""
     from segcodec.train import recipes
     cfg = recipes.config(recipe)
-    cfg = dataclasses.replace(cfg, name=name, batch=GPU_BATCH[cfg.task_key], **changes)
-    cfg = dataclasses.replace(cfg, **parents)
+    cfg = dataclasses.replace(cfg, name=name, batch=GPU_BATCH[cfg.task_key], **changes,
+                              **parents)
     if cfg.init:
         cfg = dataclasses.replace(cfg, init_segmentor=None)
     return {"name": name, "cfg": cfg.resolve(), "out": str(runs / name), "budget_s": budget}
