@@ -1,6 +1,7 @@
 """segcodec serve | send, and the remote path of ``segcodec segment --remote``."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -94,18 +95,20 @@ def serve(host, port, device, token_file, max_body, max_queue, workers, max_batc
 @click.option("--token-file", type=click.Path(path_type=Path),
               help=f"Bearer token file (default: ${TOKEN_ENV}).")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the server.")
-def send(src, remote, output, model, no_geometry, token_file, timeout):
+@click.option("--force", is_flag=True,
+              help="Code an input outside the model's domain (as encode --force does).")
+def send(src, remote, output, model, no_geometry, token_file, timeout, force):
     """Encode an image here, segment it on a server, write labels aligned with the input."""
     try:
         out = send_file(src, output, remote, read_token(token_file), model=model,
-                        geometry=not no_geometry, timeout=timeout)
+                        geometry=not no_geometry, timeout=timeout, force=force)
     except segcodec.SgcError as exc:
         fail(str(exc))
     click.echo(f"{src} -> {out}")
 
 
 def send_file(src, dst, url: str, token: str | None = None, *, model=None,
-              geometry: bool = True, timeout: float = 60.0) -> Path:
+              geometry: bool = True, timeout: float = 60.0, force: bool = False) -> Path:
     """Read an image, encode it, upload the .sgc, write the labels; prints the steps."""
     from segcodec import remote
     src = Path(src)
@@ -113,9 +116,16 @@ def send_file(src, dst, url: str, token: str | None = None, *, model=None,
     loaded = sgio.read(src)
     t1 = time.perf_counter()
     with naming(src):
-        data = segcodec.encode(loaded.array, model=model, kind=loaded.kind,
-                               affine=loaded.affine if geometry else None, source=loaded.source)
+        array, affine, restore = loaded.array, loaded.affine, lambda labels: labels
+        if not geometry:  # the orientation stays here, as the affine does
+            array, affine, restore = segcodec.api.reoriented(array, affine, model=model,
+                                                             kind=loaded.kind)
+        data = segcodec.encode(array, model=model, kind=loaded.kind, affine=affine,
+                               geometry=geometry, source=loaded.source, force=force)
         header = segcodec.read_header(data)
+        # The labels are written over the input as it is: its shape, its geometry.
+        header = dataclasses.replace(header, shape=loaded.array.shape[:header.ndim],
+                                     affine=loaded.affine)
         default = destinations.default_labels_path(destinations.default_sgc_path(src), header)
         dst = default if dst is None else Path(dst) / default.name if Path(dst).is_dir() \
             else Path(dst)
@@ -127,8 +137,7 @@ def send_file(src, dst, url: str, token: str | None = None, *, model=None,
         with remote.Client(url, token, timeout=timeout) as client:
             result = client.fetch(data)
     t3 = time.perf_counter()
-    affine = result.affine if result.affine is not None else loaded.affine
-    out = segcodec.api.write_label_file(dst, result.labels, header, source, affine)
+    out = segcodec.api.write_label_file(dst, restore(result.labels), header, source)
     t4 = time.perf_counter()
     click.echo(remote.report(str(src), url, result, [
         ("read", t1 - t0), ("encode", t2 - t1), ("request", result.seconds),

@@ -4,6 +4,8 @@
     >>> data = segcodec.encode(image)        # numpy array -> .sgc bytes
     >>> labels = segcodec.segment(data)      # .sgc bytes -> uint8 label map
 """
+import os
+
 from .container import Header
 from .errors import InputError, SgcError, SgcFormatError, UnknownModelError
 
@@ -11,15 +13,22 @@ __version__ = "0.3.0"
 
 # The coding path needs torch; reading a header, --help and --version do not, so the API is
 # imported on first use (PEP 562).
-_API = ("encode", "segment", "decode", "encode_file", "segment_file", "list_models", "Decoded")
+_API = ("encode", "segment", "decode", "encode_file", "segment_file", "list_models", "Decoded",
+        "reoriented")
 
 __all__ = [*_API, "read_header", "Header", "SgcError", "SgcFormatError", "UnknownModelError",
            "InputError", "__version__"]
 
 
-def read_header(data: bytes) -> Header:
-    """Parse and validate a ``.sgc`` header (CRC included) without decoding the payload."""
-    from .container import read
+def read_header(data) -> Header:
+    """Parse and validate a ``.sgc`` header (CRC included) without decoding the payload;
+    ``data`` is the file's bytes or its path."""
+    from .container import read, read_file
+    from .errors import naming
+    if isinstance(data, (str, os.PathLike)):
+        path, data = data, read_file(data)
+        with naming(path):
+            return read(data)[0]
     return read(data)[0]
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from nibabel import orientations as nib_orientations
 
 from . import bits, container, domain, entropy, modelfiles, orientation, transforms, zoo
 from . import io as sgio
 from .container import Header
 from .destinations import default_labels_path, default_sgc_path, not_the_input, stem
-from .errors import InputError, SgcFormatError, naming, os_error
+from .errors import InputError, SgcFormatError, naming
 from .transforms import labels_from_logits, photo_intensities
 
 _DTYPE_KINDS = "biuf"  # bool, signed, unsigned, float
@@ -87,7 +88,7 @@ def _pick_model(model, ndim: int) -> zoo.Model:
     return picked
 
 
-def encode(image, *, model=None, kind: str | None = None, affine=None,
+def encode(image, *, model=None, kind: str | None = None, affine=None, geometry: bool = True,
            metadata: dict | None = None, source: str = "array", force: bool = False) -> bytes:
     """Compress an image or volume to ``.sgc`` bytes.
 
@@ -96,7 +97,10 @@ def encode(image, *, model=None, kind: str | None = None, affine=None,
     be either.  Photographs: integers at their dtype's full range, floats in [0, 1].
     ``model`` is a name, hex id or ``zoo.Model``; by default the model the index names for
     the image's dimensionality.  ``affine`` (4x4) is stored as the geometry section;
-    ``metadata`` (a JSON-able dict) as the metadata section.
+    ``metadata`` (a JSON-able dict) as the metadata section.  ``geometry=False`` leaves the
+    affine out of the file (24-48 bytes) but still checks the input by it: a volume must then
+    be stored in the orientation its model codes volumes in (``reoriented`` brings it there),
+    since nothing in the file could put its labels back in another voxel order.
     An input outside the model's domain (``segcodec.domain``) is refused unless ``force``.
     """
     if isinstance(image, (str, os.PathLike)):
@@ -104,12 +108,15 @@ def encode(image, *, model=None, kind: str | None = None, affine=None,
         with naming(Path(image)):
             return encode(loaded.array, model=model, kind=kind or loaded.kind,
                           affine=loaded.affine if affine is None else affine,
-                          metadata=metadata, source=loaded.source, force=force)
+                          geometry=geometry, metadata=metadata, source=loaded.source,
+                          force=force)
     p = prepare(image, model=model, kind=kind, affine=affine, force=force)
+    if not geometry:
+        _check_model_orientation(p.model, p.affine)
     z = compress(p)
     header = Header(model_id=p.model.model_id, shape=p.shape, channels=p.channels,
-                    latent_shape=tuple(z.shape), source=source, affine=p.affine,
-                    metadata=metadata or None)
+                    latent_shape=tuple(z.shape), source=source,
+                    affine=p.affine if geometry else None, metadata=metadata or None)
     try:
         return container.write(header, entropy.encode(z, p.model.table, p.model.ndim))
     except (ValueError, TypeError) as exc:
@@ -135,11 +142,7 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
     m = _pick_model(model, ndim)
     if m.manifest["normalisation"].get("kind") == "fixed":
         array = photo_intensities(array, f"model {m.name}")
-    if affine is not None:
-        affine = np.asarray(affine, dtype=np.float64)
-        # within float32's range: the geometry section (and so the orientation) stores float32
-        if affine.shape != (4, 4) or not (np.abs(affine) <= np.finfo(np.float32).max).all():
-            raise InputError("affine must be a finite 4x4 matrix of float32 values")
+    affine = _checked_affine(affine)
     shape = tuple(array.shape[1:])
     ornt = _orientation(m, affine)
     array = orientation.to_model(array, ornt)
@@ -163,6 +166,16 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
     return Prepared(m, array, shape, channels, affine, force)
 
 
+def _checked_affine(affine) -> np.ndarray | None:
+    if affine is None:
+        return None
+    affine = np.asarray(affine, dtype=np.float64)
+    # within float32's range: the geometry section (and so the orientation) stores float32
+    if affine.shape != (4, 4) or not (np.abs(affine) <= np.finfo(np.float32).max).all():
+        raise InputError("affine must be a finite 4x4 matrix of float32 values")
+    return affine
+
+
 def working_grid(p: Prepared) -> torch.Tensor:
     """A prepared input normalised and resampled to the model's working grid: C's input."""
     return transforms.working_grid(p.array, p.model.manifest["normalisation"],
@@ -181,8 +194,42 @@ def compress(p: Prepared) -> np.ndarray:
     return bits.threshold(logits[0].numpy())
 
 
-def decode(data: bytes) -> Decoded:
-    """``.sgc`` bytes -> header and binary latents, bit-exact on any machine."""
+def _check_model_orientation(m: zoo.Model, affine, where: str = "the volume") -> None:
+    """InputError unless a volume with ``affine`` is stored in the orientation ``m`` codes
+    volumes in: what a volume coded, or a source read, without the file's geometry must be."""
+    if _orientation(m, affine) is not None:
+        stored = "".join(nib_orientations.aff2axcodes(affine))
+        codes = m.manifest["orientation"]
+        raise InputError(f"{where} is stored in {stored} order, not {codes} as model {m.name} "
+                         f"codes volumes; without its geometry its labels could not be put "
+                         f"back in {stored} order: keep the geometry, or reorient it to "
+                         f"{codes} first")
+
+
+def reoriented(image, affine, *, model=None, kind: str | None = None):
+    """A volume and its affine permuted and flipped to the orientation ``model`` codes
+    volumes in (format_spec.md §2.3), and ``restore``, which takes labels of the result
+    back to the input's voxel order.  A caller that keeps the affine to itself codes the
+    result with ``geometry=False`` (``segcodec send --no-geometry``).  Images, and models
+    without an orientation, come back as they are."""
+    array, ndim = _as_image(image, kind)
+    m = _pick_model(model, ndim)
+    ornt = _orientation(m, _checked_affine(affine))
+    if ornt is None:
+        return image, affine, lambda labels: labels
+    moved = orientation.to_model(array, ornt)[0]
+    moved_affine = np.asarray(affine, dtype=np.float64) @ nib_orientations.inv_ornt_aff(
+        ornt, array.shape[1:])
+    return moved, moved_affine, lambda labels: orientation.to_input(labels, ornt)
+
+
+def decode(data) -> Decoded:
+    """``.sgc`` bytes (or a ``.sgc`` file's path) -> header and binary latents, bit-exact on
+    any machine."""
+    if isinstance(data, (str, os.PathLike)):
+        read = container.read_file(data)
+        with naming(data):
+            return decode(read)
     header, payload = container.read(data)
     m = zoo.get(header.model_id)
     if header.ndim != m.ndim or header.latent_shape != m.latent_shape:
@@ -241,8 +288,9 @@ def labels_of(items: list[Decoded], device="auto") -> list[np.ndarray]:
     return out
 
 
-def segment(data: bytes, *, device: str = "auto") -> np.ndarray:
-    """``.sgc`` bytes -> integer label map (uint8) at the input's shape; no image rebuilt."""
+def segment(data, *, device: str = "auto") -> np.ndarray:
+    """``.sgc`` bytes (or a ``.sgc`` file's path) -> integer label map (uint8) at the input's
+    shape; no image rebuilt."""
     return labels_from_latents(decode(data), device)
 
 
@@ -262,7 +310,7 @@ def encode_file(src, dst=None, *, model=None, geometry: bool = True,
     loaded = sgio.read(src, volume)
     with naming(src):
         data = encode(loaded.array, model=model, kind=kind or loaded.kind,
-                      affine=loaded.affine if geometry else None, metadata=metadata,
+                      affine=loaded.affine, geometry=geometry, metadata=metadata,
                       source=loaded.source, force=force)
     if dst is None:
         dst = default_sgc_path(src)
@@ -286,12 +334,7 @@ def segment_file(src, dst=None, *, device: str = "auto", overlay=None, source=No
     ``overlay`` (a .png path) a quick look of the labels over it.
     """
     src = Path(src)
-    try:
-        data = src.read_bytes()
-    except OSError as exc:
-        raise InputError(os_error(exc, src)) from exc
-    with naming(src):
-        decoded = decode(data)
+    decoded = decode(src)
     if dst is None:
         dst = default_labels_path(src, decoded.header)
     elif Path(dst).is_dir():
@@ -316,7 +359,8 @@ def segment_file(src, dst=None, *, device: str = "auto", overlay=None, source=No
 def check_destination(dst, header: Header, source=None) -> None:
     """InputError unless the labels of a file with this header can be written to ``dst``: a
     known kind of file, and for ``.dcm`` (a DICOM Segmentation) a ``source`` series (or
-    image) of the coded image's shape.  Checked before any network runs or upload starts."""
+    image) of the coded image's shape and geometry (``check_source_geometry``).  Checked
+    before any network runs or upload starts."""
     sgio.check_label_path(dst, header.ndim)
     if sgio.suffix(Path(dst)) == ".dcm":
         from . import dicomseg
@@ -324,7 +368,45 @@ def check_destination(dst, header: Header, source=None) -> None:
             raise InputError(f"{dst}: a DICOM Segmentation needs the source series "
                              "(--source DIR): the .sgc holds no DICOM identifiers")
         not_the_input(source, dst)
-        dicomseg.check_source(Path(source), header.shape)
+        check_source_geometry(header, dicomseg.check_source(Path(source), header.shape), source)
+
+
+# An image's geometry matches a file's where every entry of their affines (as the file stores
+# them, float32) agrees to this many millimetres: a hundredth of a fine voxel.
+GEOMETRY_TOLERANCE_MM = 0.01
+
+
+def check_source_geometry(header: Header, affine, source) -> None:
+    """InputError unless an image with ``affine`` (None: it has none) can be the one coded
+    in a file with ``header``, so that labels written over it land where they were found.
+    Where the file has geometry, the image must have the same orientation, voxel sizes and
+    origin (within ``GEOMETRY_TOLERANCE_MM``); where it has none, a volume must be stored in
+    the orientation its model codes volumes in, as ``encode`` requires."""
+    if header.affine is None:
+        if affine is not None and header.ndim == 3:
+            _check_model_orientation(zoo.get(header.model_id), _checked_affine(affine),
+                                     f"{source} (the .sgc has no geometry)")
+        return
+    if affine is None:
+        raise InputError(f"{source}: has no geometry, where the coded image has; was the "
+                         ".sgc made from it?")
+    ours, theirs = header.affine, orientation.stored_affine(affine)
+    if np.abs(ours - theirs).max() <= GEOMETRY_TOLERANCE_MM:
+        return
+    a, b = ("".join(nib_orientations.aff2axcodes(x)) for x in (ours, theirs))
+    sizes = [np.sqrt((x[:3, :3] ** 2).sum(0)) for x in (ours, theirs)]
+    if a != b:
+        why = f"stored in {b} order, the coded image in {a}"
+    elif np.abs(sizes[0] - sizes[1]).max() > GEOMETRY_TOLERANCE_MM:
+        why = (f"voxels of {' x '.join(f'{v:.4g}' for v in sizes[1])} mm, the coded image's "
+               f"{' x '.join(f'{v:.4g}' for v in sizes[0])} mm")
+    elif np.abs(ours[:3, 3] - theirs[:3, 3]).max() > GEOMETRY_TOLERANCE_MM:
+        why = (f"origin {np.abs(ours[:3, 3] - theirs[:3, 3]).max():.3g} mm from the coded "
+               "image's")
+    else:
+        why = "oriented unlike the coded image"
+    raise InputError(f"{source}: {why}; labels written over it would be misplaced: was the "
+                     ".sgc made from this image?")
 
 
 def write_label_file(dst, labels: np.ndarray, header: Header, source=None,
@@ -348,12 +430,15 @@ def write_label_file(dst, labels: np.ndarray, header: Header, source=None,
 def _overlay_source(source, header: Header) -> np.ndarray:
     if source is None:
         raise InputError("an overlay needs the original image (--source): the .sgc has none")
-    image = sgio.read(source).array
+    loaded = sgio.read(source)
+    image = loaded.array
     spatial = image.shape[:header.ndim]
     colour = header.ndim == 2 and image.ndim == 3 and image.shape[-1] == 3
     if spatial != tuple(header.shape) or not (image.ndim == header.ndim or colour):
         raise InputError(f"{source}: shape {image.shape} is not the coded image's "
                          f"{tuple(header.shape)}")
+    if loaded.affine is not None:  # a picture without one is drawn on as it is
+        check_source_geometry(header, loaded.affine, source)
     return image
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from . import destinations, modelfiles, read_header
 from . import io as sgio
-from .errors import InputError, SgcError, naming, os_error
+from .errors import SgcError, os_error
 
 MAX_FILES_PER_TASK = 16
 
@@ -89,17 +89,12 @@ def _path(dest):
 
 def labels_path(src: Path) -> Path:
     """Where a ``.sgc`` file's labels go by default (its header says what the image was)."""
-    try:
-        data = Path(src).read_bytes()
-    except OSError as exc:
-        raise InputError(os_error(exc, src)) from exc
-    with naming(src):
-        return destinations.default_labels_path(src, read_header(data))
+    return destinations.default_labels_path(src, read_header(src))
 
 
 def model_id(src: Path) -> str:
     """The hex id of the model a ``.sgc`` file names."""
-    return read_header(Path(src).read_bytes()).model_id.hex()
+    return read_header(src).model_id.hex()
 
 
 def encode_one(job: destinations.Job, **options) -> Result:
@@ -107,7 +102,7 @@ def encode_one(job: destinations.Job, **options) -> Result:
     t0 = time.perf_counter()
     out = api.encode_file(job.src, job.dst, **options)
     size = out.stat().st_size
-    pixels = math.prod(read_header(out.read_bytes()).shape)
+    pixels = math.prod(read_header(out).shape)
     return Result(job.src, out, bytes=size, bpp=size * 8 / pixels,
                   seconds=time.perf_counter() - t0)
 

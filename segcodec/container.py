@@ -10,12 +10,13 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import zstandard
 
 from . import wire
-from .errors import SgcFormatError
+from .errors import InputError, SgcFormatError, os_error
 
 MAGIC = b"SG"  # §1.1
 VERSION = 1  # §1.2
@@ -116,8 +117,19 @@ def write(header: Header, payload: bytes) -> bytes:
     return wire.with_crc(out)  # §1.8
 
 
+def read_file(path) -> bytes:
+    """The bytes of the ``.sgc`` file at ``path``; InputError, naming it, where it cannot be
+    read (``read`` then checks what they hold)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(os_error(exc, path)) from exc
+
+
 def read(data: bytes) -> tuple[Header, bytes]:
     """A ``.sgc`` file -> (Header, payload); raises SgcFormatError naming the bad field."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"a .sgc file is bytes or a file's path, not {type(data).__name__}")
     data = bytes(data)
     if len(data) < MIN_FILE_BYTES:
         raise SgcFormatError(f"truncated .sgc: {len(data)} bytes, a valid file has at least "

@@ -61,24 +61,28 @@ def frames(labels: np.ndarray, n_images: int, rows: int, columns: int) -> np.nda
     return np.ascontiguousarray(out)
 
 
-def check_source(source: Path, shape) -> None:
+def check_source(source: Path, shape) -> np.ndarray | None:
     """InputError unless ``source`` is a DICOM series (or image) of the coded image's shape;
-    from the headers alone (the pixels are read once, by ``segmentation``)."""
+    its RAS+ affine (None: it has no geometry), for the caller to compare with the file's.
+    From the headers alone (the pixels are read once, by ``segmentation``)."""
     import pydicom
 
     from .io import dicom
     if source.is_dir():
-        headers = [ds for _, ds in dicom.series(source)]
+        in_order = dicom.series(source)
+        headers, affine = [ds for _, ds in in_order], dicom.series_affine(in_order)
     else:
         try:
             headers = [pydicom.dcmread(source, stop_before_pixels=True)]
         except Exception as exc:  # pydicom raises many kinds for a file that is not DICOM
             raise InputError(f"{source}: not a readable DICOM source ({exc})") from exc
+        affine = dicom.file_affine(headers[0])
     try:
         rows, columns = int(headers[0].Rows), int(headers[0].Columns)
     except (AttributeError, TypeError, ValueError):
         raise InputError(f"{source}: not a DICOM image (no Rows and Columns)") from None
     frames(np.zeros(shape, np.uint8), len(headers), rows, columns)
+    return affine
 
 
 def segmentation(labels: np.ndarray, source: Path, label_names: list[str], model_name: str,

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from . import labelcodec
-from .errors import InputError, SgcError, SgcFormatError, UnknownModelError, naming
+from . import container, labelcodec
+from .errors import SgcError, SgcFormatError, UnknownModelError, naming
 
 
 class RemoteError(SgcError):
@@ -198,10 +198,7 @@ def segment_file(src, dst, url: str, token: str | None = None, *,
     from . import read_header
     src = Path(src)
     t0 = time.perf_counter()
-    try:
-        data = src.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{src}: {exc.strerror or exc}") from exc
+    data = container.read_file(src)
     with naming(src):
         header = read_header(data)  # a bad file fails here, before any upload
         default = destinations.default_labels_path(src, header)

@@ -364,3 +364,21 @@ def test_fixed_normalisation_takes_a_scalar_mean_and_std():
     spec = {"kind": "fixed", "scale": 1 / 255, "mean": 0.5, "std": 0.25}
     x = transforms.normalise(np.full((1, 2, 2), 255, np.uint8), spec)
     assert x.shape == (1, 1, 2, 2) and torch.allclose(x, torch.full_like(x, 2.0))
+
+
+def test_segment_decode_and_read_header_take_a_files_path(tmp_path, rgb):
+    """``encode`` takes paths; so do its counterparts, and anything else is an SgcError."""
+    data = segcodec.encode(rgb)
+    (tmp_path / "a.sgc").write_bytes(data)
+    for path in (tmp_path / "a.sgc", str(tmp_path / "a.sgc")):
+        np.testing.assert_array_equal(segcodec.segment(path), segcodec.segment(data))
+        assert segcodec.read_header(path) == segcodec.read_header(data)
+        assert segcodec.decode(path).header == segcodec.read_header(data)
+    with pytest.raises(segcodec.InputError, match=r"b.sgc: no such file or folder$"):
+        segcodec.segment(tmp_path / "b.sgc")
+    (tmp_path / "c.sgc").write_bytes(b"not a file of ours, though long")
+    with pytest.raises(segcodec.SgcFormatError, match=r"c.sgc: not a .sgc file"):
+        segcodec.read_header(tmp_path / "c.sgc")
+    for wrong in (3, None, [1, 2], np.zeros(40, np.uint8)):
+        with pytest.raises(segcodec.InputError, match="a .sgc file is bytes or a file's path"):
+            segcodec.segment(wrong)

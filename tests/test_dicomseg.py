@@ -66,3 +66,38 @@ def test_cli_writes_a_segmentation_with_source_and_refuses_one_without(coded_ser
     bad = runner.invoke(main, ["segment", str(sgc), "-o", str(tmp_path / "t.dcm")])
     assert bad.exit_code == 1 and "source series" in bad.output
     assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_a_source_of_the_same_shape_but_another_geometry_is_refused(coded_series, tmp_path):
+    """The .sgc carries the geometry: a SEG is never drawn mirrored or shifted in patient
+    space onto a series that merely has the coded volume's shape."""
+    from conftest import HIPPO
+    folder, sgc = coded_series
+    ras = segcodec.encode_file(HIPPO[0], tmp_path / "ras.sgc")  # the same volume, stored RAS
+    assert segcodec.read_header(ras.read_bytes()).shape == \
+        segcodec.read_header(sgc.read_bytes()).shape
+    with pytest.raises(segcodec.InputError, match="stored in LPS order, the coded image in RAS"):
+        segcodec.segment_file(ras, tmp_path / "seg.dcm", source=folder)
+    shifted = tmp_path / "shifted"
+    shifted.mkdir()
+    loaded = segcodec.io.read(folder)
+    origin = np.diag([-1.0, -1.0, 1.0]) @ loaded.affine[:3, 3] + [0, 0, 2.0]
+    write_series(shifted, loaded.array.astype(np.uint16), spacing=(1, 1, 1), origin=origin)
+    with pytest.raises(segcodec.InputError, match="origin 2 mm"):
+        segcodec.segment_file(sgc, tmp_path / "seg.dcm", source=shifted)
+    finer = tmp_path / "finer"
+    finer.mkdir()
+    write_series(finer, loaded.array.astype(np.uint16), spacing=(0.9, 1, 1),
+                 origin=np.diag([-1.0, -1.0, 1.0]) @ loaded.affine[:3, 3])
+    with pytest.raises(segcodec.InputError, match="voxels of 0.9 x 1 x 1 mm"):
+        segcodec.segment_file(sgc, tmp_path / "seg.dcm", source=finer)
+    assert not list(tmp_path.glob("*.dcm")) and not list(tmp_path.glob(".*"))
+
+
+def test_a_file_without_geometry_takes_only_a_source_in_its_models_orientation(coded_series,
+                                                                               tmp_path):
+    from conftest import HIPPO
+    folder, _ = coded_series
+    bare = segcodec.encode_file(HIPPO[0], tmp_path / "bare.sgc", geometry=False)  # RAS
+    with pytest.raises(segcodec.InputError, match="has no geometry.*stored in LPS order"):
+        segcodec.segment_file(bare, tmp_path / "seg.dcm", source=folder)

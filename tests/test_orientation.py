@@ -163,3 +163,31 @@ def test_transform_is_computed_once_per_block_and_handed_out_fresh():
     for _ in range(2):  # not cached as a result: raised every time
         with pytest.raises(ValueError, match="singular"):
             orientation.transform(np.diag([1.0, 0, 1, 1]), "RAS")
+
+
+@pytest.mark.parametrize("codes", ["PSR", "RPS", "LPS"])
+def test_without_geometry_a_volume_not_in_the_models_orientation_is_refused(oriented_model,
+                                                                            tmp_path, codes):
+    """Dropping the affine dropped the orientation too, and the labels came back silently
+    wrong (Dice 0.00-0.37); now it is refused, and ``reoriented`` codes it right."""
+    img = nib.load(HIPPO[0])
+    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(img.affine),
+                                           nib.orientations.axcodes2ornt(codes))
+    moved = img.as_reoriented(ornt)
+    array = np.asarray(moved.dataobj)
+    with pytest.raises(segcodec.InputError, match=f"stored in {codes} order, not RAS"):
+        segcodec.encode(array, affine=moved.affine, geometry=False, model=oriented_model)
+    nib.save(moved, tmp_path / "v.nii.gz")
+    with pytest.raises(segcodec.InputError, match=f"v.nii.gz: the volume is stored in {codes}"):
+        segcodec.encode_file(tmp_path / "v.nii.gz", geometry=False, model=oriented_model)
+    assert not (tmp_path / "v.sgc").exists()
+    there, affine, restore = segcodec.api.reoriented(array, moved.affine, model=oriented_model)
+    data = segcodec.encode(there, affine=affine, geometry=False, model=oriented_model)
+    assert segcodec.read_header(data).affine is None
+    np.testing.assert_array_equal(
+        restore(segcodec.segment(data)),
+        segcodec.segment(segcodec.encode(array, affine=moved.affine, model=oriented_model)))
+    # Stored in the model's orientation already, a volume drops its geometry as before.
+    ras = segcodec.encode(np.asarray(img.dataobj), affine=img.affine, geometry=False,
+                          model=oriented_model)
+    assert ras == segcodec.encode(np.asarray(img.dataobj), model=oriented_model)

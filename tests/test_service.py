@@ -454,3 +454,30 @@ def test_send_of_a_dicom_series_can_answer_a_dicom_segmentation(url, tmp_path):
     frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
                                                combine_segments=True)
     np.testing.assert_array_equal(frames, local.transpose(2, 1, 0))
+
+
+@pytest.mark.parametrize("codes", ["PSR", "RPS", "LPS"])
+def test_send_without_geometry_keeps_a_non_ras_volumes_labels_in_place(url, tmp_path, codes):
+    """The orientation is worked out and undone here; only the affine stays off the wire."""
+    image = nib.load(HIPPO[0])
+    ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(image.affine),
+                                           nib.orientations.axcodes2ornt(codes))
+    moved = image.as_reoriented(ornt)
+    src = tmp_path / f"{codes}.nii.gz"
+    nib.save(moved, src)
+    result = CliRunner().invoke(cli_service.send, [str(src), "--remote", url, "--no-geometry"])
+    assert result.exit_code == 0, result.output
+    out = nib.load(tmp_path / f"{codes}.labels.nii.gz")
+    with_geometry = segcodec.segment(segcodec.encode(src))
+    np.testing.assert_array_equal(np.asarray(out.dataobj), with_geometry)
+    np.testing.assert_allclose(out.affine, moved.affine, atol=1e-5)
+
+
+def test_send_takes_force_as_its_refusal_says(url, tmp_path):
+    volume = np.random.default_rng(0).normal(size=(90, 90, 90)).astype(np.float32)
+    src = tmp_path / "big.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.diag([1.0, 1.0, 0.5, 1.0])), src)
+    result = CliRunner().invoke(cli_service.send, [str(src), "--remote", url])
+    assert result.exit_code == 1 and "--force" in result.output
+    result = CliRunner().invoke(cli_service.send, [str(src), "--remote", url, "--force"])
+    assert result.exit_code == 0, result.output

@@ -115,19 +115,39 @@ def read_file(path: Path) -> Loaded:
         raise InputError(f"{path}: multi-frame DICOM is not supported; pass a series folder")
     if pixels.ndim == 3:  # RGB single frame
         return Loaded(array=pixels, kind="2d", source="dicom")
+    return Loaded(array=pixels, kind="2d", source="dicom", affine=file_affine(ds))
+
+
+def file_affine(ds) -> np.ndarray | None:
+    """The RAS+ affine of one slice, read as a 2D image (row, column), from its header; None
+    without geometry.  Its third voxel size is the slice thickness."""
     axes = _axes(ds)
-    affine = None
-    if axes is not None:
-        col_step, row_step, origin = axes
-        normal = np.cross(col_step, row_step)
-        normal /= np.linalg.norm(normal)
-        thickness = _slice_thickness(ds)
-        lps = np.eye(4)
-        # Array index (row, column) -> world: origin + row * row_step + column * col_step.
-        lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = (
-            row_step, col_step, normal * thickness, origin)
-        affine = _LPS_TO_RAS @ lps
-    return Loaded(array=pixels, kind="2d", source="dicom", affine=affine)
+    if axes is None:
+        return None
+    col_step, row_step, origin = axes
+    normal = np.cross(col_step, row_step)
+    normal /= np.linalg.norm(normal)
+    lps = np.eye(4)
+    # Array index (row, column) -> world: origin + row * row_step + column * col_step.
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = (
+        row_step, col_step, normal * _slice_thickness(ds), origin)
+    return _LPS_TO_RAS @ lps
+
+
+def series_affine(headers: list) -> np.ndarray | None:
+    """The RAS+ affine of a series read as a volume (column, row, slice), from the headers of
+    its slices in slice order (``series``); None without geometry."""
+    axes = _axes(headers[0][1])
+    if axes is None:
+        return None
+    col_step, row_step, _ = axes
+    first = np.asarray(headers[0][1].ImagePositionPatient, dtype=float)
+    last = np.asarray(headers[-1][1].ImagePositionPatient, dtype=float)
+    slice_step = (last - first) / (len(headers) - 1) if len(headers) > 1 \
+        else _normal(axes) * _slice_thickness(headers[0][1])
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = col_step, row_step, slice_step, first
+    return _LPS_TO_RAS @ lps
 
 
 def _slice_thickness(ds) -> float:
@@ -230,15 +250,4 @@ def read_series(folder: Path) -> Loaded:
     if len({s.shape for s in slices}) != 1 or slices[0].ndim != 2:
         raise InputError(f"{folder}: slices differ in size or are not single-frame grayscale")
     volume = np.stack(slices, axis=-1).transpose(1, 0, 2)  # (column, row, slice)
-    axes = _axes(headers[0][1])
-    affine = None
-    if axes is not None:
-        col_step, row_step, _ = axes
-        first = np.asarray(headers[0][1].ImagePositionPatient, dtype=float)
-        last = np.asarray(headers[-1][1].ImagePositionPatient, dtype=float)
-        slice_step = (last - first) / (len(slices) - 1) if len(slices) > 1 \
-            else _normal(axes) * _slice_thickness(headers[0][1])
-        lps = np.eye(4)
-        lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = col_step, row_step, slice_step, first
-        affine = _LPS_TO_RAS @ lps
-    return Loaded(array=volume, kind="3d", source="dicom", affine=affine)
+    return Loaded(array=volume, kind="3d", source="dicom", affine=series_affine(headers))
