@@ -69,7 +69,7 @@ def _batch(run, n: int, label: str, quiet: bool, line, scheduler=None, workers=N
             _run(_on_cluster, run, progress, scheduler, workers)
         else:
             _run(run, None, progress)
-    if n > 1:
+    if n > 1 and (not quiet or counts["failed"]):  # -q: nothing on success
         click.echo(f"{counts['written']} written, "
                    + (f"{counts['skipped']} skipped, " if counts["skipped"] else "")
                    + f"{counts['failed']} failed", err=True)
@@ -198,7 +198,8 @@ def segment(sgc_files, output, device, force, skip_existing, scheduler, workers,
     """Turn .sgc files (or folders of them) into label maps, without rebuilding the image."""
     sources = []
     for src in sgc_files:
-        found = sorted(src.glob("*.sgc")) if src.is_dir() else [src]
+        found = sorted(p for p in src.glob("*.sgc") if not destinations.is_hidden(p)) \
+            if src.is_dir() else [src]
         if not found:
             fail(f"{src}: no .sgc files in this folder")
         sources += found
@@ -237,9 +238,13 @@ def info(sgc_file, as_json):
     bpp = _bpp(len(data), header.shape)
     d.update(file_bytes=len(data), payload_bytes=len(data) - header.header_bytes,
              bpp=round(bpp, 6))
-    entry = modelfiles.index_entry(header.model_id)
+    entry = modelfiles.index_entry(header.model_id)  # a built-in model's, without torch
     d["model"] = entry["name"] if entry else modelfiles.name_for(header.model_id)
     d["labels"] = entry["labels"] if entry else None
+    if entry is None and d["model"]:  # a model of one's own: its manifest names them
+        with contextlib.suppress(segcodec.SgcError):  # a file that does not load names none
+            d["labels"] = [x["name"] for x in
+                           segcodec.api.label_sidecar(header.model_id)["labels"]]
     if as_json:
         click.echo(json.dumps(d, indent=1))
         return
@@ -277,9 +282,17 @@ def models(as_json):
         click.echo(f"{'':14}labels: {', '.join(m['labels'])}")
     builtin = {m["file"] for m in index["models"].values()}
     for path in modelfiles.model_files():
-        if path.name not in builtin:
-            click.echo(f"{'':14}{path.name} (from ${modelfiles.PATH_ENV}; "
-                       "`segcodec models --json` loads it)")
+        if path.name in builtin:
+            continue
+        from segcodec import zoo
+        try:  # a model of one's own: its manifest is inside, so it is loaded
+            m = zoo.load_file(path)
+        except segcodec.SgcError as exc:
+            click.echo(f"{'':14}{path} (from ${modelfiles.PATH_ENV}), not loadable: {exc}")
+            continue
+        click.echo(f"{m.model_id.hex()}  {m.name:<24} {m.ndim}D  {m.manifest['task']}  "
+                   f"(from ${modelfiles.PATH_ENV})")
+        click.echo(f"{'':14}labels: {', '.join(m.labels)}")
     if not index["models"] and not modelfiles.model_files():
         click.echo("no models installed")
 

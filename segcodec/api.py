@@ -415,6 +415,7 @@ def write_label_file(dst, labels: np.ndarray, header: Header, source=None,
     Segmentation), with the ``NAME.labels.json`` sidecar; ``affine`` overrides the header's."""
     sidecar = label_sidecar(header.model_id)
     names = [label["name"] for label in sidecar["labels"]]
+    colours = [label["colour"] for label in sidecar["labels"]]
     if sgio.suffix(Path(dst)) == ".dcm" and source is not None:
         from . import dicomseg
         seg = dicomseg.segmentation(labels, Path(source), names, sidecar["model"],
@@ -422,7 +423,7 @@ def write_label_file(dst, labels: np.ndarray, header: Header, source=None,
         out = sgio.atomic_write(Path(dst), lambda tmp: seg.save_as(tmp))
     else:
         out = sgio.write_labels(dst, labels, header.affine if affine is None else affine,
-                                len(names))
+                                colours)
     write_sidecar(out, sidecar)
     return out
 

@@ -66,9 +66,17 @@ INPUT_SUFFIXES = sgio.RASTER_SUFFIXES + sgio.NIFTI_SUFFIXES + sgio.NPY_SUFFIXES
 
 def _is_image_file(path: Path) -> bool:
     """An image or volume file by its type, and not a label map segcodec wrote
-    (``NAME.labels.<ext>``): coding one as an image would give labels of labels."""
+    (``NAME.labels.<ext>``): coding one as an image would give labels of labels; nor
+    a hidden file."""
     return (path.is_file() and sgio.suffix(path) in INPUT_SUFFIXES
-            and not stem(path).endswith(".labels"))
+            and not stem(path).endswith(".labels") and not is_hidden(path))
+
+
+def is_hidden(path: Path) -> bool:
+    """A hidden file (``.NAME``): in a folder, never an input, as with ``evaluate`` and
+    ``train``.  macOS's ``._NAME`` metadata files, which copies to other file systems leave
+    beside each file, are such."""
+    return path.name.startswith(".")
 
 
 def holds_inputs(folder: Path) -> bool:

@@ -4,8 +4,8 @@
 
 ``POST /v1/segment``  body: a ``.sgc`` file.  Answer: the label map, as a label stream
     (``application/x-segcodec-labels``, format_spec.md §7: lossless, geometry inside) unless the
-    Accept header asks for ``application/x-nifti`` (a .nii.gz), ``image/png`` (2D; 0/255 for two
-    classes) or ``application/x-npy``.  Headers ``X-Segcodec-Shape``, ``-Classes``, ``-Model``,
+    Accept header asks for ``application/x-nifti`` (a .nii.gz), ``image/png`` (2D, indexed: label
+    values, in the label colours) or ``application/x-npy``.  Headers ``X-Segcodec-Shape``, ``-Classes``, ``-Model``,
     ``-Affine`` (JSON, when the file has geometry) and ``Server-Timing`` come with every format.
 ``GET /v1/models``  the models this server decodes: id, name, task, labels.
 ``GET /healthz``    liveness for load balancers; never needs the token.
@@ -145,8 +145,9 @@ def _render(kind: str, labels: np.ndarray, decoded: api.Decoded) -> bytes:
     if kind == LABELS:
         return labelcodec.encode(labels, classes, affine=header.affine, source=header.source)
     with tempfile.TemporaryDirectory(prefix="segcodec-") as tmp:
+        colours = [label["colour"] for label in api.label_sidecar(header.model_id)["labels"]]
         path = sgio.write_labels(Path(tmp) / ("labels" + _SUFFIX[kind]), labels, header.affine,
-                                 classes)
+                                 colours)
         return path.read_bytes()
 
 

@@ -54,8 +54,15 @@ def test_encode_png_and_segment_to_png_of_the_same_size(tmp_path):
     run("encode", src)  # -> lesion.sgc beside it
     assert (tmp_path / "lesion.sgc").exists()
     run("segment", tmp_path / "lesion.sgc", "-o", tmp_path / "mask.png")
-    mask = np.asarray(Image.open(tmp_path / "mask.png"))
-    assert mask.shape == (256, 256) and set(np.unique(mask)) <= {0, 255}
+    # The pixels hold the label values the sidecar names (they were 0/255, where the sidecar
+    # says lesion = 1), and the palette shows them in the sidecar's colours.
+    with Image.open(tmp_path / "mask.png") as png:
+        mask, palette = np.asarray(png), png.getpalette()
+    sidecar = json.loads((tmp_path / "mask.json").read_text())
+    lesion = next(label for label in sidecar["labels"] if label["name"] == "lesion")
+    assert mask.shape == (256, 256) and set(np.unique(mask)) == {0, lesion["value"]}
+    assert palette[3 * lesion["value"]:3 * lesion["value"] + 3] == lesion["colour"]
+    np.testing.assert_array_equal(mask, segcodec.segment(tmp_path / "lesion.sgc"))
     run("segment", tmp_path / "lesion.sgc")
     assert (tmp_path / "lesion.labels.png").exists()
 
@@ -358,3 +365,50 @@ def test_several_studies_share_a_destination_folder(tmp_path):
     assert "2 written, 0 failed" in result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
         ["a_series3.sgc", "b_series3.sgc"]
+
+
+def test_a_dicomdir_beside_the_slices_is_not_a_second_series(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    from test_io import write_series
+    folder = tmp_path / "series"
+    folder.mkdir()
+    write_series(folder, np.asarray(nib.load(HIPPO[0]).dataobj).astype(np.uint16),
+                 spacing=(1, 1, 1))
+    shutil.copy(get_testdata_file("DICOMDIR"), folder / "DICOMDIR")
+    run("encode", folder, tmp_path / "s.sgc")
+    alone = run("encode", folder / "DICOMDIR", tmp_path / "d.sgc", ok=False)
+    assert "is a DICOMDIR (the index of a DICOM medium), not an image" in alone.output
+    assert not (tmp_path / "d.sgc").exists()
+
+
+def test_hidden_files_in_a_folder_are_not_inputs(tmp_path):
+    """macOS leaves ._NAME beside each file copied to another file system."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(ISIC[0], tmp_path / "in" / "a.jpg")
+    (tmp_path / "in" / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "out").mkdir()
+    result = run("encode", tmp_path / "in", tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.sgc"]
+    (tmp_path / "out" / "._a.sgc").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    result = run("segment", tmp_path / "out", "-q")
+    assert result.output == "" and (tmp_path / "out" / "a.labels.png").exists()
+
+
+def test_a_folder_of_sgc_files_given_to_encode_says_so(tmp_path):
+    shutil.copy(ISIC[0], tmp_path / "a.jpg")
+    run("encode", tmp_path / "a.jpg", tmp_path / "sgc" / "a.sgc", ok=False)
+    (tmp_path / "sgc").mkdir()
+    run("encode", tmp_path / "a.jpg", tmp_path / "sgc" / "a.sgc")
+    result = run("encode", tmp_path / "sgc", ok=False)
+    assert "holds .sgc files, not images: `segcodec segment" in result.output
+
+
+def test_quiet_prints_nothing_for_a_batch_that_succeeds(tmp_path):
+    for i in (0, 1):
+        shutil.copy(ISIC[i], tmp_path / f"{i}.jpg")
+    result = run("encode", tmp_path / "0.jpg", tmp_path / "1.jpg", "-q")
+    assert result.output == ""
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    result = run("encode", tmp_path / "bad.jpg", tmp_path / "0.jpg", "-q", "--force", ok=False)
+    assert "1 written, 1 failed" in result.output

@@ -164,10 +164,11 @@ def test_other_formats_through_accept(files, http):
                                    406, "not_acceptable")
     error(http.post("/v1/segment", content=data, headers={"Accept": "text/html"}),
           406, "not_acceptable")
-    name, data = files[0]  # a 2-class photograph: PNG is 0/255
+    name, data = files[0]  # a 2-class photograph: an indexed PNG of the label values
     r = http.post("/v1/segment", content=data, headers={"Accept": "image/*"})
-    png = np.asarray(Image.open(io.BytesIO(r.content)))
-    np.testing.assert_array_equal(png, segcodec.segment(data, device="cpu") * 255)
+    png = Image.open(io.BytesIO(r.content))
+    assert png.mode == "P"
+    np.testing.assert_array_equal(np.asarray(png), segcodec.segment(data, device="cpu"))
 
 
 def test_malformed_and_corrupted_files_are_400(files, http):
@@ -350,7 +351,7 @@ def test_send_and_segment_remote_write_aligned_labels(files, url, tmp_path):
     assert result.exit_code == 0, result.output
     out = tmp_path / "a.labels.png"
     np.testing.assert_array_equal(np.asarray(Image.open(out)),
-                                  segcodec.segment(files[0][1], device="cpu") * 255)
+                                  segcodec.segment(files[0][1], device="cpu"))
     printed = result.output
     assert f"sent {len(files[0][1])} bytes" in printed and "decode labels" in printed
     assert "(server: " in printed and f"-> {out} (" in printed

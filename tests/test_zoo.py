@@ -177,3 +177,27 @@ def test_a_file_is_decoded_after_loading_only_its_own_model(extra_models, monkey
                                                                      zoo.broken()}
     with pytest.raises(UnknownModelError, match="unknown model id"):
         zoo.get(bytes(6))
+
+
+def test_info_and_models_name_the_labels_of_ones_own_model(extra_models, tmp_path):
+    """They reached the sidecar and `models --json`, but `info` said "labels": null."""
+    import json
+
+    from click.testing import CliRunner
+
+    from segcodec.cli.main import main
+    tiny_model(extra_models, "polyps")
+    (extra_models / "broken-00000000.sgm").write_bytes(b"not a model")
+    data = segcodec.encode(np.random.default_rng(0).random((16, 16)), model="polyps")
+    (tmp_path / "x.sgc").write_bytes(data)
+    info = json.loads(CliRunner().invoke(main, ["info", "--json", str(tmp_path / "x.sgc")]
+                                         ).output)
+    assert info["model"] == "polyps" and info["labels"] == ["bg", "fg"]
+    text = CliRunner().invoke(main, ["info", str(tmp_path / "x.sgc")]).output
+    assert "labels      0 bg, 1 fg" in text
+    listed = CliRunner().invoke(main, ["models"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    mine = next(i for i, line in enumerate(lines) if " polyps " in line)
+    assert "2D  test" in lines[mine] and lines[mine + 1].strip() == "labels: bg, fg"
+    assert any("broken-00000000.sgm" in line and "not loadable" in line for line in lines)

@@ -90,9 +90,9 @@ def check_label_path(path, ndim: int) -> None:
         raise InputError(f"{path}: PNG holds 2D labels; write a 3D label map as .nii.gz or .npy")
 
 
-def write_labels(path, labels: np.ndarray, affine: np.ndarray | None, n_labels: int) -> Path:
-    """Write a label map as PNG, NIfTI or .npy, chosen by the file name (a DICOM
-    Segmentation needs its source series: ``segcodec.dicomseg``)."""
+def write_labels(path, labels: np.ndarray, affine: np.ndarray | None, colours: list) -> Path:
+    """Write a label map as PNG (indexed, ``colours`` its palette), NIfTI or .npy, chosen by
+    the file name (a DICOM Segmentation needs its source series: ``segcodec.dicomseg``)."""
     path = Path(path)
     check_label_path(path, labels.ndim)
     ext = suffix(path)
@@ -101,7 +101,7 @@ def write_labels(path, labels: np.ndarray, affine: np.ndarray | None, n_labels: 
                          "(--source DIR): the .sgc holds no DICOM identifiers")
     if ext == ".png":
         from . import raster
-        return atomic_write(path, lambda tmp: raster.write_labels(tmp, labels, n_labels))
+        return atomic_write(path, lambda tmp: raster.write_labels(tmp, labels, colours))
     if ext in NIFTI_SUFFIXES:
         from . import nifti
         return atomic_write(path, lambda tmp: nifti.write_labels(tmp, labels, affine))

@@ -18,6 +18,7 @@ from ..errors import InputError
 from . import Loaded
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_DICOMDIR = "1.2.840.10008.1.3.10"  # Media Storage Directory: it lists files, it holds no image
 # Objects that carry no image to segment: refused by name rather than coded as pixels.
 _NOT_IMAGES = {
     "1.2.840.10008.5.1.4.1.1.66.4": "a DICOM Segmentation (SEG)",
@@ -30,14 +31,21 @@ _NOT_IMAGES = {
     "1.2.840.10008.5.1.4.1.1.104.1": "an encapsulated PDF",
     "1.2.840.10008.5.1.4.1.1.66": "a Raw Data object",
     "1.2.840.10008.5.1.4.1.1.11.1": "a Presentation State",
+    _DICOMDIR: "a DICOMDIR (the index of a DICOM medium)",
 }
 # Slice positions may differ from an even grid by this fraction of the step (scanner
 # rounding); more than that is a missing or uneven slice.
 _SPACING_TOLERANCE = 0.05
 
 
+def _sop_class(ds) -> str:
+    """The kind of object a file holds (a DICOMDIR names it in its file meta alone)."""
+    meta = getattr(ds, "file_meta", None)
+    return str(getattr(ds, "SOPClassUID", "") or getattr(meta, "MediaStorageSOPClassUID", ""))
+
+
 def _check_image(ds, path) -> None:
-    kind = _NOT_IMAGES.get(str(getattr(ds, "SOPClassUID", "")))
+    kind = _NOT_IMAGES.get(_sop_class(ds))
     if kind:
         raise InputError(f"{path}: is {kind}, not an image to segment")
 
@@ -210,15 +218,21 @@ def series_number(folder: Path) -> int | None:
 def series(folder: Path) -> list[tuple[Path, "pydicom.Dataset"]]:
     """The files of the one series in ``folder`` and their headers, in slice order (along the
     slice normal, else by InstanceNumber); InputError for a mixed, uneven or non-image series."""
-    files = sorted(p for p in folder.iterdir() if p.is_file())
+    # hidden files, such as macOS's ._NAME metadata, are not slices
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     headers = []
     for p in files:
         try:
             headers.append((p, pydicom.dcmread(p, stop_before_pixels=True)))
         except (InvalidDicomError, OSError, EOFError, ValueError):
             continue
+    # A DICOMDIR beside the slices indexes them; it is not a second series.
+    headers = [(p, ds) for p, ds in headers if _sop_class(ds) != _DICOMDIR]
     if not headers:
-        raise InputError(f"{folder}: no DICOM files in this folder")
+        if any(p.suffix.lower() == ".sgc" for p in files):
+            raise InputError(f"{folder}: holds .sgc files, not images: `segcodec segment "
+                             f"{folder}` turns them into label maps")
+        raise InputError(f"{folder}: no images or DICOM files in this folder")
     uids = {getattr(ds, "SeriesInstanceUID", None) for _, ds in headers}
     if len(uids) > 1:
         raise InputError(f"{folder}: holds {len(uids)} DICOM series; pass one series per folder")

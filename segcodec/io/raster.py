@@ -33,10 +33,11 @@ def read(path: Path) -> Loaded:
     return Loaded(array=array, kind="2d", source="raster")
 
 
-def write_labels(path: Path, labels: np.ndarray, n_labels: int) -> None:
+def write_labels(path: Path, labels: np.ndarray, colours: list) -> None:
+    """A 2D label map as an indexed PNG: each pixel holds its label's value, as the sidecar,
+    .npy and NIfTI outputs do, and the palette (``colours``, RGB per label value) shows it."""
     if labels.ndim != 2:
         raise InputError(f"{path}: PNG holds 2D labels; write a 3D label map as .nii.gz or .npy")
-    # Two classes are written 0/255, as ISIC masks are, so the mask is visible; more classes
-    # keep their indices.
-    out = labels * np.uint8(255) if n_labels == 2 else labels.astype(np.uint8)
-    Image.fromarray(out, mode="L").save(path, format="PNG", optimize=True)
+    image = Image.fromarray(labels.astype(np.uint8))
+    image.putpalette([c for colour in colours for c in colour])  # "L" becomes "P"
+    image.save(path, format="PNG", optimize=True)
