@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -25,16 +26,22 @@ from .common import fail
                    "rate weight.")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Run folder (default runs/NAME); an existing run resumes.")
-@click.option("--steps", type=int, help="Override the recipe's number of steps.")
+@click.option("--steps", type=click.IntRange(1), help="Override the recipe's number of steps.")
 @click.option("--seed", type=int, help="Override the recipe's seed (0).")
 @click.option("--batch", type=click.IntRange(1), help="Override the recipe's batch size.")
+@click.option("--teacher", type=click.Path(path_type=Path, exists=True),
+              help="The seg run (folder or checkpoint.pt) that d1-d4 start from and learn "
+                   "from (default: the planned seg run's folder beside --out's).")
+@click.option("--parent", type=click.Path(path_type=Path, exists=True),
+              help="The d4 run a rate point fine-tunes (default: beside --out's).")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True,
               help="cpu, cuda, cuda:N or auto; on a GPU the training set is held in its memory.")
 @click.option("--cache", type=click.Path(path_type=Path),
               default=Path.home() / ".cache" / "segcodec", show_default=True,
               help="Where the resampled training set is kept between runs.")
-def train(config, data, design, rate_point, out, steps, seed, batch, threads, device, cache):
+def train(config, data, design, rate_point, out, steps, seed, batch, teacher, parent, threads,
+          device, cache):
     """Train on a data set folder (planned from its fingerprint), or a recipe (e.g. isic-d4,
     hippocampus-seg) or JSON config; pick its weights on a seeded validation split of the
     training cases and score them on the test cases (imagesTs/ + labelsTs/) where there are any.
@@ -50,17 +57,30 @@ def train(config, data, design, rate_point, out, steps, seed, batch, threads, de
     from segcodec.train import run
 
     bar = None
+    label = config or design
+    started = {}
 
     def progress(step, total):
         nonlocal bar
-        if bar is None:
-            bar = click.progressbar(length=total, label=config or design, file=sys.stderr)
-            bar.__enter__()
-        bar.update(step - bar.pos)
+        if sys.stderr.isatty():
+            if bar is None:
+                bar = click.progressbar(length=total, label=label, file=sys.stderr)
+                bar.__enter__()
+            bar.update(step - bar.pos)
+            return
+        # A log (nohup, a scheduler): a line at each twentieth of the run, with the time left
+        # at the speed measured since this process started.
+        started.setdefault("at", (step, time.perf_counter()))
+        first, t0 = started["at"]
+        if step > first and (step == total or step * 20 // total > (step - 1) * 20 // total):
+            per_step = (time.perf_counter() - t0) / (step - first)
+            click.echo(f"{label}: step {step}/{total}, {per_step:.2f} s a step, "
+                       f"{_duration(per_step * (total - step))} left", err=True)
 
     try:
         summary = run.run(config, data, out, design=design, point=rate_point, steps=steps,
-                          seed=seed, batch=batch, threads=threads, device=device, cache=cache,
+                          seed=seed, batch=batch, teacher=teacher, parent=parent,
+                          threads=threads, device=device, cache=cache,
                           progress=progress, log=lambda m: click.echo(m, err=True))
     except (ValueError, OSError, KeyError) as exc:
         fail(f"{config}: {exc}" if config else str(exc))
@@ -68,6 +88,11 @@ def train(config, data, design, rate_point, out, steps, seed, batch, threads, de
         if bar is not None:
             bar.__exit__(None, None, None)
     click.echo(json.dumps(summary))
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
 @click.command()

@@ -4,8 +4,9 @@
 
 ``POST /v1/segment``  body: a ``.sgc`` file.  Answer: the label map, as a label stream
     (``application/x-segcodec-labels``, format_spec.md §7: lossless, geometry inside) unless the
-    Accept header asks for ``application/x-nifti`` (a .nii.gz), ``image/png`` (2D, indexed: label
-    values, in the label colours) or ``application/x-npy``.  Headers ``X-Segcodec-Shape``, ``-Classes``, ``-Model``,
+    Accept header asks for ``application/x-nifti`` (a .nii.gz), ``image/png`` (2D, indexed:
+    label values, in the label colours) or ``application/x-npy``.  Headers
+    ``X-Segcodec-Shape``, ``-Classes``, ``-Model``,
     ``-Affine`` (JSON, when the file has geometry) and ``Server-Timing`` come with every format.
 ``GET /v1/models``  the models this server decodes: id, name, task, labels.
 ``GET /healthz``    liveness for load balancers; never needs the token.

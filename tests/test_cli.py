@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import segcodec
 from segcodec.cli.main import main
 
 from conftest import HIPPO, ISIC

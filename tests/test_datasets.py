@@ -226,7 +226,11 @@ def test_converted_shared_data_gives_the_recipes_the_same_cases(tmp_path):
     with pytest.raises(ValueError, match="isic2017/ or imagesTr/"):
         data.check_root(tmp_path, "isic")
     assert recipes.config("hippocampus-d4").orientation == "RAS"
-    assert run.recipe_for(None, out / "hippocampus", "seg").task_key == "hippocampus"
+    # A planned run is the data set's own, even named as a shipped task (MSD's dataset.json
+    # says "Hippocampus"): not the shipped recipe's run name, nor its 20 validation cases.
+    planned = run.recipe_for(None, out / "hippocampus", "seg")
+    assert planned.task_key == "hippocampusown" and planned.name == "hippocampusown-seg"
+    assert data.validation_cases(planned.task_key, 8) == 1
 
 
 def test_data_sets_segcodec_cannot_train_on_are_refused_in_one_line(tmp_path):

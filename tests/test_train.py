@@ -285,8 +285,15 @@ def test_run_trains_picks_on_validation_and_scores_the_test_set(tmp_path):
     val = list(csv.DictReader(open(tmp_path / "runs" / "isic-seg" / "val.csv")))
     best = max(val, key=lambda r: float(r["val_dice"]))
     assert summary["picked"]["val_dice"] == pytest.approx(float(best["val_dice"]), abs=1e-5)
-    with pytest.raises(ValueError, match="train that first"):
+    with pytest.raises(ValueError, match="train that first.*--teacher RUN"):
         run.run("isic-d4", root, tmp_path / "elsewhere" / "isic-d4", steps=6, cache=None)
+    # A seg run trained with --out elsewhere is named as the teacher.
+    summary = run.run("isic-d4", root, tmp_path / "elsewhere" / "isic-d4", steps=2, cache=None,
+                      teacher=tmp_path / "runs" / "isic-seg", log=lambda m: None)
+    assert summary["steps"] == 2
+    with pytest.raises(ValueError, match="isic-seg takes no teacher run"):
+        run.run("isic-seg", root, tmp_path / "x", steps=2, cache=None, log=lambda m: None,
+                teacher=tmp_path / "runs" / "isic-seg")
 
 
 class _Planted:
@@ -528,3 +535,24 @@ def test_lighten_refuses_what_it_cannot_distil_in_one_line(tmp_path):
             lighten.main([str(tmp_path / "parent" / "checkpoint.pt"), "--arch", arch,
                           "--data", str(tmp_path), "--out", str(tmp_path / "out.pt")])
         assert not (tmp_path / "out.pt").exists()
+
+
+def test_train_refuses_zero_steps_and_logs_progress_without_a_terminal(tmp_path):
+    """--steps 0 ran the whole recipe (hours); without a terminal the only progress shown was
+    the recipe's name."""
+    from click.testing import CliRunner
+
+    from segcodec.cli.main import main
+    root = isic_folder(tmp_path / "data")
+    for steps in ("0", "-5"):
+        result = CliRunner().invoke(main, ["train", "isic-seg", "--data", str(root), "--out",
+                                           str(tmp_path / "run"), "--steps", steps])
+        assert result.exit_code == 2 and "--steps" in result.output
+    assert not (tmp_path / "run").exists()
+    result = CliRunner().invoke(main, ["train", "isic-seg", "--data", str(root), "--out",
+                                       str(tmp_path / "run"), "--steps", "4", "--cache",
+                                       str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "s a step" in line]
+    assert lines[-1].startswith("isic-seg: step 4/4, ") and lines[-1].endswith("0 min left")
+    assert len(lines) == 3  # steps 2, 3 and 4: every twentieth of 4 steps, timed from step 1

@@ -43,16 +43,27 @@ def recipe_for(config: str | None, data: Path, design: str = "d4",
 
 
 def prepare(cfg: recipes.Recipe, out: Path, steps: int | None = None, seed: int | None = None,
-            batch: int | None = None) -> recipes.Recipe:
+            batch: int | None = None, teacher: Path | None = None,
+            parent: Path | None = None) -> recipes.Recipe:
     """The recipe as it runs in ``out``: with the overrides, and parent runs (``init``,
-    ``init_segmentor``, ``teacher``) as checkpoint paths beside ``out``."""
+    ``init_segmentor``, ``teacher``) as checkpoint paths: ``teacher`` (a seg run's folder or
+    checkpoint) and ``parent`` (a d4 run's, for a rate point) where given, else the runs
+    of the recipes they name beside ``out``."""
     changes = {}
-    if steps:
+    if steps is not None:  # 0 is refused by the recipe, not taken for "the recipe's own"
         changes["steps"] = steps
     if batch:
         changes["batch"] = batch
     if seed is not None:
         changes["seed"] = seed
+    for given, keys, what in ((teacher, ("init_segmentor", "teacher"), "teacher"),
+                              (parent, ("init",), "parent")):
+        if given is None:
+            continue
+        if not any(getattr(cfg, key) for key in keys):
+            raise ValueError(f"{cfg.name} takes no {what} run")
+        given = Path(given) / "checkpoint.pt" if Path(given).is_dir() else Path(given)
+        changes.update({key: str(given) for key in keys if getattr(cfg, key)})
     if cfg.init:
         changes["init_segmentor"] = None  # the parent run already holds a trained s
     resuming = (out / "checkpoint.pt").exists()
@@ -61,16 +72,18 @@ def prepare(cfg: recipes.Recipe, out: Path, steps: int | None = None, seed: int 
         if parent and not Path(parent).suffix:  # a recipe name: its run beside ours
             parent = changes[key] = str(out.parent / parent / "checkpoint.pt")
         if parent and not resuming and not Path(parent).exists():
-            design = "d4" if key == "init" else "seg"
+            design, option = ("d4", "--parent") if key == "init" else ("seg", "--teacher")
             raise ValueError(f"{cfg.name} starts from {parent}: train that first"
-                             + (f" (--design {design})" if cfg.fingerprint is not None else ""))
+                             + (f" (--design {design})" if cfg.fingerprint is not None else "")
+                             + f", or name its run with {option} RUN")
     return dataclasses.replace(cfg, **changes)
 
 
 def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
         design: str = "d4", point: int = 1, steps: int | None = None, seed: int | None = None,
-        batch: int | None = None, threads: int = 1, device: str = "cpu",
-        cache: Path | None = DEFAULT_CACHE, progress=None, log=print) -> dict:
+        batch: int | None = None, teacher: Path | None = None, parent: Path | None = None,
+        threads: int = 1, device: str = "cpu", cache: Path | None = DEFAULT_CACHE,
+        progress=None, log=print) -> dict:
     """Train ``config`` (a recipe name or JSON file; None: ``design`` at rate ``point``,
     planned for the data set folder ``data``) into ``out`` (default runs/NAME; an existing
     run resumes), then score the validation pick on the test cases where there are any;
@@ -82,7 +95,7 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
     planned = recipe_for(config, data, design, point)
     datasets.check_root(data, planned.task_key)
     out = Path(out) if out else Path("runs") / planned.name
-    cfg = prepare(planned, out, steps, seed, batch)
+    cfg = prepare(planned, out, steps, seed, batch, teacher, parent)
     t0 = time.time()
     cfg = dataclasses.replace(cfg, normalisation=datasets.normalisation_for(cfg, data))
     x, t, _ = datasets.cached_set(cfg, data, "fit", cache)
@@ -98,7 +111,12 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
                                                                          split)]
             for split in ("fit", "val", "test")}}, indent=1) + "\n")
     val = (xv, val_labels) if cfg.target == "labels" else None
-    loop.train(cfg, x, t, out, val=val, threads=threads, device=dev, progress=progress)
+    try:
+        loop.train(cfg, x, t, out, val=val, threads=threads, device=dev, progress=progress)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: the loop saved the last step
+        log(f"{cfg.name}: stopped; {out / 'checkpoint.pt'} holds every finished step, and "
+            "the same command resumes it")
+        raise
     ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     net, _ = loop.load_checkpoint(out / "checkpoint.pt", best=True)
     summary = {"config": cfg.name, "design": cfg.design, "steps": ck["step"],
