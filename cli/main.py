@@ -157,6 +157,10 @@ def encode(paths, output, model, no_geometry, meta, volume, kind, force, skip_ex
             last.suffix.lower() == ".sgc"
             or last.is_dir() and not destinations.holds_inputs(last)):
         dest = paths.pop()
+    elif dest is None and len(paths) > 1 and last.is_dir() and not quiet:
+        # as gzip takes it; but `encode DIR OUT/` reads as cp, so say which it was
+        click.echo(f"segcodec: note: {last} holds images, so it is one more input, not the "
+                   f"destination (-o {last} makes it that)", err=True)
     metadata = {}
     for item in meta:
         key, sep, value = item.partition("=")

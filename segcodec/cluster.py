@@ -6,6 +6,7 @@ and ``--workers`` make one with ``connect``.  Needs the ``cluster`` extra (dask[
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -59,6 +60,18 @@ def connect(scheduler: str | None = None, workers: int | None = None):
         with client:
             yield client
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        yield client
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        # Our own workers, their work done: one slow to exit (torch, a busy machine) is
+        # killed, as it should be, without two warnings a batch.
+        nanny = logging.getLogger("distributed.nanny")
+        level = nanny.level
+        nanny.setLevel(logging.ERROR)
+        try:
+            cluster.close()
+        finally:
+            nanny.setLevel(level)

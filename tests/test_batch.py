@@ -173,3 +173,35 @@ def test_cluster_options_without_dask_are_one_line(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["encode", str(tmp_path / "a.jpg"), "--workers", "2"])
     assert result.exit_code == 1 and "pip install 'segcodec[cluster]'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_closing_the_local_cluster_kills_slow_workers_without_warnings(monkeypatch):
+    """Each --workers batch printed two 'Worker process still alive ..., killing' warnings
+    (distributed's nanny, closing workers slow to exit on a busy machine)."""
+    import logging
+
+    from segcodec import cluster
+    heard = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            heard.append(record.getMessage())
+
+    nanny = logging.getLogger("distributed.nanny")
+    handler = Collect(level=logging.WARNING)
+    nanny.addHandler(handler)
+    close = cluster.LocalCluster.close
+
+    def slow_close(self, *args, **kwargs):
+        nanny.warning("Worker process still alive after 4.0 seconds, killing")
+        return close(self, *args, **kwargs)
+
+    monkeypatch.setattr(cluster.LocalCluster, "close", slow_close)
+    try:
+        with cluster.connect(workers=1) as client:
+            assert client.submit(sum, [1, 2]).result() == 3
+        assert heard == []
+        nanny.warning("after the batch, the nanny's warnings are heard again")
+        assert heard == ["after the batch, the nanny's warnings are heard again"]
+    finally:
+        nanny.removeHandler(handler)

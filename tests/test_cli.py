@@ -413,3 +413,20 @@ def test_quiet_prints_nothing_for_a_batch_that_succeeds(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
     result = run("encode", tmp_path / "bad.jpg", tmp_path / "0.jpg", "-q", "--force", ok=False)
     assert "1 written, 1 failed" in result.output
+
+
+def test_a_last_folder_that_holds_images_is_said_to_be_an_input(tmp_path):
+    """`encode DIR OUT/` reads as cp; where OUT/ holds images it is coded as one more input
+    (as gzip would), and now the user is told so, with the option that makes it the
+    destination."""
+    for folder, i in (("in", 0), ("out", 1)):
+        (tmp_path / folder).mkdir()
+        shutil.copy(ISIC[i], tmp_path / folder / f"{i}.jpg")
+    result = run("encode", tmp_path / "in", tmp_path / "out")
+    assert f"note: {tmp_path / 'out'} holds images, so it is one more input" in result.output
+    assert f"-o {tmp_path / 'out'} makes it that" in result.output
+    assert (tmp_path / "in" / "0.sgc").exists() and (tmp_path / "out" / "1.sgc").exists()
+    run("encode", tmp_path / "in", "-o", tmp_path / "out", "--force")
+    assert (tmp_path / "out" / "0.sgc").exists()
+    assert "note" not in run("encode", tmp_path / "in", tmp_path / "out", "-q",
+                             "--force").output

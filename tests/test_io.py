@@ -140,7 +140,7 @@ def test_folder_with_two_series_is_refused(series, tmp_path):
 
 
 def test_empty_folder_is_refused(tmp_path):
-    with pytest.raises(InputError, match="no DICOM files"):
+    with pytest.raises(InputError, match="no images or DICOM files"):
         sgio.read(tmp_path)
 
 
