@@ -76,6 +76,9 @@ def check_source(source: Path, shape) -> np.ndarray | None:
             headers = [pydicom.dcmread(source, stop_before_pixels=True)]
         except Exception as exc:  # pydicom raises many kinds for a file that is not DICOM
             raise InputError(f"{source}: not a readable DICOM source ({exc})") from exc
+        if dicom.frames_of(headers[0]) > 1:
+            raise InputError(f"{source}: a DICOM Segmentation of a multi-frame source is not "
+                             "made yet; write the labels as .nii.gz")
         affine = dicom.file_affine(headers[0])
     try:
         rows, columns = int(headers[0].Rows), int(headers[0].Columns)

@@ -338,3 +338,61 @@ def test_an_unreadable_dicom_file_gets_no_advice_meant_for_pydicoms_api():
     with pytest.raises(InputError, match="not a readable DICOM file") as info:
         sgio.read(get_testdata_file("rtstruct.dcm"))
     assert "force" not in str(info.value)
+
+
+def write_multiframe(path, volume, spacing=(0.9, 0.8, 1.5), origin=(10.0, -20.0, 30.0),
+                     positions=True):
+    """``volume`` (column, row, slice) as one enhanced multi-frame object, as write_series
+    writes it as a series, its frames in shuffled order, placed by functional groups."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    template = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    template.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    order = np.random.default_rng(1).permutation(volume.shape[2])
+    pixels = np.ascontiguousarray(volume.transpose(2, 1, 0)[order].astype(np.uint16))
+    template.NumberOfFrames = len(order)
+    template.Rows, template.Columns = pixels.shape[1:]
+    template.BitsAllocated, template.BitsStored, template.HighBit = 16, 16, 15
+    template.PixelRepresentation, template.SamplesPerPixel = 0, 1
+    template.PixelData = pixels.tobytes()
+    for key in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
+        delattr(template, key)
+
+    def item(**values):
+        ds = Dataset()
+        for key, value in values.items():
+            setattr(ds, key, value)
+        return ds
+
+    template.SharedFunctionalGroupsSequence = Sequence([item(
+        PlaneOrientationSequence=Sequence([item(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])]),
+        PixelMeasuresSequence=Sequence([item(PixelSpacing=[spacing[1], spacing[0]],
+                                             SliceThickness=spacing[2])]))])
+    if positions:
+        template.PerFrameFunctionalGroupsSequence = Sequence([item(
+            PlanePositionSequence=Sequence([item(ImagePositionPatient=[
+                origin[0], origin[1], origin[2] + k * spacing[2]])])) for k in order])
+    template.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_multi_frame_dicom_reads_as_the_series_of_its_frames(series, tmp_path):
+    """Enhanced CT and MR store a volume in one file; it was refused ("4 dimensions" for
+    colour, "not supported; pass a series folder" for grey, where there is no folder)."""
+    folder, volume = series
+    one = write_multiframe(tmp_path / "enhanced.dcm", volume)
+    stacked, framed = sgio.read(folder), sgio.read(one)
+    np.testing.assert_array_equal(framed.array, stacked.array)
+    np.testing.assert_array_equal(framed.affine, stacked.affine)
+    assert framed.kind == "3d" and framed.source == "dicom"
+    assert segcodec.encode(one) == segcodec.encode(folder)
+    with pytest.raises(InputError, match="without each frame's position"):
+        sgio.read(write_multiframe(tmp_path / "cine.dcm", volume, positions=False))
+    with pytest.raises(InputError, match="multi-frame source is not made yet"):
+        segcodec.segment_file(segcodec.encode_file(one, tmp_path / "x.sgc"),
+                              tmp_path / "seg.dcm", source=one)
+
+
+def test_a_multi_frame_colour_dicom_is_refused_as_such():
+    with pytest.raises(InputError, match=r"multi-frame colour DICOM \(2 frames"):
+        sgio.read(get_testdata_file("SC_rgb_rle_2frame.dcm"))

@@ -119,11 +119,66 @@ def _full_range(pixels: np.ndarray, ds) -> np.ndarray:
 def read_file(path: Path) -> Loaded:
     ds = _read(path)
     pixels = _full_range(_pixels(ds, path), ds)
-    if pixels.ndim == 3 and getattr(ds, "NumberOfFrames", 1) > 1:
-        raise InputError(f"{path}: multi-frame DICOM is not supported; pass a series folder")
+    if frames_of(ds) > 1:
+        return _read_frames(ds, pixels, path)
     if pixels.ndim == 3:  # RGB single frame
         return Loaded(array=pixels, kind="2d", source="dicom")
     return Loaded(array=pixels, kind="2d", source="dicom", affine=file_affine(ds))
+
+
+def frames_of(ds) -> int:
+    """NumberOfFrames, 1 where it is absent or unreadable."""
+    try:
+        return int(getattr(ds, "NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _frame_value(ds, frame: int, sequence: str, keyword: str):
+    """An attribute of one frame of a multi-frame (enhanced) object: from its own functional
+    groups, else from those all frames share; None where neither has it."""
+    for groups, item in (("PerFrameFunctionalGroupsSequence", frame),
+                         ("SharedFunctionalGroupsSequence", 0)):
+        try:
+            return getattr(getattr(ds, groups)[item], sequence)[0][keyword].value
+        except (AttributeError, IndexError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _frame_headers(ds, path: Path) -> list:
+    """Each frame's geometry as a slice's header would hold it, for ``_in_slice_order``."""
+    headers = []
+    for i in range(frames_of(ds)):
+        frame = pydicom.Dataset()
+        for sequence, keyword in (("PlaneOrientationSequence", "ImageOrientationPatient"),
+                                  ("PixelMeasuresSequence", "PixelSpacing"),
+                                  ("PixelMeasuresSequence", "SpacingBetweenSlices"),
+                                  ("PixelMeasuresSequence", "SliceThickness"),
+                                  ("PlanePositionSequence", "ImagePositionPatient")):
+            value = _frame_value(ds, i, sequence, keyword)
+            if value is not None:
+                setattr(frame, keyword, value)
+        headers.append((Path(f"{path}#frame{i + 1}"), frame))
+    return headers
+
+
+def _read_frames(ds, pixels: np.ndarray, path: Path) -> Loaded:
+    """A multi-frame object (enhanced CT or MR, ...) as the volume of its frames, placed by
+    their functional groups as a series' slices are by their headers."""
+    if pixels.ndim != 3:
+        raise InputError(f"{path}: a multi-frame colour DICOM ({frames_of(ds)} frames, a cine "
+                         "or a capture): not a volume; code its frames one by one")
+    headers = _frame_headers(ds, path)
+    if _axes(headers[0][1]) is None:
+        raise InputError(f"{path}: a multi-frame DICOM of {frames_of(ds)} frames without each "
+                         "frame's position and orientation (a cine?): nothing places its "
+                         "frames as a volume")
+    in_order = _in_slice_order(headers, path)
+    index = {p: i for i, (p, _) in enumerate(headers)}
+    volume = pixels[[index[p] for p, _ in in_order]].transpose(2, 1, 0)  # (column, row, slice)
+    return Loaded(array=np.ascontiguousarray(volume), kind="3d", source="dicom",
+                  affine=series_affine(in_order))
 
 
 def file_affine(ds) -> np.ndarray | None:
@@ -236,6 +291,13 @@ def series(folder: Path) -> list[tuple[Path, "pydicom.Dataset"]]:
     uids = {getattr(ds, "SeriesInstanceUID", None) for _, ds in headers}
     if len(uids) > 1:
         raise InputError(f"{folder}: holds {len(uids)} DICOM series; pass one series per folder")
+    return _in_slice_order(headers, folder)
+
+
+def _in_slice_order(headers: list, folder: Path) -> list:
+    """(path, header) pairs of one stack's slices, sorted along the slice normal (else by
+    InstanceNumber); InputError for slices of another grid, missing or uneven ones, and
+    non-image objects."""
     axes = _axes(headers[0][1])
     if axes is not None:
         _one_grid(headers, axes, folder)
