@@ -13,6 +13,7 @@
     python -m bench cohort --data ../shared/data    # files/s: a loop against Dask workers
     python -m bench fuzz                            # 100,000 structure-aware inputs
     python -m bench attacks                         # the audit's attack files: time, memory
+    python -m bench domain --data ../shared/data    # what the domain check refuses
 
 Each module's --help lists its options; ``--smoke`` (where offered) runs on fixtures/
 and writes to a scratch folder unless --out says otherwise.
@@ -23,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 COMMANDS = ("rate", "ablation", "speed", "latency", "figures", "evaluate", "load",
-            "references", "startup", "validation", "cohort", "fuzz", "attacks")
+            "references", "startup", "validation", "cohort", "fuzz", "attacks", "domain")
 SMOKE_OUT = Path(tempfile.gettempdir()) / "segcodec-bench-smoke"
 
 
