@@ -94,7 +94,8 @@ def serve(host, port, device, token_file, max_body, max_queue, workers, max_batc
                    "the input's affine, locally.")
 @click.option("--token-file", type=click.Path(path_type=Path),
               help=f"Bearer token file (default: ${TOKEN_ENV}).")
-@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the server.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the server.",
+              type=click.FloatRange(0, min_open=True))
 @click.option("--force", is_flag=True,
               help="Code an input outside the model's domain (as encode --force does).")
 def send(src, remote, output, model, no_geometry, token_file, timeout, force):

@@ -34,7 +34,7 @@ from .common import fail
                    "from (default: the planned seg run's folder beside --out's).")
 @click.option("--parent", type=click.Path(path_type=Path, exists=True),
               help="The d4 run a rate point fine-tunes (default: beside --out's).")
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True,
               help="cpu, cuda, cuda:N or auto; on a GPU the training set is held in its memory.")
 @click.option("--cache", type=click.Path(path_type=Path),
@@ -104,7 +104,7 @@ def _duration(seconds: float) -> str:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("models"),
               show_default=True, help="Folder for the .sgm files; add it to "
                                       "SEGCODEC_MODEL_PATH to use them.")
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--cache", type=click.Path(path_type=Path),
               default=Path.home() / ".cache" / "segcodec", show_default=True)

@@ -81,7 +81,14 @@ def is_hidden(path: Path) -> bool:
 
 def holds_inputs(folder: Path) -> bool:
     """Whether a folder holds images, volumes or DICOM files (so it is an input)."""
-    return any(_is_image_file(p) or p.is_file() and sgio.is_dicom(p) for p in folder.iterdir())
+    return any(_is_image_file(p) or p.is_file() and sgio.is_dicom(p) and not _is_dicomdir(p)
+               for p in folder.iterdir())
+
+
+def _is_dicomdir(path: Path) -> bool:
+    """A DICOM medium's index, by the name the standard gives it (PS3.10): it lists the
+    series in the folders below; it is not an image of its folder."""
+    return path.name.upper() == "DICOMDIR"
 
 
 def expand(path: Path) -> list[Path]:

@@ -12,6 +12,7 @@ server (503) is retried with exponential backoff; everything else fails at once 
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import httpx
 import numpy as np
 
 from . import container, labelcodec
-from .errors import SgcError, SgcFormatError, UnknownModelError, naming
+from .errors import InputError, SgcError, SgcFormatError, UnknownModelError, naming
 
 
 class RemoteError(SgcError):
@@ -147,8 +148,13 @@ class Client:
             message += f" (gave up after {self.retries} retries)"
         return cls(f"server {self.url} answered {status}: {' '.join(message.split())}", status)
 
-    def fetch(self, data: bytes) -> RemoteLabels:
-        """Upload a .sgc file; its labels with classes, geometry, sizes and timings."""
+    def fetch(self, data) -> RemoteLabels:
+        """Upload a .sgc file (its bytes or its path); its labels with classes, geometry,
+        sizes and timings."""
+        if isinstance(data, (str, os.PathLike)):
+            data = container.read_file(data)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InputError(f"a .sgc file is bytes or a file's path, not {type(data).__name__}")
         data = bytes(data)
         t0 = time.perf_counter()
         response = self._request("POST", "/v1/segment", content=data,
@@ -168,8 +174,8 @@ class Client:
                             time.perf_counter() - t0 - seconds,
                             _server_timing(response.headers.get("server-timing", "")))
 
-    def segment(self, data: bytes) -> np.ndarray:
-        """``.sgc`` bytes -> uint8 label map, as ``segcodec.segment`` gives locally."""
+    def segment(self, data) -> np.ndarray:
+        """``.sgc`` bytes (or path) -> uint8 label map, as ``segcodec.segment`` gives locally."""
         return self.fetch(data).labels
 
     def models(self) -> list[dict]:

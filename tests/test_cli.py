@@ -430,3 +430,19 @@ def test_a_last_folder_that_holds_images_is_said_to_be_an_input(tmp_path):
     assert (tmp_path / "out" / "0.sgc").exists()
     assert "note" not in run("encode", tmp_path / "in", tmp_path / "out", "-q",
                              "--force").output
+
+
+def test_a_study_folder_with_its_dicomdir_gives_its_series(tmp_path):
+    """A DICOM medium: DICOMDIR at the top, one folder per series below it."""
+    from pydicom.data import get_testdata_file
+
+    from test_io import write_series
+    study = tmp_path / "study"
+    for number in (3, 4):
+        (study / f"s{number}").mkdir(parents=True)
+        write_series(study / f"s{number}", np.asarray(nib.load(HIPPO[0]).dataobj
+                                                     ).astype(np.uint16),
+                     spacing=(1, 1, 1), series_number=number)
+    shutil.copy(get_testdata_file("DICOMDIR"), study / "DICOMDIR")
+    run("encode", study)
+    assert sorted(p.name for p in study.glob("*.sgc")) == ["series3.sgc", "series4.sgc"]

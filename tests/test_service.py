@@ -482,3 +482,20 @@ def test_send_takes_force_as_its_refusal_says(url, tmp_path):
     assert result.exit_code == 1 and "--force" in result.output
     result = CliRunner().invoke(cli_service.send, [str(src), "--remote", url, "--force"])
     assert result.exit_code == 0, result.output
+
+
+def test_the_client_takes_a_files_path_and_numbers_out_of_range_are_usage_errors(files, url,
+                                                                                  tmp_path):
+    name, data = files[0]
+    (tmp_path / "a.sgc").write_bytes(data)
+    with Client(url) as client:
+        np.testing.assert_array_equal(client.segment(tmp_path / "a.sgc"), client.segment(data))
+        with pytest.raises(segcodec.InputError, match="a .sgc file is bytes or a file's path"):
+            client.segment(3)
+        with pytest.raises(segcodec.InputError, match="b.sgc: no such file or folder"):
+            client.segment(str(tmp_path / "b.sgc"))
+    shutil.copy(ISIC[0], tmp_path / "a.jpg")
+    for timeout in ("0", "-1"):  # -1 ended in a ValueError traceback from the socket
+        result = CliRunner().invoke(cli_service.send, [str(tmp_path / "a.jpg"), "--remote", url,
+                                                       "--timeout", timeout])
+        assert result.exit_code == 2 and "--timeout" in result.output

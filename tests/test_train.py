@@ -544,10 +544,10 @@ def test_train_refuses_zero_steps_and_logs_progress_without_a_terminal(tmp_path)
 
     from segcodec.cli.main import main
     root = isic_folder(tmp_path / "data")
-    for steps in ("0", "-5"):
+    for option, value in (("--steps", "0"), ("--steps", "-5"), ("--threads", "0")):
         result = CliRunner().invoke(main, ["train", "isic-seg", "--data", str(root), "--out",
-                                           str(tmp_path / "run"), "--steps", steps])
-        assert result.exit_code == 2 and "--steps" in result.output
+                                           str(tmp_path / "run"), option, value])
+        assert result.exit_code == 2 and option in result.output
     assert not (tmp_path / "run").exists()
     result = CliRunner().invoke(main, ["train", "isic-seg", "--data", str(root), "--out",
                                        str(tmp_path / "run"), "--steps", "4", "--cache",
