@@ -17,7 +17,7 @@ from conftest import HIPPO, ISIC
 
 
 def write_series(folder, volume, spacing=(0.9, 0.8, 1.5), origin=(10.0, -20.0, 30.0),
-                 shuffle=True, series_number=None):
+                 shuffle=True, series_number=None, rescale=(1, 0)):
     """A DICOM series of ``volume`` (column, row, slice) with axial orientation: voxel
     (i, j, k) at LPS ``origin`` + ``spacing`` * (i, j, k)."""
     template = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
@@ -40,7 +40,7 @@ def write_series(folder, volume, spacing=(0.9, 0.8, 1.5), origin=(10.0, -20.0, 3
         ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * spacing[2]]
         ds.InstanceNumber = int(n + 1)
         ds.SOPInstanceUID = generate_uid()
-        ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
         ds.save_as(folder / f"slice{n:03d}.dcm", enforce_file_format=True)
 
 
@@ -341,7 +341,7 @@ def test_an_unreadable_dicom_file_gets_no_advice_meant_for_pydicoms_api():
 
 
 def write_multiframe(path, volume, spacing=(0.9, 0.8, 1.5), origin=(10.0, -20.0, 30.0),
-                     positions=True):
+                     positions=True, rescale=None):
     """``volume`` (column, row, slice) as one enhanced multi-frame object, as write_series
     writes it as a series, its frames in shuffled order, placed by functional groups."""
     from pydicom.dataset import Dataset
@@ -368,10 +368,18 @@ def write_multiframe(path, volume, spacing=(0.9, 0.8, 1.5), origin=(10.0, -20.0,
         PlaneOrientationSequence=Sequence([item(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])]),
         PixelMeasuresSequence=Sequence([item(PixelSpacing=[spacing[1], spacing[0]],
                                              SliceThickness=spacing[2])]))])
-    if positions:
-        template.PerFrameFunctionalGroupsSequence = Sequence([item(
-            PlanePositionSequence=Sequence([item(ImagePositionPatient=[
-                origin[0], origin[1], origin[2] + k * spacing[2]])])) for k in order])
+    for key in ("RescaleSlope", "RescaleIntercept"):
+        if key in template:
+            delattr(template, key)
+    frames = [item() for _ in order]
+    for frame, k in zip(frames, order):
+        if positions:
+            frame.PlanePositionSequence = Sequence([item(ImagePositionPatient=[
+                origin[0], origin[1], origin[2] + k * spacing[2]])])
+        if rescale is not None:  # as enhanced CT holds Hounsfield units: per frame
+            frame.PixelValueTransformationSequence = Sequence([item(
+                RescaleSlope=rescale[0], RescaleIntercept=rescale[1])])
+    template.PerFrameFunctionalGroupsSequence = Sequence(frames)
     template.save_as(path, enforce_file_format=True)
     return path
 
@@ -386,6 +394,12 @@ def test_a_multi_frame_dicom_reads_as_the_series_of_its_frames(series, tmp_path)
     np.testing.assert_array_equal(framed.affine, stacked.affine)
     assert framed.kind == "3d" and framed.source == "dicom"
     assert segcodec.encode(one) == segcodec.encode(folder)
+    # Stored values rescaled per frame, as enhanced CT's Hounsfield units are
+    rescaled = sgio.read(write_multiframe(tmp_path / "ct.dcm", volume, rescale=(2, -100)))
+    (tmp_path / "ct").mkdir()
+    write_series(tmp_path / "ct", volume, rescale=(2, -100))
+    np.testing.assert_array_equal(rescaled.array, sgio.read(tmp_path / "ct").array)
+    np.testing.assert_array_equal(rescaled.array, volume * 2.0 - 100)
     with pytest.raises(InputError, match="without each frame's position"):
         sgio.read(write_multiframe(tmp_path / "cine.dcm", volume, positions=False))
     with pytest.raises(InputError, match="multi-frame source is not made yet"):

@@ -118,9 +118,9 @@ def _full_range(pixels: np.ndarray, ds) -> np.ndarray:
 
 def read_file(path: Path) -> Loaded:
     ds = _read(path)
-    pixels = _full_range(_pixels(ds, path), ds)
     if frames_of(ds) > 1:
-        return _read_frames(ds, pixels, path)
+        return _read_frames(ds, path)
+    pixels = _full_range(_pixels(ds, path), ds)
     if pixels.ndim == 3:  # RGB single frame
         return Loaded(array=pixels, kind="2d", source="dicom")
     return Loaded(array=pixels, kind="2d", source="dicom", affine=file_affine(ds))
@@ -163,9 +163,11 @@ def _frame_headers(ds, path: Path) -> list:
     return headers
 
 
-def _read_frames(ds, pixels: np.ndarray, path: Path) -> Loaded:
-    """A multi-frame object (enhanced CT or MR, ...) as the volume of its frames, placed by
-    their functional groups as a series' slices are by their headers."""
+def _read_frames(ds, path: Path) -> Loaded:
+    """A multi-frame object (enhanced CT or MR, ...) as the volume of its frames, placed and
+    rescaled (CT's Hounsfield units) by their functional groups as a series' slices are by
+    their headers."""
+    pixels = _pixels(ds, path)
     if pixels.ndim != 3:
         raise InputError(f"{path}: a multi-frame colour DICOM ({frames_of(ds)} frames, a cine "
                          "or a capture): not a volume; code its frames one by one")
@@ -175,6 +177,16 @@ def _read_frames(ds, pixels: np.ndarray, path: Path) -> Loaded:
                          "frame's position and orientation (a cine?): nothing places its "
                          "frames as a volume")
     in_order = _in_slice_order(headers, path)
+    rescale = [(_frame_value(ds, i, "PixelValueTransformationSequence", "RescaleSlope"),
+                _frame_value(ds, i, "PixelValueTransformationSequence", "RescaleIntercept"))
+               for i in range(len(headers))]
+    if any(slope is not None or intercept is not None for slope, intercept in rescale):
+        try:
+            slopes, intercepts = (np.array([float(1 if v is None else v) for v in values])
+                                  for values in zip(*rescale))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{path}: unreadable RescaleSlope or RescaleIntercept") from exc
+        pixels = pixels * slopes[:, None, None] + intercepts[:, None, None]
     index = {p: i for i, (p, _) in enumerate(headers)}
     volume = pixels[[index[p] for p, _ in in_order]].transpose(2, 1, 0)  # (column, row, slice)
     return Loaded(array=np.ascontiguousarray(volume), kind="3d", source="dicom",
