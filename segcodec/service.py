@@ -243,6 +243,14 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
                 "latent_shape")
         return {"models": [{k: d[k] for k in keep} for d in api.list_models()]}
 
+    def decode_within_limit(body: bytes) -> api.Decoded:
+        header = api.container.read(body)[0]  # the declared size, before the work
+        voxels = int(np.prod(header.shape, dtype=np.int64))
+        if voxels > max_output_voxels:
+            raise ServiceError(413, "too_large", f"the file declares {voxels} voxels, over "
+                               f"this server's limit of {max_output_voxels}")
+        return api.decode(body)
+
     @app.post("/v1/segment")
     async def segment(request: Request):
         authorise(request)
@@ -265,12 +273,9 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
         loop = asyncio.get_running_loop()
         try:
             t0 = time.perf_counter()
-            header = api.container.read(body)[0]  # cheap: the declared size, before the work
-            voxels = int(np.prod(header.shape, dtype=np.int64))
-            if voxels > max_output_voxels:
-                raise ServiceError(413, "too_large", f"the file declares {voxels} voxels, over "
-                                   f"this server's limit of {max_output_voxels}")
-            decoded = await loop.run_in_executor(executor, api.decode, body)
+            # Off the event loop, as all parsing is: a hostile file costs its own request
+            # time, never /healthz's or another request's.
+            decoded = await loop.run_in_executor(executor, decode_within_limit, body)
             if kind == PNG and decoded.header.ndim != 2:
                 raise ServiceError(406, "not_acceptable", "PNG holds 2D labels; this file is "
                                    "3D: accept application/x-nifti or application/x-npy")

@@ -1,4 +1,5 @@
 """format_spec.md §1-§3: layout, sizes, and a check for every field's range."""
+import json
 import struct
 import zlib
 
@@ -130,6 +131,10 @@ def test_geometry_must_be_finite_and_metadata_valid():
     (b"{\"a\": " + b"[" * 100_000, "nests deeper than 16"),
     (b'{"a": NaN}', "not a zstd-compressed JSON object"),
     (b'{"a": "[[[[[[[[[[[[[[[[[[[[[[[["}', None),  # brackets in strings do not nest
+    # The audit's file: a run of escaped quotes kept the depth check (a regular expression)
+    # busy for hours; a 1 MiB one now takes a linear pass, then fails to parse.
+    (b'{"a":"' + b'\\"' * ((1 << 19) - 8), "not a zstd-compressed JSON object"),
+    (b'{"a":"\\\\", "b": [[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]}', "nests deeper than 16"),
 ])
 def test_metadata_depth_and_constants_are_checked_before_parsing(text, message):
     import zstandard
@@ -196,3 +201,17 @@ def test_headers_with_geometry_and_metadata_compare_and_hash_by_value():
     assert Header(**{**h.__dict__, "affine": moved}) != h
     assert Header(**{**h.__dict__, "metadata": {"n": 3, "site": "B"}}) != h
     assert Header(**{**h.__dict__, "affine": None}) != h and h != "not a header"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(alphabet='a"\\[]{}'),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(alphabet='k"\\[{', max_size=3), inner,
+                                      max_size=3), max_leaves=30))
+def test_json_depth_is_the_nesting_a_parser_finds(value):
+    """Brackets inside strings, escaped quotes and escaped backslashes included."""
+    def depth(v):  # by the parsed value
+        children = list(v.values()) if isinstance(v, dict) else v if isinstance(v, list) \
+            else None
+        return 0 if children is None else 1 + max(map(depth, children), default=0)
+    assert container._json_depth(json.dumps(value).encode()) == depth(value)

@@ -499,3 +499,29 @@ def test_the_client_takes_a_files_path_and_numbers_out_of_range_are_usage_errors
         result = CliRunner().invoke(cli_service.send, [str(tmp_path / "a.jpg"), "--remote", url,
                                                        "--timeout", timeout])
         assert result.exit_code == 2 and "--timeout" in result.output
+
+
+def test_a_file_slow_to_parse_never_stalls_the_service(files, url, monkeypatch):
+    """The header was read on the event loop: a 154-byte file whose metadata took hours to
+    check left /healthz and every other request unanswered.  Parsing is in the executor."""
+    import concurrent.futures
+
+    import httpx
+    entered, release = threading.Event(), threading.Event()
+    real = service.api.container.read
+
+    def slow(data):
+        entered.set()
+        release.wait(10)
+        return real(data)
+
+    monkeypatch.setattr(service.api.container, "read", slow)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, f"{url}/v1/segment", content=files[0][1],
+                              timeout=30)
+        try:
+            assert entered.wait(10)
+            assert httpx.get(f"{url}/healthz", timeout=5).json()["status"] == "ok"
+        finally:
+            release.set()
+        assert pending.result().status_code == 200
