@@ -196,17 +196,28 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    """A JSON number as a float; 1e999 would be infinity, which JSON cannot say (§3)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond a float's range")
+    return value
+
+
 def _read_metadata(frame: bytes) -> dict:
     try:
         params = zstandard.get_frame_parameters(frame)
         size = params.content_size
         if size <= 0 or size > MAX_METADATA_JSON:  # 0 = unknown size, also refused (§3)
             raise SgcFormatError("invalid .sgc: metadata frame must declare a size up to 1 MiB")
-        text = zstandard.ZstdDecompressor().decompress(frame, max_output_size=size)
+        # One frame and nothing after it: bytes past the frame would be data no reader sees
+        text = zstandard.ZstdDecompressor().decompress(frame, max_output_size=size,
+                                                       allow_extra_data=False)
         if _json_depth(text) > MAX_METADATA_DEPTH:
             raise SgcFormatError(f"invalid .sgc: metadata nests deeper than "
                                  f"{MAX_METADATA_DEPTH} levels")
-        value = json.loads(text.decode("utf-8"), parse_constant=_no_constant)
+        value = json.loads(text.decode("utf-8"), parse_constant=_no_constant,
+                           parse_float=_finite)
     except SgcFormatError:
         raise
     except (zstandard.ZstdError, UnicodeDecodeError, ValueError) as exc:

@@ -130,6 +130,7 @@ def test_geometry_must_be_finite_and_metadata_valid():
     (b"{\"a\": " + b"[" * 1000 + b"]" * 1000 + b"}", "nests deeper than 16"),
     (b"{\"a\": " + b"[" * 100_000, "nests deeper than 16"),
     (b'{"a": NaN}', "not a zstd-compressed JSON object"),
+    (b'{"a": 1e999}', "not a zstd-compressed JSON object"),  # it read as infinity
     (b'{"a": "[[[[[[[[[[[[[[[[[[[[[[[["}', None),  # brackets in strings do not nest
     # The audit's file: a run of escaped quotes kept the depth check (a regular expression)
     # busy for hours; a 1 MiB one now takes a linear pass, then fails to parse.
@@ -215,3 +216,17 @@ def test_json_depth_is_the_nesting_a_parser_finds(value):
             else None
         return 0 if children is None else 1 + max(map(depth, children), default=0)
     assert container._json_depth(json.dumps(value).encode()) == depth(value)
+
+
+def test_metadata_is_one_frame_and_nothing_after_it():
+    import zstandard
+    base = bytes([2 | (1 << 2)]) + b"\x08\x08\x01\x02\x02"
+    frame = zstandard.ZstdCompressor(write_content_size=True).compress(b'{"a": 1}')
+    for section, ok in ((frame, True), (frame + frame, False), (frame + b"\0", False)):
+        data = recrc(b"SG\x01\x02" + MID + base + bytes([len(section)]) + section
+                     + b"\0\0\0\0")
+        if ok:
+            assert container.read(data)[0].metadata == {"a": 1}
+        else:
+            with pytest.raises(SgcFormatError, match="metadata is not a zstd-compressed"):
+                container.read(data)
