@@ -160,7 +160,7 @@ def encode(paths, output, model, no_geometry, meta, volume, kind, force, skip_ex
     elif dest is None and len(paths) > 1 and last.is_dir() and not quiet:
         # as gzip takes it; but `encode DIR OUT/` reads as cp, so say which it was
         click.echo(f"segcodec: note: {last} holds images, so it is one more input, not the "
-                   f"destination (-o {last} makes it that)", err=True)
+                   f"destination (to make it that, name it with -o alone: -o {last})", err=True)
     metadata = {}
     for item in meta:
         key, sep, value = item.partition("=")
@@ -212,7 +212,8 @@ def segment(sgc_files, output, device, force, skip_existing, scheduler, workers,
     if (overlay is not None or as_seg) and (len(sources) != 1 or remote or scheduler or workers):
         fail("--overlay and a .dcm output take one local .sgc file")
     if source is not None and overlay is None and not as_seg:
-        fail("--source is the image for --overlay or a .dcm output; give one of them")
+        fail("--source is the original image of one .sgc, for --overlay or a .dcm output; "
+             "give one of them")
     if overlay is not None and overlay.exists() and not force:
         fail(f"{overlay}: exists; --force replaces it")
     token = _run(read_token, token_file) if remote else None
@@ -260,8 +261,11 @@ def info(sgc_file, as_json):
     if d["labels"]:
         click.echo(f"  labels      {', '.join(f'{i} {n}' for i, n in enumerate(d['labels']))}")
     if header.affine is not None:
+        from nibabel.orientations import aff2axcodes
         spacing = (header.affine[:3, :3] ** 2).sum(0) ** 0.5
-        click.echo(f"  geometry    voxel size {' x '.join(f'{s:.3g}' for s in spacing)} mm")
+        click.echo(f"  geometry    {''.join(aff2axcodes(header.affine))}, voxel size "
+                   f"{' x '.join(f'{s:.3g}' for s in spacing)} mm, origin "
+                   f"({', '.join(f'{v:.4g}' for v in header.affine[:3, 3])}) mm")
     else:
         click.echo("  geometry    none")
     if header.metadata:

@@ -96,25 +96,30 @@ def serve(host, port, device, token_file, max_body, max_queue, workers, max_batc
               help=f"Bearer token file (default: ${TOKEN_ENV}).")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the server.",
               type=click.FloatRange(0, min_open=True))
+@click.option("--volume", type=click.IntRange(0), metavar="N",
+              help="Send volume N of a 4D NIfTI.")
 @click.option("--force", is_flag=True,
-              help="Code an input outside the model's domain (as encode --force does).")
-def send(src, remote, output, model, no_geometry, token_file, timeout, force):
+              help="Replace labels that exist, and code an input outside the model's domain "
+                   "(as encode --force does).")
+def send(src, remote, output, model, no_geometry, token_file, timeout, volume, force):
     """Encode an image here, segment it on a server, write labels aligned with the input."""
     try:
         out = send_file(src, output, remote, read_token(token_file), model=model,
-                        geometry=not no_geometry, timeout=timeout, force=force)
+                        geometry=not no_geometry, timeout=timeout, volume=volume, force=force)
     except segcodec.SgcError as exc:
         fail(str(exc))
     click.echo(f"{src} -> {out}")
 
 
 def send_file(src, dst, url: str, token: str | None = None, *, model=None,
-              geometry: bool = True, timeout: float = 60.0, force: bool = False) -> Path:
-    """Read an image, encode it, upload the .sgc, write the labels; prints the steps."""
+              geometry: bool = True, timeout: float = 60.0, volume: int | None = None,
+              force: bool = False) -> Path:
+    """Read an image, encode it, upload the .sgc, write the labels; prints the steps.
+    Labels (or their sidecar) that exist already are replaced only with ``force``."""
     from segcodec import remote
     src = Path(src)
     t0 = time.perf_counter()
-    loaded = sgio.read(src)
+    loaded = sgio.read(src, volume)
     t1 = time.perf_counter()
     with naming(src):
         array, affine, restore = loaded.array, loaded.affine, lambda labels: labels
@@ -127,14 +132,17 @@ def send_file(src, dst, url: str, token: str | None = None, *, model=None,
         # The labels are written over the input as it is: its shape, its geometry.
         header = dataclasses.replace(header, shape=loaded.array.shape[:header.ndim],
                                      affine=loaded.affine)
-        default = destinations.default_labels_path(destinations.default_sgc_path(src), header)
-        dst = default if dst is None else Path(dst) / default.name if Path(dst).is_dir() \
-            else Path(dst)
-        destinations.not_the_input(src, dst)
-        # A DICOM input is the source of a DICOM Segmentation (-o seg.dcm).
-        source = src if loaded.source == "dicom" else None
-        segcodec.api.check_destination(dst, header, source)  # before the upload
-        t2 = time.perf_counter()
+    default = destinations.default_labels_path(destinations.default_sgc_path(src), header)
+    dst = default if dst is None else Path(dst) / default.name if Path(dst).is_dir() \
+        else Path(dst)
+    destinations.not_the_input(src, dst)
+    if not force and (there := destinations.existing_output(dst)):
+        raise segcodec.InputError(f"{there}: exists; --force replaces it")
+    # A DICOM input is the source of a DICOM Segmentation (-o seg.dcm).
+    source = src if loaded.source == "dicom" else None
+    segcodec.api.check_destination(dst, header, source)  # before the upload
+    t2 = time.perf_counter()
+    with naming(src):
         with remote.Client(url, token, timeout=timeout) as client:
             result = client.fetch(data)
     t3 = time.perf_counter()

@@ -17,7 +17,7 @@ from nibabel import orientations as nib_orientations
 from . import bits, container, domain, entropy, modelfiles, orientation, transforms, zoo
 from . import io as sgio
 from .container import Header
-from .destinations import default_labels_path, default_sgc_path, not_the_input, stem
+from .destinations import default_labels_path, default_sgc_path, not_the_input, sidecar_path
 from .errors import InputError, SgcFormatError, naming
 from .transforms import labels_from_logits, photo_intensities
 
@@ -145,6 +145,8 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
     affine = _checked_affine(affine)
     shape = tuple(array.shape[1:])
     ornt = _orientation(m, affine)
+    if m.ndim == 3 and not m.manifest.get("orientation"):
+        _check_model_orientation(m, affine)  # coded as stored: it must be stored as trained
     array = orientation.to_model(array, ornt)
     if why := domain.oversize(shape, m.manifest, m.bounds):  # first: force does not lift it
         raise InputError(why + ", even with force")
@@ -194,27 +196,41 @@ def compress(p: Prepared) -> np.ndarray:
     return bits.threshold(logits[0].numpy())
 
 
+# The 3D models whose manifests predate ``orientation`` (hippocampus-v0, -v1) code volumes as
+# they are stored, and were trained on the MSD's volumes, stored RAS.
+LEGACY_ORIENTATION = "RAS"
+
+
 def _check_model_orientation(m: zoo.Model, affine, where: str = "the volume") -> None:
     """InputError unless a volume with ``affine`` is stored in the orientation ``m`` codes
-    volumes in: what a volume coded, or a source read, without the file's geometry must be."""
-    if _orientation(m, affine) is not None:
-        stored = "".join(nib_orientations.aff2axcodes(affine))
-        codes = m.manifest["orientation"]
+    volumes in: what a volume coded, or a source read, without the file's geometry must be,
+    and any volume given to a model that does not reorient."""
+    codes = m.manifest.get("orientation")
+    if affine is None or (codes and _orientation(m, affine) is None):
+        return
+    stored = "".join(nib_orientations.aff2axcodes(affine))
+    if codes:
         raise InputError(f"{where} is stored in {stored} order, not {codes} as model {m.name} "
                          f"codes volumes; without its geometry its labels could not be put "
                          f"back in {stored} order: keep the geometry, or reorient it to "
                          f"{codes} first")
+    if stored != LEGACY_ORIENTATION:
+        raise InputError(f"{where} is stored in {stored} order; model {m.name} codes volumes "
+                         f"as they are stored and was trained on {LEGACY_ORIENTATION} ones, so "
+                         f"its labels would be wrong: use {zoo.default_for(3).name}, which "
+                         f"reorients, or reorient it to {LEGACY_ORIENTATION} first")
 
 
 def reoriented(image, affine, *, model=None, kind: str | None = None):
     """A volume and its affine permuted and flipped to the orientation ``model`` codes
     volumes in (format_spec.md §2.3), and ``restore``, which takes labels of the result
     back to the input's voxel order.  A caller that keeps the affine to itself codes the
-    result with ``geometry=False`` (``segcodec send --no-geometry``).  Images, and models
-    without an orientation, come back as they are."""
+    result with ``geometry=False`` (``segcodec send --no-geometry``).  Images come back as
+    they are."""
     array, ndim = _as_image(image, kind)
     m = _pick_model(model, ndim)
-    ornt = _orientation(m, _checked_affine(affine))
+    ornt = None if ndim != 3 else orientation.transform(
+        _checked_affine(affine), m.manifest.get("orientation") or LEGACY_ORIENTATION)
     if ornt is None:
         return image, affine, lambda labels: labels
     moved = orientation.to_model(array, ornt)[0]
@@ -441,12 +457,6 @@ def _overlay_source(source, header: Header) -> np.ndarray:
     if loaded.affine is not None:  # a picture without one is drawn on as it is
         check_source_geometry(header, loaded.affine, source)
     return image
-
-
-def sidecar_path(labels_path) -> Path:
-    """``NAME.labels.json`` beside ``NAME.labels.<ext>``."""
-    labels_path = Path(labels_path)
-    return labels_path.with_name(stem(labels_path) + ".json")
 
 
 def label_sidecar(model_id: bytes) -> dict:

@@ -71,16 +71,15 @@ def segment_many(paths, dest=None, *, device: str = "auto", remote: str | None =
     path into ``dest``, as ``encode_many`` places its outputs.  ``overlay`` and ``source`` are
     ``segment_file``'s, for one local file."""
     jobs = destinations.plan([Path(p) for p in paths], _path(dest), labels_path,
-                             force=force, skip_existing=skip_existing)
+                             force=force, skip_existing=skip_existing, sidecars=True)
     if remote:
         work = functools.partial(segment_remote_one, url=remote, token=token)
         models = []
     else:
         work = functools.partial(segment_one, device=device, overlay=overlay, source=source)
         models = sorted({model_id(job.src) for job in jobs if not (job.error or job.skip)})
-    from .api import sidecar_path
     return run(jobs, work, client=client, models=models, progress=progress,
-               outputs=lambda dst: (dst, sidecar_path(dst)))
+               outputs=lambda dst: (dst, destinations.sidecar_path(dst)))
 
 
 def _path(dest):

@@ -27,8 +27,11 @@ class Job:
 
 
 def plan(sources: list[Path], dest: Path | None, default: Callable[[Path], Path], *,
-         force: bool = False, skip_existing: bool = False) -> list[Job]:
-    """One job per source.  InputError when the destination cannot take the batch at all."""
+         force: bool = False, skip_existing: bool = False,
+         sidecars: bool = False) -> list[Job]:
+    """One job per source.  InputError when the destination cannot take the batch at all.
+    ``sidecars``: each output comes with its ``sidecar_path``, which is not replaced without
+    ``force`` either."""
     if dest is not None and not dest.is_dir():
         if len(sources) > 1:
             raise InputError(f"{len(sources)} inputs need an existing folder as destination; "
@@ -54,21 +57,20 @@ def plan(sources: list[Path], dest: Path | None, default: Callable[[Path], Path]
             job.error = f"{dst} is a folder; name a file"
         elif dst.exists() and skip_existing:
             job.skip = True
-        elif dst.exists() and not force:
-            job.error = f"{dst}: exists; --force replaces it, --skip-existing keeps it"
+        elif (there := existing_output(dst, sidecars)) and not force:
+            job.error = f"{there}: exists; --force replaces it, --skip-existing keeps it"
         taken.setdefault(_key(dst), src)
         jobs.append(job)
     return jobs
 
 
-INPUT_SUFFIXES = sgio.RASTER_SUFFIXES + sgio.NIFTI_SUFFIXES + sgio.NPY_SUFFIXES
 
 
 def _is_image_file(path: Path) -> bool:
     """An image or volume file by its type, and not a label map segcodec wrote
     (``NAME.labels.<ext>``): coding one as an image would give labels of labels; nor
     a hidden file."""
-    return (path.is_file() and sgio.suffix(path) in INPUT_SUFFIXES
+    return (path.is_file() and sgio.suffix(path) in sgio.IMAGE_SUFFIXES
             and not stem(path).endswith(".labels") and not is_hidden(path))
 
 
@@ -158,6 +160,17 @@ def default_labels_path(sgc_path, header) -> Path:
     sgc_path = Path(sgc_path)
     return sgc_path.with_name(stem(sgc_path) + ".labels"
                               + sgio.label_suffix(header.source, header.ndim))
+
+
+def sidecar_path(labels_path) -> Path:
+    """``NAME.labels.json`` beside ``NAME.labels.<ext>``."""
+    labels_path = Path(labels_path)
+    return labels_path.with_name(stem(labels_path) + ".json")
+
+
+def existing_output(dst, sidecar: bool = True) -> Path | None:
+    """The first of an output and (``sidecar``) its sidecar that exists already, if any."""
+    return next((p for p in (Path(dst), *[sidecar_path(dst)] * sidecar) if p.exists()), None)
 
 
 def not_the_input(src, dst) -> None:

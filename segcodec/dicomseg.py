@@ -32,14 +32,9 @@ def _highdicom():
 
 def source_images(source: Path):
     """The source series (a folder) or image (a file), full datasets in slice order."""
-    import pydicom
-
     from .io import dicom
     paths = [p for p, _ in dicom.series(source)] if source.is_dir() else [source]
-    try:
-        return [pydicom.dcmread(p) for p in paths]
-    except Exception as exc:  # pydicom raises many kinds for a file that is not DICOM
-        raise InputError(f"{source}: not a readable DICOM source ({exc})") from exc
+    return [dicom.read_dataset(p) for p in paths]
 
 
 def frames(labels: np.ndarray, n_images: int, rows: int, columns: int) -> np.ndarray:
@@ -65,17 +60,12 @@ def check_source(source: Path, shape) -> np.ndarray | None:
     """InputError unless ``source`` is a DICOM series (or image) of the coded image's shape;
     its RAS+ affine (None: it has no geometry), for the caller to compare with the file's.
     From the headers alone (the pixels are read once, by ``segmentation``)."""
-    import pydicom
-
     from .io import dicom
     if source.is_dir():
         in_order = dicom.series(source)
         headers, affine = [ds for _, ds in in_order], dicom.series_affine(in_order)
     else:
-        try:
-            headers = [pydicom.dcmread(source, stop_before_pixels=True)]
-        except Exception as exc:  # pydicom raises many kinds for a file that is not DICOM
-            raise InputError(f"{source}: not a readable DICOM source ({exc})") from exc
+        headers = [dicom.read_dataset(source, stop_before_pixels=True)]
         if dicom.frames_of(headers[0]) > 1:
             raise InputError(f"{source}: a DICOM Segmentation of a multi-frame source is not "
                              "made yet; write the labels as .nii.gz")

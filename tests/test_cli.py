@@ -291,7 +291,9 @@ def test_labels_come_with_a_sidecar_and_info_names_them(tmp_path):
     names = [entry["name"] for entry in sidecar["labels"]]
     assert names == ["background", "anterior hippocampus", "posterior hippocampus"]
     assert [entry["value"] for entry in sidecar["labels"]] == [0, 1, 2]
-    assert "1 anterior hippocampus" in run("info", tmp_path / "h.sgc").output
+    info = run("info", tmp_path / "h.sgc").output
+    assert "1 anterior hippocampus" in info
+    assert "geometry    RAS, voxel size 1 x 1 x 1 mm, origin (" in info
 
 
 @pytest.mark.parametrize("fixture", [ISIC[0], HIPPO[0]])
@@ -424,7 +426,7 @@ def test_a_last_folder_that_holds_images_is_said_to_be_an_input(tmp_path):
         shutil.copy(ISIC[i], tmp_path / folder / f"{i}.jpg")
     result = run("encode", tmp_path / "in", tmp_path / "out")
     assert f"note: {tmp_path / 'out'} holds images, so it is one more input" in result.output
-    assert f"-o {tmp_path / 'out'} makes it that" in result.output
+    assert f"name it with -o alone: -o {tmp_path / 'out'})" in result.output
     assert (tmp_path / "in" / "0.sgc").exists() and (tmp_path / "out" / "1.sgc").exists()
     run("encode", tmp_path / "in", "-o", tmp_path / "out", "--force")
     assert (tmp_path / "out" / "0.sgc").exists()
@@ -446,3 +448,16 @@ def test_a_study_folder_with_its_dicomdir_gives_its_series(tmp_path):
     shutil.copy(get_testdata_file("DICOMDIR"), study / "DICOMDIR")
     run("encode", study)
     assert sorted(p.name for p in study.glob("*.sgc")) == ["series3.sgc", "series4.sgc"]
+
+
+def test_segment_leaves_an_existing_sidecar_unless_forced(tmp_path):
+    """The NAME.json sidecar replaced a file of that name without a word."""
+    shutil.copy(ISIC[0], tmp_path / "a.jpg")
+    run("encode", tmp_path / "a.jpg")
+    (tmp_path / "mask.json").write_text('{"mine": true}')
+    result = run("segment", tmp_path / "a.sgc", "-o", tmp_path / "mask.png", ok=False)
+    assert f"{tmp_path / 'mask.json'}: exists; --force replaces it" in result.output
+    assert not (tmp_path / "mask.png").exists()
+    assert (tmp_path / "mask.json").read_text() == '{"mine": true}'
+    run("segment", tmp_path / "a.sgc", "-o", tmp_path / "mask.png", "--force")
+    assert json.loads((tmp_path / "mask.json").read_text())["model"]

@@ -410,3 +410,20 @@ def test_a_multi_frame_dicom_reads_as_the_series_of_its_frames(series, tmp_path)
 def test_a_multi_frame_colour_dicom_is_refused_as_such():
     with pytest.raises(InputError, match=r"multi-frame colour DICOM \(2 frames"):
         sgio.read(get_testdata_file("SC_rgb_rle_2frame.dcm"))
+
+
+def test_a_folder_that_is_no_series_says_what_it_holds(tmp_path, series):
+    """It said "no images or DICOM files" of a folder of JPEGs and of a study folder."""
+    (tmp_path / "photos").mkdir()
+    for p in ISIC[:2]:
+        (tmp_path / "photos" / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(InputError, match="a folder of 2 image.s., not a DICOM series: give one "
+                                         "image"):
+        segcodec.encode(tmp_path / "photos")
+    folder, _ = series
+    study = tmp_path / "study"
+    study.mkdir()
+    folder.rename(study / "s1")
+    with pytest.raises(InputError, match="a folder of 1 folder.s., not a DICOM series: give "
+                                         "one series folder"):
+        sgio.read(study)

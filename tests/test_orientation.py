@@ -67,14 +67,27 @@ def test_all_48_orientations_give_the_same_labels_in_world_space(oriented_model)
                                       err_msg=f"axes {perm}, flips {flips}")
 
 
-def test_models_without_an_orientation_code_as_before(volume):
+def test_models_without_an_orientation_code_as_before_what_is_stored_as_they_were_trained(
+        volume, tmp_path):
+    """hippocampus-v0 and -v1 code volumes as stored and were trained on RAS ones: a volume
+    stored otherwise got Dice 0.00-0.13, silently, with or without its geometry; it is
+    refused.  Their files decode as before (the golden tests)."""
     array, affine = volume
     flipped = affine @ np.diag([-1.0, 1.0, 1.0, 1.0])
     model = next(m for m in zoo.installed().values() if m.name == "hippocampus-v1")
     assert "orientation" not in model.manifest
-    a = segcodec.decode(segcodec.encode(array, affine=affine, model=model)).latents
-    b = segcodec.decode(segcodec.encode(array, affine=flipped, model=model)).latents
-    np.testing.assert_array_equal(a, b)
+    data = segcodec.encode(array, affine=affine, model=model)
+    assert segcodec.encode(array, affine=affine @ np.diag([1.0, 1.0, 2.0, 1.0]), model=model,
+                           geometry=False) == segcodec.encode(array, model=model)
+    for geometry in (True, False):
+        with pytest.raises(segcodec.InputError, match="stored in LAS order; model "
+                                                      "hippocampus-v1 codes volumes as they"):
+            segcodec.encode(array, affine=flipped, model=model, geometry=geometry)
+    # reoriented() brings it to RAS for them too: what send --no-geometry does
+    there, moved, restore = segcodec.reoriented(np.flip(array, 0), flipped, model=model)
+    np.testing.assert_array_equal(there, array)
+    np.testing.assert_array_equal(restore(segcodec.segment(data)),
+                                  np.flip(segcodec.segment(data), 0))
 
 
 def test_a_dicom_series_segments_as_its_nifti_does(oriented_model, tmp_path):

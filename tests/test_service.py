@@ -525,3 +525,26 @@ def test_a_file_slow_to_parse_never_stalls_the_service(files, url, monkeypatch):
         finally:
             release.set()
         assert pending.result().status_code == 200
+
+
+def test_send_replaces_nothing_without_force_and_takes_volume(url, tmp_path):
+    """send replaced the user's files (and its own labels when run twice) without --force,
+    and told the user of a 4D NIfTI to pass --volume, which it did not take."""
+    image = nib.load(HIPPO[0])
+    (tmp_path / "marker.nii.gz").write_bytes(b"mine")
+    src = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([np.asarray(image.dataobj)] * 2, -1), image.affine), src)
+    args = [str(src), "--remote", url, "-o", str(tmp_path / "marker.nii.gz")]
+    result = CliRunner().invoke(cli_service.send, args)
+    assert result.exit_code == 1 and "pick one with --volume N" in result.output
+    result = CliRunner().invoke(cli_service.send, args + ["--volume", "1"])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'marker.nii.gz'}: exists; --force replaces it" in result.output
+    assert (tmp_path / "marker.nii.gz").read_bytes() == b"mine"
+    result = CliRunner().invoke(cli_service.send, args + ["--volume", "1", "--force"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "marker.nii.gz").dataobj),
+                                  segcodec.segment(segcodec.encode(HIPPO[0])))
+    result = CliRunner().invoke(cli_service.send, [str(src), "--remote", url, "--volume", "0",
+                                                   "-o", str(tmp_path / "marker.nii.gz")])
+    assert result.exit_code == 1 and "marker.nii.gz: exists" in result.output

@@ -556,3 +556,8 @@ def test_train_refuses_zero_steps_and_logs_progress_without_a_terminal(tmp_path)
     lines = [line for line in result.output.splitlines() if "s a step" in line]
     assert lines[-1].startswith("isic-seg: step 4/4, ") and lines[-1].endswith("0 min left")
     assert len(lines) == 3  # steps 2, 3 and 4: every twentieth of 4 steps, timed from step 1
+    again = CliRunner().invoke(main, ["train", "isic-seg", "--data", str(root), "--out",
+                                      str(tmp_path / "run"), "--steps", "4", "--cache",
+                                      str(tmp_path / "cache")])
+    assert again.exit_code == 0, again.output
+    assert f"isic-seg: resuming {tmp_path / 'run'} from step 4 of 4" in again.output

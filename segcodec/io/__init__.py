@@ -19,6 +19,7 @@ RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NPY_SUFFIXES = (".npy",)
 DICOM_SUFFIXES = (".dcm", ".dicom")
+IMAGE_SUFFIXES = RASTER_SUFFIXES + NIFTI_SUFFIXES + NPY_SUFFIXES  # files that are one input
 
 
 @dataclass

@@ -78,10 +78,12 @@ def _pixels(ds, path) -> np.ndarray:
         raise InputError(f"{path}: cannot decode DICOM pixel data ({exc})") from exc
 
 
-def _read(path: Path, stop_before_pixels: bool = False):
+def read_dataset(path: Path, stop_before_pixels: bool = False):
+    """One DICOM file's dataset; InputError, in one line and segcodec's words, for anything
+    pydicom cannot read."""
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+    except Exception as exc:  # pydicom raises many kinds for a file that is not DICOM
         # In segcodec's words: pydicom's own advice ("Use force=True") is about its API, and
         # a user would take it for --force
         why = "no DICOM file meta header or 'DICM' prefix" \
@@ -117,7 +119,7 @@ def _full_range(pixels: np.ndarray, ds) -> np.ndarray:
 
 
 def read_file(path: Path) -> Loaded:
-    ds = _read(path)
+    ds = read_dataset(path)
     if frames_of(ds) > 1:
         return _read_frames(ds, path)
     pixels = _full_range(_pixels(ds, path), ds)
@@ -296,14 +298,27 @@ def series(folder: Path) -> list[tuple[Path, "pydicom.Dataset"]]:
     # A DICOMDIR beside the slices indexes them; it is not a second series.
     headers = [(p, ds) for p, ds in headers if _sop_class(ds) != _DICOMDIR]
     if not headers:
-        if any(p.suffix.lower() == ".sgc" for p in files):
-            raise InputError(f"{folder}: holds .sgc files, not images: `segcodec segment "
-                             f"{folder}` turns them into label maps")
-        raise InputError(f"{folder}: no images or DICOM files in this folder")
+        raise InputError(f"{folder}: {_not_a_series(folder, files)}")
     uids = {getattr(ds, "SeriesInstanceUID", None) for _, ds in headers}
     if len(uids) > 1:
         raise InputError(f"{folder}: holds {len(uids)} DICOM series; pass one series per folder")
     return _in_slice_order(headers, folder)
+
+
+def _not_a_series(folder: Path, files: list[Path]) -> str:
+    """What a folder holding no DICOM slices holds instead, and what to give."""
+    from . import IMAGE_SUFFIXES, suffix
+    images = [p for p in files if suffix(p) in IMAGE_SUFFIXES]
+    series = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if images:
+        return (f"a folder of {len(images)} image(s), not a DICOM series: give one image "
+                "(`segcodec encode` codes every image of a folder)")
+    if series:
+        return (f"a folder of {len(series)} folder(s), not a DICOM series: give one series "
+                "folder (`segcodec encode` codes each series of a study folder)")
+    if any(p.suffix.lower() == ".sgc" for p in files):
+        return f"holds .sgc files, not images: `segcodec segment {folder}` turns them into labels"
+    return "no images or DICOM files in this folder"
 
 
 def _in_slice_order(headers: list, folder: Path) -> list:
@@ -334,7 +349,7 @@ def read_series(folder: Path) -> Loaded:
     """All DICOM files of one series in a folder -> volume (column, row, slice), as dcm2niix."""
     headers = series(folder)
     _check_size(sum(_declared_pixels(ds) for _, ds in headers), folder)
-    slices = [_pixels(_read(p), p) for p, _ in headers]
+    slices = [_pixels(read_dataset(p), p) for p, _ in headers]
     if len({s.shape for s in slices}) != 1 or slices[0].ndim != 2:
         raise InputError(f"{folder}: slices differ in size or are not single-frame grayscale")
     volume = np.stack(slices, axis=-1).transpose(1, 0, 2)  # (column, row, slice)
