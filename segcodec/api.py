@@ -175,7 +175,15 @@ def _checked_affine(affine) -> np.ndarray | None:
     # within float32's range: the geometry section (and so the orientation) stores float32
     if affine.shape != (4, 4) or not (np.abs(affine) <= np.finfo(np.float32).max).all():
         raise InputError("affine must be a finite 4x4 matrix of float32 values")
+    if not _regular(orientation.stored_affine(affine)):
+        raise InputError("the affine is singular (a voxel axis of length 0, or two along one "
+                         "line): it places no voxel")
     return affine
+
+
+def _regular(affine: np.ndarray) -> bool:
+    """Whether an affine's voxel axes span space, as every image's do (format_spec §2)."""
+    return bool(np.linalg.det(affine[:3, :3]) != 0)
 
 
 def working_grid(p: Prepared) -> torch.Tensor:
@@ -253,7 +261,10 @@ def decode(data) -> Decoded:
                              f"model {m.name} ({m.latent_shape})")
     if why := domain.oversize(header.shape, m.manifest, m.bounds):  # before any work
         raise SgcFormatError(f"invalid .sgc: {why}")
-    _orientation(m, header.affine, SgcFormatError)  # a singular affine fails this file alone
+    if header.affine is not None and not _regular(header.affine):  # fails this file alone
+        raise SgcFormatError("invalid .sgc: its geometry is singular (a voxel axis of length "
+                             "0, or two along one line)")
+    _orientation(m, header.affine, SgcFormatError)
     return Decoded(header, entropy.decode(payload, m.table, header.latent_shape, header.ndim), m)
 
 

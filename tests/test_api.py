@@ -382,3 +382,31 @@ def test_segment_decode_and_read_header_take_a_files_path(tmp_path, rgb):
     for wrong in (3, None, [1, 2], np.zeros(40, np.uint8)):
         with pytest.raises(segcodec.InputError, match="a .sgc file is bytes or a file's path"):
             segcodec.segment(wrong)
+
+
+@pytest.mark.parametrize("model", ["isic-lesion-v4", "hippocampus-v1"])
+def test_a_file_with_singular_geometry_is_invalid_for_every_model(model, rgb, volume,
+                                                                  tmp_path):
+    """All-zero geometry decoded for the 2D models and hippocampus-v0/v1; writing the labels
+    as NIfTI then died in nibabel with a traceback, after g and s had run."""
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    from segcodec import container
+    from segcodec.cli.main import main
+    image, affine = (rgb, np.eye(4)) if model.startswith("isic") else volume
+    header, payload = container.read(segcodec.encode(image, affine=affine, model=model))
+    zero = np.diag([0.0, 0.0, 0.0, 1.0])
+    bad = container.write(dataclasses.replace(header, affine=zero), payload)
+    with pytest.raises(SgcFormatError, match="geometry is singular"):
+        segcodec.segment(bad)
+    with pytest.raises(InputError, match="the affine is singular"):
+        segcodec.encode(image, affine=zero, model=model)
+    (tmp_path / "bad.sgc").write_bytes(bad)
+    (tmp_path / "good.sgc").write_bytes(segcodec.encode(image, affine=affine, model=model))
+    (tmp_path / "out").mkdir()
+    result = CliRunner().invoke(main, ["segment", str(tmp_path / "bad.sgc"),
+                                       str(tmp_path / "good.sgc"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "1 written, 1 failed" in result.output
+    assert "Traceback" not in result.output and "geometry is singular" in result.output
