@@ -288,19 +288,19 @@ def models(as_json):
         click.echo(f"{m['id']}  {name:<24} {m['ndim']}D  {m['task']}"
                    + (f"  ({', '.join(tags)})" if tags else ""))
         click.echo(f"{'':14}labels: {', '.join(m['labels'])}")
-    builtin = {m["file"] for m in index["models"].values()}
-    for path in modelfiles.model_files():
-        if path.name in builtin:
-            continue
+    extra = [p for p in modelfiles.model_files() if p.parent != modelfiles.BUILTIN_DIR]
+    if extra:  # models of one's own: their manifests are inside, so they are loaded
         from segcodec import zoo
-        try:  # a model of one's own: its manifest is inside, so it is loaded
-            m = zoo.load_file(path)
-        except segcodec.SgcError as exc:
-            click.echo(f"{'':14}{path} (from ${modelfiles.PATH_ENV}), not loadable: {exc}")
-            continue
-        click.echo(f"{m.model_id.hex()}  {m.name:<24} {m.ndim}D  {m.manifest['task']}  "
-                   f"(from ${modelfiles.PATH_ENV})")
-        click.echo(f"{'':14}labels: {', '.join(m.labels)}")
+        loaded = {m.path: m for m in zoo.installed().values()}
+        for path in extra:
+            if path not in loaded:
+                click.echo(f"{'':14}{path} (from ${modelfiles.PATH_ENV}), not used: "
+                           f"{zoo.broken().get(path, 'not loadable')}")
+                continue
+            m = loaded[path]
+            click.echo(f"{m.model_id.hex()}  {m.name:<24} {m.ndim}D  {m.manifest['task']}  "
+                       f"(from ${modelfiles.PATH_ENV})")
+            click.echo(f"{'':14}labels: {', '.join(m.labels)}")
     if not index["models"] and not modelfiles.model_files():
         click.echo("no models installed")
 

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,19 +184,27 @@ def installed() -> dict[bytes, Model]:
         if _cache is None:
             models: dict[bytes, Model] = {}
             _broken.clear()
-            for path in model_files():
+            # Built-in files first: a copy of one elsewhere is the one set aside.
+            for path in sorted(model_files(), key=lambda p: (not _builtin(p), p)):
                 try:
                     model = _load(path)
                 except (SgcError, OSError) as exc:
                     _broken[path] = str(exc)
                     continue
                 if model.model_id in models and models[model.model_id].path != path:
-                    other = models[model.model_id].path
-                    raise SgcError(f"model files {other} and {path} share the id "
-                                   f"{model.model_id.hex()}; remove one")
+                    # The id is the file's hash: the same model twice (a 2^-49 chance aside)
+                    first = models[model.model_id].path
+                    _broken[path] = f"a copy of {first} (model id {model.model_id.hex()}); " \
+                                    "set aside"
+                    warnings.warn(f"model file {path} is a copy of {first}; set aside")
+                    continue
                 models[model.model_id] = model
             _cache = models
         return _cache
+
+
+def _builtin(path: Path) -> bool:
+    return path.parent.resolve() == BUILTIN_DIR.resolve()
 
 
 def broken() -> dict[Path, str]:
@@ -247,6 +256,10 @@ def find(name_or_id: str) -> Model:
     key = name_or_id.lower()
     hits = [m for m in installed().values()
             if m.name.lower() == key or m.model_id.hex().startswith(key)]
+    if len(hits) > 1 and sum(_builtin(m.path) for m in hits) == 1:
+        # a file of SEGCODEC_MODEL_PATH that takes a built-in model's name never shadows it;
+        # it is named by its id
+        hits = [m for m in hits if _builtin(m.path)]
     if len(hits) == 1:
         return hits[0]
     if not hits:
@@ -266,8 +279,7 @@ def default_for(ndim: int) -> Model:
     index = modelfiles.read_index()
     name = index["defaults"].get(f"{ndim}d")
     file = index["models"].get(name, {}).get("file")
-    hits = [m for m in installed().values()
-            if m.path.name == file and m.path.parent.resolve() == BUILTIN_DIR.resolve()]
+    hits = [m for m in installed().values() if m.path.name == file and _builtin(m.path)]
     if not hits:
         raise UnknownModelError(f"no default {ndim}D model is installed; name one with --model")
     with _cache_lock:

@@ -62,16 +62,35 @@ def test_tampered_model_file_is_refused(extra_models):
     segcodec.segment(segcodec.encode(np.zeros((32, 32), np.uint8) + 128, force=True))
 
 
-def test_colliding_ids_are_refused(extra_models):
-    path = tiny_model(extra_models)
-    sub = extra_models / "copy"
-    sub.mkdir()
-    shutil.copy(path, sub / path.name)
-    import os
-    os.environ[zoo.PATH_ENV] = os.pathsep.join([str(extra_models), str(sub)])
+def test_a_copy_of_a_model_file_is_set_aside_and_breaks_nothing(extra_models):
+    """A byte copy of a shipped model in the model path made every encode, `models` and the
+    service's start fail ("share the id ...; remove one")."""
+    shipped = zoo.default_for(2).path
+    shutil.copy(shipped, extra_models / shipped.name)
     zoo.reload()
-    with pytest.raises(SgcError, match="share the id"):
-        zoo.installed()
+    with pytest.warns(UserWarning, match="is a copy of"):
+        models = zoo.installed()
+    assert models[zoo.default_for(2).model_id].path == shipped  # the built-in one
+    assert "a copy of" in zoo.broken()[extra_models / shipped.name]
+    segcodec.segment(segcodec.encode(np.zeros((32, 32, 3), np.uint8) + 128, force=True))
+    assert len(segcodec.list_models()) == len(models)
+    from click.testing import CliRunner
+
+    from segcodec.cli.main import main
+    listed = CliRunner().invoke(main, ["models"])
+    assert listed.exit_code == 0
+    assert f"{extra_models / shipped.name} (from $SEGCODEC_MODEL_PATH), not used: a copy of " \
+        f"{shipped}" in listed.output
+
+
+def test_a_foreign_model_of_a_shipped_name_never_shadows_it(extra_models):
+    """A planted model named as a shipped one made `--model NAME` ambiguous."""
+    name = zoo.default_for(2).name
+    path = tiny_model(extra_models, name)
+    zoo.reload()
+    assert zoo.find(name).path.parent == zoo.BUILTIN_DIR
+    planted = zoo.load_file(path)
+    assert zoo.find(planted.model_id.hex()).path == path  # by its id
 
 
 def test_unknown_names():
@@ -200,4 +219,5 @@ def test_info_and_models_name_the_labels_of_ones_own_model(extra_models, tmp_pat
     lines = listed.output.splitlines()
     mine = next(i for i, line in enumerate(lines) if " polyps " in line)
     assert "2D  test" in lines[mine] and lines[mine + 1].strip() == "labels: bg, fg"
-    assert any("broken-00000000.sgm" in line and "not loadable" in line for line in lines)
+    assert any("broken-00000000.sgm" in line and "not used: model file" in line
+               for line in lines)
