@@ -69,7 +69,7 @@ def check_source(source: Path, shape) -> np.ndarray | None:
         if dicom.frames_of(headers[0]) > 1:
             raise InputError(f"{source}: a DICOM Segmentation of a multi-frame source is not "
                              "made yet; write the labels as .nii.gz")
-        affine = dicom.file_affine(headers[0])
+        affine = dicom.file_affine(headers[0], source)
     try:
         rows, columns = int(headers[0].Rows), int(headers[0].Columns)
     except (AttributeError, TypeError, ValueError):

@@ -427,3 +427,51 @@ def test_a_folder_that_is_no_series_says_what_it_holds(tmp_path, series):
     with pytest.raises(InputError, match="a folder of 1 folder.s., not a DICOM series: give "
                                          "one series folder"):
         sgio.read(study)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda ds: setattr(ds, "PixelSpacing", [0.8]), "PixelSpacing must hold 2 numbers"),
+    (lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0]),
+     "ImageOrientationPatient must hold 6 numbers"),
+    (lambda ds: setattr(ds, "ImagePositionPatient", [1, 2]),
+     "ImagePositionPatient must hold 3 numbers"),
+    (lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 1, 0, 0]), "places no pixel"),
+    (lambda ds: setattr(ds, "PixelSpacing", [0, 0.8]), "places no pixel"),
+])
+def test_malformed_dicom_geometry_is_one_line_naming_the_attribute(tmp_path, damage, message):
+    """The audit's mutated files ended in IndexError and ValueError tracebacks, in a file or
+    in one slice of a series (which stopped a batch)."""
+    folder = tmp_path / "series"
+    folder.mkdir()
+    write_series(folder, np.arange(4 * 5 * 3, dtype=np.uint16).reshape(4, 5, 3))
+    one = sorted(folder.iterdir())[1]
+    ds = pydicom.dcmread(one)
+    damage(ds)
+    ds.save_as(one)
+    with pytest.raises(InputError, match=message):
+        sgio.read(folder)
+    with pytest.raises(InputError, match=f"{one.name}: .*" + message):
+        sgio.read(one)
+
+
+def test_an_unreadable_slice_of_a_series_is_named_not_left_out(tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    write_series(folder, np.arange(4 * 5 * 3, dtype=np.uint16).reshape(4, 5, 3))
+    (folder / "notes.txt").write_text("not DICOM: left out")
+    one = sorted(folder.glob("*.dcm"))[1]
+    one.write_bytes(one.read_bytes()[:200])  # DICOM, cut short
+    with pytest.raises(InputError, match=f"{one.name}") as raised:  # not left out silently
+        sgio.read(folder)
+    assert "\n" not in str(raised.value)
+
+
+def test_an_unwritable_folder_names_the_output_not_our_temporary(tmp_path, monkeypatch):
+    """(Root writes anywhere, so the read-only folder is played by mkstemp.)"""
+    def refuse(prefix, suffix, dir):
+        raise PermissionError(13, "Permission denied", f"{dir}/{prefix}k3j9x{suffix}")
+
+    monkeypatch.setattr(sgio.tempfile, "mkstemp", refuse)
+    with pytest.raises(InputError) as raised:
+        sgio.write_bytes(tmp_path / "out.sgc", b"x")
+    assert str(raised.value) == f"{tmp_path / 'out.sgc'}: cannot write it (Permission denied)"

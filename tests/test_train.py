@@ -309,8 +309,22 @@ def test_checkpoints_and_caches_never_run_code(tmp_path):
     torch.save({"config": _Planted(marker)}, tmp_path / "evil.pt")
     with pytest.raises(ValueError, match="not a segcodec training checkpoint"):
         export.export(tmp_path / "evil.pt", tmp_path, "x")
-    with pytest.raises(Exception):
+    # resume, a parent, lighten and a data cache read through read_checkpoint: one line each
+    # (a 35-line UnpicklingError before)
+    with pytest.raises(ValueError, match=r"evil.pt: not a file segcodec training wrote .*"
+                                         r"UnpicklingError\); not loaded$"):
         loop.load_checkpoint(tmp_path / "evil.pt")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes((tmp_path / "evil.pt").read_bytes())
+    from click.testing import CliRunner
+
+    from segcodec.cli.main import main
+    root = isic_folder(tmp_path / "data")
+    result = CliRunner().invoke(main, ["train", "isic-seg", "--data", str(root), "--out",
+                                       str(tmp_path / "run"), "--steps", "2", "--cache",
+                                       str(tmp_path / "cache")])
+    assert result.exit_code == 1 and "not loaded" in result.output
+    assert "Traceback" not in result.output
     assert not marker.exists()
 
 

@@ -120,8 +120,11 @@ def atomic_write(path: Path, write) -> Path:
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: no such folder")
     # Keep the real suffix last: nibabel and numpy pick the format from it.
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix(path) or ".tmp",
-                                dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix(path) or ".tmp",
+                                    dir=path.parent)
+    except OSError as exc:  # a read-only folder: name the user's file, not our temporary
+        raise InputError(f"{path}: cannot write it ({exc.strerror or exc})") from exc
     os.close(fd)
     tmp = Path(name)
     try:

@@ -15,7 +15,7 @@ from pydicom.pixels import apply_modality_lut
 
 from ..container import MAX_PIXELS
 from ..errors import InputError
-from . import Loaded
+from . import Loaded, is_dicom
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _DICOMDIR = "1.2.840.10008.1.3.10"  # Media Storage Directory: it lists files, it holds no image
@@ -75,7 +75,12 @@ def _pixels(ds, path) -> np.ndarray:
             return np.asarray(apply_color_lut(ds.pixel_array, ds))  # indices -> RGB
         return np.asarray(apply_modality_lut(ds.pixel_array, ds))
     except Exception as exc:  # missing pixel data, unsupported transfer syntax...
-        raise InputError(f"{path}: cannot decode DICOM pixel data ({exc})") from exc
+        raise InputError(f"{path}: cannot decode DICOM pixel data ({_one_line(exc)})") from exc
+
+
+def _one_line(exc: Exception) -> str:
+    """pydicom's message on one line (those of compressed transfer syntaxes span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def read_dataset(path: Path, stop_before_pixels: bool = False):
@@ -87,21 +92,36 @@ def read_dataset(path: Path, stop_before_pixels: bool = False):
         # In segcodec's words: pydicom's own advice ("Use force=True") is about its API, and
         # a user would take it for --force
         why = "no DICOM file meta header or 'DICM' prefix" \
-            if isinstance(exc, InvalidDicomError) else exc
+            if isinstance(exc, InvalidDicomError) else _one_line(exc)
         raise InputError(f"{path}: not a readable DICOM file ({why})") from exc
 
 
-def _axes(ds):
-    """Row and column direction cosines and spacings, or None when the file has no geometry."""
-    try:
-        iop = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
-        spacing = np.asarray(ds.PixelSpacing, dtype=np.float64)
-        origin = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
-    except (AttributeError, ValueError, TypeError):
-        return None
+# The geometry attributes the readers use, and how many numbers each holds
+_GEOMETRY = {"ImageOrientationPatient": 6, "PixelSpacing": 2, "ImagePositionPatient": 3}
+
+
+def _axes(ds, path):
+    """Row and column steps (direction cosines times spacings) and the origin, or None when
+    the file has no geometry; InputError naming the attribute where one is malformed (a
+    volume stacked with a made-up geometry would place its labels wrong)."""
+    if any(key not in ds or ds[key].value in (None, "") for key in _GEOMETRY):
+        return None  # absent or empty (DICOM's type 2): no geometry, as a capture has none
+    values = {}
+    for key, n in _GEOMETRY.items():
+        try:
+            value = np.asarray(ds[key].value, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            value = np.array([])
+        if value.size != n or not np.isfinite(value).all():
+            raise InputError(f"{path}: {key} must hold {n} numbers")
+        values[key] = value
+    iop, spacing = values["ImageOrientationPatient"], values["PixelSpacing"]
+    if not (spacing > 0).all() or np.linalg.norm(np.cross(iop[:3], iop[3:])) < 0.5:
+        raise InputError(f"{path}: ImageOrientationPatient or PixelSpacing places no pixel "
+                         "(spacings must be positive and the directions two across)")
     # iop[:3] points along a row (increasing column), iop[3:] down a column (increasing row);
     # PixelSpacing is (between rows, between columns).
-    return iop[:3] * spacing[1], iop[3:] * spacing[0], origin
+    return iop[:3] * spacing[1], iop[3:] * spacing[0], values["ImagePositionPatient"]
 
 
 def _full_range(pixels: np.ndarray, ds) -> np.ndarray:
@@ -125,7 +145,7 @@ def read_file(path: Path) -> Loaded:
     pixels = _full_range(_pixels(ds, path), ds)
     if pixels.ndim == 3:  # RGB single frame
         return Loaded(array=pixels, kind="2d", source="dicom")
-    return Loaded(array=pixels, kind="2d", source="dicom", affine=file_affine(ds))
+    return Loaded(array=pixels, kind="2d", source="dicom", affine=file_affine(ds, path))
 
 
 def frames_of(ds) -> int:
@@ -174,7 +194,7 @@ def _read_frames(ds, path: Path) -> Loaded:
         raise InputError(f"{path}: a multi-frame colour DICOM ({frames_of(ds)} frames, a cine "
                          "or a capture): not a volume; code its frames one by one")
     headers = _frame_headers(ds, path)
-    if _axes(headers[0][1]) is None:
+    if _axes(headers[0][1], headers[0][0]) is None:
         raise InputError(f"{path}: a multi-frame DICOM of {frames_of(ds)} frames without each "
                          "frame's position and orientation (a cine?): nothing places its "
                          "frames as a volume")
@@ -195,10 +215,10 @@ def _read_frames(ds, path: Path) -> Loaded:
                   affine=series_affine(in_order))
 
 
-def file_affine(ds) -> np.ndarray | None:
+def file_affine(ds, path) -> np.ndarray | None:
     """The RAS+ affine of one slice, read as a 2D image (row, column), from its header; None
     without geometry.  Its third voxel size is the slice thickness."""
-    axes = _axes(ds)
+    axes = _axes(ds, path)
     if axes is None:
         return None
     col_step, row_step, origin = axes
@@ -214,7 +234,7 @@ def file_affine(ds) -> np.ndarray | None:
 def series_affine(headers: list) -> np.ndarray | None:
     """The RAS+ affine of a series read as a volume (column, row, slice), from the headers of
     its slices in slice order (``series``); None without geometry."""
-    axes = _axes(headers[0][1])
+    axes = _axes(headers[0][1], headers[0][0])
     if axes is None:
         return None
     col_step, row_step, _ = axes
@@ -261,7 +281,7 @@ def _one_grid(headers, axes, folder: Path) -> None:
     slices of another orientation (a localiser, a reformat) stacked in would be a volume
     with a made-up geometry."""
     for p, ds in headers[1:]:
-        other = _axes(ds)
+        other = _axes(ds, p)
         if other is None or any(not np.allclose(a, b, atol=1e-4)
                                 for a, b in zip(axes[:2], other[:2])):
             raise InputError(f"{folder}: {p.name} is oriented or spaced unlike the first slice "
@@ -275,7 +295,7 @@ def series_number(folder: Path) -> int | None:
             continue
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SeriesNumber"])
-        except (InvalidDicomError, OSError, EOFError, ValueError):
+        except Exception:  # noqa: BLE001 - not DICOM, or unreadable: reading it will say so
             continue
         try:
             return int(ds.SeriesNumber)
@@ -293,15 +313,20 @@ def series(folder: Path) -> list[tuple[Path, "pydicom.Dataset"]]:
     for p in files:
         try:
             headers.append((p, pydicom.dcmread(p, stop_before_pixels=True)))
-        except (InvalidDicomError, OSError, EOFError, ValueError):
-            continue
+        except Exception as exc:  # pydicom raises many kinds
+            if is_dicom(p):  # a slice that cannot be read: not one to leave out silently
+                raise InputError(f"{p}: not a readable DICOM file ({_one_line(exc)})") from exc
+            continue  # not DICOM: another file in the folder
     # A DICOMDIR beside the slices indexes them; it is not a second series.
     headers = [(p, ds) for p, ds in headers if _sop_class(ds) != _DICOMDIR]
     if not headers:
         raise InputError(f"{folder}: {_not_a_series(folder, files)}")
-    uids = {getattr(ds, "SeriesInstanceUID", None) for _, ds in headers}
-    if len(uids) > 1:
-        raise InputError(f"{folder}: holds {len(uids)} DICOM series; pass one series per folder")
+    uids = [getattr(ds, "SeriesInstanceUID", None) for _, ds in headers]
+    if len(set(uids)) > 1:
+        most = max(set(uids), key=uids.count)
+        odd = next(p for (p, _), uid in zip(headers, uids) if uid != most)
+        raise InputError(f"{folder}: holds {len(set(uids))} DICOM series ({odd.name} is not of "
+                         "the others'); pass one series per folder")
     return _in_slice_order(headers, folder)
 
 
@@ -325,7 +350,7 @@ def _in_slice_order(headers: list, folder: Path) -> list:
     """(path, header) pairs of one stack's slices, sorted along the slice normal (else by
     InstanceNumber); InputError for slices of another grid, missing or uneven ones, and
     non-image objects."""
-    axes = _axes(headers[0][1])
+    axes = _axes(headers[0][1], headers[0][0])
     if axes is not None:
         _one_grid(headers, axes, folder)
         key = [float(np.dot(_normal(axes), np.asarray(ds.ImagePositionPatient, dtype=float)))

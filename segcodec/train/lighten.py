@@ -43,7 +43,7 @@ def lighten(parent: Path, arch: dict, data: Path, out: Path, *, name: str | None
     the validation Dice of parent and child.  ``segcodec export`` takes it as it is, and a D4
     recipe may fine-tune it (``init``)."""
     torch.set_num_threads(threads)
-    ck = torch.load(parent, map_location="cpu", weights_only=True)
+    ck = loop.read_checkpoint(parent)
     teacher, cfg = loop.network_of(ck, best=True)
     child_cfg = dataclasses.replace(cfg, arch={**cfg.arch, **arch}, init=str(parent),
                                     name=name or f"{cfg.name}-light")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import pickle
 import signal
 import threading
 import time
@@ -162,8 +163,7 @@ def train(cfg: Recipe, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
     out.mkdir(parents=True, exist_ok=True)
     steps, arch = cfg.steps, cfg.arch
     ckpt_path = out / "checkpoint.pt"
-    ck = torch.load(ckpt_path, map_location=device, weights_only=True) \
-        if ckpt_path.exists() else None
+    ck = read_checkpoint(ckpt_path, device) if ckpt_path.exists() else None
     if ck is not None:  # refused before anything is built or written
         # Recipe.load gives keys an older run was started without their meaning then.
         started = Recipe.load(ck["config"])
@@ -195,7 +195,7 @@ def train(cfg: Recipe, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
     step, elapsed, best = 0, 0.0, None
     if cfg.init and ck is None:
         # Fine-tuning (rate points): weights and rate-model counts from the parent run.
-        parent = torch.load(Path(cfg.init), map_location=device, weights_only=True)
+        parent = read_checkpoint(Path(cfg.init), device)
         if parent.get("best"):  # the parent's validation pick, not its last step
             parent["net"] = parent["best"]["net"]
         for key in ("net", "critic", "rate"):
@@ -366,10 +366,21 @@ def last_logged(log_path: Path) -> dict:
     return {k: float(v) for k, v in rows[-1].items()} if rows else {}
 
 
+def read_checkpoint(path: Path, device="cpu") -> dict:
+    """A checkpoint (or any file of tensors that training writes) as ``torch.load`` reads it,
+    tensors and plain values only; ValueError, in one line, for a file that is not one (a
+    pickle of Python objects is refused unread: nothing in it runs)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:  # zip, pickle, truncation
+        raise ValueError(f"{path}: not a file segcodec training wrote (it holds Python objects "
+                         f"or is damaged: {type(exc).__name__}); not loaded") from exc
+
+
 def load_checkpoint(path: Path, best: bool = False) -> tuple[nn.Module, Recipe]:
     """The trained network (eval mode) and config of a checkpoint: its last weights, or with
     ``best`` those that scored best on the validation cases (where the run kept them)."""
-    return network_of(torch.load(path, map_location="cpu", weights_only=True), best)
+    return network_of(read_checkpoint(path), best)
 
 
 def network_of(ck: dict, best: bool = False) -> tuple[nn.Module, Recipe]:

@@ -13,7 +13,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
 
 from . import data as datasets
 from . import export, loop, recipes
@@ -112,7 +111,7 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
             for split in ("fit", "val", "test")}}, indent=1) + "\n")
     val = (xv, val_labels) if cfg.target == "labels" else None
     if (out / "checkpoint.pt").exists():
-        step = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)["step"]
+        step = loop.read_checkpoint(out / "checkpoint.pt")["step"]
         log(f"{cfg.name}: resuming {out} from step {step} of {cfg.steps}")
     try:
         loop.train(cfg, x, t, out, val=val, threads=threads, device=dev, progress=progress)
@@ -120,7 +119,7 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
         log(f"{cfg.name}: stopped; {out / 'checkpoint.pt'} holds every finished step, and "
             "the same command resumes it")
         raise
-    ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    ck = loop.read_checkpoint(out / "checkpoint.pt")
     net, _ = loop.load_checkpoint(out / "checkpoint.pt", best=True)
     summary = {"config": cfg.name, "design": cfg.design, "steps": ck["step"],
                "train_seconds": round(ck["elapsed"]), "train_cases": len(x),
