@@ -45,6 +45,9 @@ def read_token(path) -> str | None:
 @click.option("--workers", type=click.IntRange(1), help="Threads that parse and code files.")
 @click.option("--max-batch", type=click.IntRange(1),
               help="Files per network call (default: 8 on a GPU, 1 on the CPU).")
+@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds a request's line and headers may take to arrive (the connection "
+                   "is closed beyond: idle half-open sockets hold no slot for long).")
 @click.option("--body-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds a request's body may take to arrive (408 beyond).")
 @click.option("--max-output-voxels", default=1 << 24, show_default=True,
@@ -54,7 +57,7 @@ def read_token(path) -> str | None:
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info"]),
               default="info", show_default=True)
 def serve(host, port, device, token_file, max_body, max_queue, workers, max_batch,
-          body_timeout, max_output_voxels, max_connections, log_level):
+          header_timeout, body_timeout, max_output_voxels, max_connections, log_level):
     """Serve segmentation over HTTP: POST a .sgc to /v1/segment, get its label map.
 
     Stateless: run several replicas behind any HTTP load balancer (health check /healthz).
@@ -62,6 +65,7 @@ def serve(host, port, device, token_file, max_body, max_queue, workers, max_batc
     """
     import uvicorn
 
+    from segcodec import service
     from segcodec.service import create_app
     try:
         token = read_token(token_file) if token_file else None  # never from the environment
@@ -78,7 +82,8 @@ def serve(host, port, device, token_file, max_body, max_queue, workers, max_batc
         click.echo(f"segcodec: warning: no --token-file, and {host} is reachable from other "
                    "machines: anyone there can use this server", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5,
-                limit_concurrency=max_connections)
+                limit_concurrency=max_connections,
+                **service.uvicorn_options(header_timeout=header_timeout))
 
 
 @click.command()

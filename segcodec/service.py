@@ -36,6 +36,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import h11
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
@@ -53,6 +54,7 @@ PNG = "image/png"
 NPY = "application/x-npy"
 _SUFFIX = {NIFTI: ".nii.gz", PNG: ".png", NPY: ".npy"}
 MAX_BODY = 1 << 20  # .sgc files are bytes to kilobytes; a megabyte is generous
+MAX_HEADER_BYTES = 16 << 10  # a client's headers are a few hundred bytes
 log = logging.getLogger("segcodec.service")
 
 
@@ -187,6 +189,7 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
 
     app = FastAPI(title="segcodec", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    app.add_middleware(_HeaderLimit, limit=MAX_HEADER_BYTES)
     app.state.batcher = batcher
     app.state.config = {"device": device, "max_body": max_body, "max_queue": max_queue,
                         "max_batch": max_batch, "token": bool(token),
@@ -313,3 +316,65 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
 
     return app
 
+
+
+class _HeaderLimit:
+    """431 for a request whose headers hold more than ``limit`` bytes (100 KB, or 10,000
+    lines, were answered 200), before the app sees it.  Headers that arrive in several reads
+    are bounded sooner, by h11 (``uvicorn_options``)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            size = sum(len(k) + len(v) + 4 for k, v in scope["headers"])  # ": " and CRLF
+            if size > self.limit:
+                await _answer(ServiceError(431, "headers_too_large", f"request headers of "
+                                           f"{size} bytes, over {self.limit}"))(scope, receive,
+                                                                                 send)
+                return
+        await self.app(scope, receive, send)
+
+
+# What uvicorn leaves open: a deadline for a request's line and headers (a client that sends
+# part of them and nothing more held its connection, and a slot of --max-connections, for as
+# long as it liked: 256 such sockets took the service down), and the size of the headers.
+
+
+def uvicorn_options(header_timeout: float = 10.0, max_header_bytes: int = MAX_HEADER_BYTES
+                    ) -> dict:
+    """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config`` that close a connection
+    whose request line and headers are not complete within ``header_timeout`` seconds (from
+    its opening, or from the end of its previous response), and refuse headers of more than
+    ``max_header_bytes`` (h11's limit, with a 400)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def _arm(self):
+            self._deadline = self.loop.call_later(header_timeout, self._headers_late)
+
+        def _headers_late(self):
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def handle_events(self):
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:  # the request line and headers are in
+                self._deadline.cancel()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._deadline.cancel()
+                self._arm()  # the next request on this connection has its own
+
+        def connection_lost(self, exc):
+            self._deadline.cancel()
+            super().connection_lost(exc)
+
+    return {"http": HeaderDeadline, "h11_max_incomplete_event_size": max_header_bytes}

@@ -548,3 +548,33 @@ def test_send_replaces_nothing_without_force_and_takes_volume(url, tmp_path):
     result = CliRunner().invoke(cli_service.send, [str(src), "--remote", url, "--volume", "0",
                                                    "-o", str(tmp_path / "marker.nii.gz")])
     assert result.exit_code == 1 and "marker.nii.gz: exists" in result.output
+
+
+def test_half_open_requests_are_closed_and_real_ones_answered(files, app):
+    """256 sockets that sent part of a request's headers and nothing more held every slot of
+    --max-connections: valid requests got 503, and the sockets were open 35 s later."""
+    import httpx
+    server = Server(app)
+    server.server.config.limit_concurrency = 8
+    for key, value in service.uvicorn_options(header_timeout=1.0).items():
+        setattr(server.server.config, key, value)
+    with server as url:
+        port = int(url.rsplit(":", 1)[1])
+        idle = []
+        for _ in range(8):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: a\r\nX-")
+            idle.append(s)
+        for s in idle:  # each is closed by the server: recv sees the end, not a timeout
+            s.settimeout(30)
+            assert s.recv(100) == b""
+            s.close()
+        r = httpx.post(f"{url}/v1/segment", content=files[0][1], timeout=30)
+        assert r.status_code == 200
+        big = {"X-Padding": "a" * (32 << 10)}  # headers of 32 KB were answered 200
+        assert httpx.get(f"{url}/healthz", headers=big, timeout=30).status_code == 431
+        many = {f"X-{i}": "a" for i in range(10_000)}
+        assert httpx.get(f"{url}/healthz", headers=many, timeout=30).status_code in (400, 431)
+        with httpx.Client(base_url=url, timeout=30) as client:  # keep-alive: each request
+            for _ in range(3):                                 # has its deadline
+                assert client.get("/healthz").status_code == 200
