@@ -288,7 +288,7 @@ def models(as_json):
         click.echo(f"{m['id']}  {name:<24} {m['ndim']}D  {m['task']}"
                    + (f"  ({', '.join(tags)})" if tags else ""))
         click.echo(f"{'':14}labels: {', '.join(m['labels'])}")
-    extra = [p for p in modelfiles.model_files() if p.parent != modelfiles.BUILTIN_DIR]
+    extra = [p for p in modelfiles.model_files() if not modelfiles.is_builtin(p)]
     if extra:  # models of one's own: their manifests are inside, so they are loaded
         from segcodec import zoo
         loaded = {m.path: m for m in zoo.installed().values()}

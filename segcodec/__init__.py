@@ -4,8 +4,6 @@
     >>> data = segcodec.encode(image)        # numpy array -> .sgc bytes
     >>> labels = segcodec.segment(data)      # .sgc bytes -> uint8 label map
 """
-import os
-
 from .container import Header
 from .errors import InputError, SgcError, SgcFormatError, UnknownModelError
 
@@ -23,13 +21,11 @@ __all__ = [*_API, "read_header", "Header", "SgcError", "SgcFormatError", "Unknow
 def read_header(data) -> Header:
     """Parse and validate a ``.sgc`` header (CRC included) without decoding the payload;
     ``data`` is the file's bytes or its path."""
-    from .container import read, read_file
+    from .container import read, sgc_bytes
     from .errors import naming
-    if isinstance(data, (str, os.PathLike)):
-        path, data = data, read_file(data)
-        with naming(path):
-            return read(data)[0]
-    return read(data)[0]
+    data, path = sgc_bytes(data)
+    with naming(path):
+        return read(data)[0]
 
 
 def __getattr__(name: str):

@@ -214,7 +214,7 @@ def _check_model_orientation(m: zoo.Model, affine, where: str = "the volume") ->
     volumes in: what a volume coded, or a source read, without the file's geometry must be,
     and any volume given to a model that does not reorient."""
     codes = m.manifest.get("orientation")
-    if affine is None or (codes and _orientation(m, affine) is None):
+    if m.ndim != 3 or affine is None or (codes and _orientation(m, affine) is None):
         return
     stored = "".join(nib_orientations.aff2axcodes(affine))
     if codes:
@@ -250,10 +250,10 @@ def reoriented(image, affine, *, model=None, kind: str | None = None):
 def decode(data) -> Decoded:
     """``.sgc`` bytes (or a ``.sgc`` file's path) -> header and binary latents, bit-exact on
     any machine."""
-    if isinstance(data, (str, os.PathLike)):
-        read = container.read_file(data)
-        with naming(data):
-            return decode(read)
+    data, path = container.sgc_bytes(data)
+    if path is not None:
+        with naming(path):
+            return decode(data)
     header, payload = container.read(data)
     m = zoo.get(header.model_id)
     if header.ndim != m.ndim or header.latent_shape != m.latent_shape:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,20 @@ def write(header: Header, payload: bytes) -> bytes:
     return wire.with_crc(out)  # §1.8
 
 
+def sgc_bytes(data) -> tuple[bytes, Path | None]:
+    """A ``.sgc`` given as its bytes or as its file's path -> its bytes, and the path (None
+    for bytes), which errors about it name; InputError for anything else."""
+    if isinstance(data, (str, os.PathLike)):
+        return read_file(data), Path(data)
+    return _as_bytes(data), None
+
+
+def _as_bytes(data) -> bytes:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"a .sgc file is bytes or a file's path, not {type(data).__name__}")
+    return bytes(data)
+
+
 def read_file(path) -> bytes:
     """The bytes of the ``.sgc`` file at ``path``; InputError, naming it, where it cannot be
     read (``read`` then checks what they hold)."""
@@ -127,9 +142,7 @@ def read_file(path) -> bytes:
 
 def read(data: bytes) -> tuple[Header, bytes]:
     """A ``.sgc`` file -> (Header, payload); raises SgcFormatError naming the bad field."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise InputError(f"a .sgc file is bytes or a file's path, not {type(data).__name__}")
-    data = bytes(data)
+    data = _as_bytes(data)
     if len(data) < MIN_FILE_BYTES:
         raise SgcFormatError(f"truncated .sgc: {len(data)} bytes, a valid file has at least "
                              f"{MIN_FILE_BYTES}")

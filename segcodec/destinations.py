@@ -64,8 +64,6 @@ def plan(sources: list[Path], dest: Path | None, default: Callable[[Path], Path]
     return jobs
 
 
-
-
 def _is_image_file(path: Path) -> bool:
     """An image or volume file by its type, and not a label map segcodec wrote
     (``NAME.labels.<ext>``): coding one as an image would give labels of labels; nor
@@ -170,7 +168,8 @@ def sidecar_path(labels_path) -> Path:
 
 def existing_output(dst, sidecar: bool = True) -> Path | None:
     """The first of an output and (``sidecar``) its sidecar that exists already, if any."""
-    return next((p for p in (Path(dst), *[sidecar_path(dst)] * sidecar) if p.exists()), None)
+    outputs = [Path(dst), sidecar_path(dst)] if sidecar else [Path(dst)]
+    return next((p for p in outputs if p.exists()), None)
 
 
 def not_the_input(src, dst) -> None:

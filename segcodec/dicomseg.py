@@ -61,15 +61,14 @@ def check_source(source: Path, shape) -> np.ndarray | None:
     its RAS+ affine (None: it has no geometry), for the caller to compare with the file's.
     From the headers alone (the pixels are read once, by ``segmentation``)."""
     from .io import dicom
-    if source.is_dir():
-        in_order = dicom.series(source)
-        headers, affine = [ds for _, ds in in_order], dicom.series_affine(in_order)
-    else:
-        headers = [dicom.read_dataset(source, stop_before_pixels=True)]
-        if dicom.frames_of(headers[0]) > 1:
-            raise InputError(f"{source}: a DICOM Segmentation of a multi-frame source is not "
-                             "made yet; write the labels as .nii.gz")
-        affine = dicom.file_affine(headers[0], source)
+    in_order = dicom.series(source) if source.is_dir() \
+        else [(source, dicom.read_dataset(source, stop_before_pixels=True))]
+    headers = [ds for _, ds in in_order]
+    if dicom.frames_of(headers[0]) > 1:
+        raise InputError(f"{source}: a DICOM Segmentation of a multi-frame source is not made "
+                         "yet; write the labels as .nii.gz")
+    affine = dicom.series_affine(in_order) if source.is_dir() \
+        else dicom.file_affine(headers[0], source)
     try:
         rows, columns = int(headers[0].Rows), int(headers[0].Columns)
     except (AttributeError, TypeError, ValueError):

@@ -30,9 +30,11 @@ def os_error(exc: OSError, path=None) -> str:
 
 @contextmanager
 def naming(path):
-    """Prefix the message of an ``SgcError`` raised inside with the file it concerns."""
+    """Prefix the message of an ``SgcError`` raised inside with the file it concerns (none
+    where ``path`` is None: bytes given as they are)."""
     try:
         yield
     except SgcError as exc:
-        exc.args = (f"{path}: {exc}",)  # the same error, attributes and cause kept
+        if path is not None:
+            exc.args = (f"{path}: {exc}",)  # the same error, attributes and cause kept
         raise

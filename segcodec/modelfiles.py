@@ -28,7 +28,15 @@ def model_dirs() -> list[Path]:
 
 
 def model_files() -> list[Path]:
-    return sorted(p for d in model_dirs() if d.is_dir() for p in d.glob("*" + SUFFIX))
+    """Every model file, once: a folder named twice (or the built-in one by another path,
+    through a link) is read once."""
+    found = {p.resolve(): p for d in reversed(model_dirs()) if d.is_dir()
+             for p in d.glob("*" + SUFFIX)}
+    return sorted(found.values())
+
+
+def is_builtin(path: Path) -> bool:
+    return Path(path).parent.resolve() == BUILTIN_DIR.resolve()
 
 
 def files_for(model_id: bytes) -> list[Path]:

@@ -12,7 +12,6 @@ server (503) is retried with exponential backoff; everything else fails at once 
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import httpx
 import numpy as np
 
 from . import container, labelcodec
-from .errors import InputError, SgcError, SgcFormatError, UnknownModelError, naming
+from .errors import SgcError, SgcFormatError, UnknownModelError, naming
 
 
 class RemoteError(SgcError):
@@ -151,11 +150,7 @@ class Client:
     def fetch(self, data) -> RemoteLabels:
         """Upload a .sgc file (its bytes or its path); its labels with classes, geometry,
         sizes and timings."""
-        if isinstance(data, (str, os.PathLike)):
-            data = container.read_file(data)
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise InputError(f"a .sgc file is bytes or a file's path, not {type(data).__name__}")
-        data = bytes(data)
+        data, _ = container.sgc_bytes(data)
         t0 = time.perf_counter()
         response = self._request("POST", "/v1/segment", content=data,
                                  headers={"Content-Type": "application/octet-stream",

@@ -36,7 +36,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import h11
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
@@ -317,7 +316,6 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
     return app
 
 
-
 class _HeaderLimit:
     """431 for a request whose headers hold more than ``limit`` bytes (100 KB, or 10,000
     lines, were answered 200), before the app sees it.  Headers that arrive in several reads
@@ -351,30 +349,42 @@ def uvicorn_options(header_timeout: float = 10.0, max_header_bytes: int = MAX_HE
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeaderDeadline(H11Protocol):
+        # Armed whenever no request is with the app: from the connection's opening, and from
+        # each answer (given before its body was read, too: a 401 or a 406), until the next
+        # request's line and headers are in.
+        _deadline = None
+
         def connection_made(self, transport):
             super().connection_made(transport)
-            self._arm()
-
-        def _arm(self):
-            self._deadline = self.loop.call_later(header_timeout, self._headers_late)
-
-        def _headers_late(self):
-            if not self.transport.is_closing():
-                self.transport.close()
+            self._watch()
 
         def handle_events(self):
             super().handle_events()
-            if self.conn.their_state is not h11.IDLE:  # the request line and headers are in
-                self._deadline.cancel()
+            self._watch()
 
         def on_response_complete(self):
             super().on_response_complete()
-            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-                self._deadline.cancel()
-                self._arm()  # the next request on this connection has its own
+            self._watch()
 
         def connection_lost(self, exc):
-            self._deadline.cancel()
+            self._disarm()
             super().connection_lost(exc)
+
+        def _watch(self):
+            waiting = self.cycle is None or self.cycle.response_complete
+            if waiting and self._deadline is None and not self.transport.is_closing():
+                self._deadline = self.loop.call_later(header_timeout, self._late)
+            elif not waiting:
+                self._disarm()
+
+        def _disarm(self):
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _late(self):
+            self._deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
 
     return {"http": HeaderDeadline, "h11_max_incomplete_event_size": max_header_bytes}

@@ -185,7 +185,7 @@ def installed() -> dict[bytes, Model]:
             models: dict[bytes, Model] = {}
             _broken.clear()
             # Built-in files first: a copy of one elsewhere is the one set aside.
-            for path in sorted(model_files(), key=lambda p: (not _builtin(p), p)):
+            for path in sorted(model_files(), key=lambda p: (not modelfiles.is_builtin(p), p)):
                 try:
                     model = _load(path)
                 except (SgcError, OSError) as exc:
@@ -202,9 +202,6 @@ def installed() -> dict[bytes, Model]:
             _cache = models
         return _cache
 
-
-def _builtin(path: Path) -> bool:
-    return path.parent.resolve() == BUILTIN_DIR.resolve()
 
 
 def broken() -> dict[Path, str]:
@@ -254,12 +251,12 @@ def get(model_id: bytes) -> Model:
 def find(name_or_id: str) -> Model:
     """A model by name (``isic-lesion-v0``) or by hex id (a unique prefix is enough)."""
     key = name_or_id.lower()
-    hits = [m for m in installed().values()
-            if m.name.lower() == key or m.model_id.hex().startswith(key)]
-    if len(hits) > 1 and sum(_builtin(m.path) for m in hits) == 1:
+    named = [m for m in installed().values() if m.name.lower() == key]
+    if len(named) > 1 and sum(modelfiles.is_builtin(m.path) for m in named) == 1:
         # a file of SEGCODEC_MODEL_PATH that takes a built-in model's name never shadows it;
         # it is named by its id
-        hits = [m for m in hits if _builtin(m.path)]
+        named = [m for m in named if modelfiles.is_builtin(m.path)]
+    hits = named or [m for m in installed().values() if m.model_id.hex().startswith(key)]
     if len(hits) == 1:
         return hits[0]
     if not hits:
@@ -279,7 +276,8 @@ def default_for(ndim: int) -> Model:
     index = modelfiles.read_index()
     name = index["defaults"].get(f"{ndim}d")
     file = index["models"].get(name, {}).get("file")
-    hits = [m for m in installed().values() if m.path.name == file and _builtin(m.path)]
+    hits = [m for m in installed().values()
+            if m.path.name == file and modelfiles.is_builtin(m.path)]
     if not hits:
         raise UnknownModelError(f"no default {ndim}D model is installed; name one with --model")
     with _cache_lock:

@@ -410,3 +410,10 @@ def test_a_file_with_singular_geometry_is_invalid_for_every_model(model, rgb, vo
                                        str(tmp_path / "good.sgc"), "-o", str(tmp_path / "out")])
     assert result.exit_code == 1 and "1 written, 1 failed" in result.output
     assert "Traceback" not in result.output and "geometry is singular" in result.output
+
+
+def test_an_image_drops_its_geometry_whatever_its_affine(rgb):
+    """Orientation is a volume's matter: a 2D image with a flipped affine was refused
+    without its geometry, as if it were a volume of a model that does not reorient."""
+    flipped = np.diag([-1.0, 1.0, 1.0, 1.0])
+    assert segcodec.encode(rgb, affine=flipped, geometry=False) == segcodec.encode(rgb)

@@ -377,8 +377,9 @@ def write_multiframe(path, volume, spacing=(0.9, 0.8, 1.5), origin=(10.0, -20.0,
             frame.PlanePositionSequence = Sequence([item(ImagePositionPatient=[
                 origin[0], origin[1], origin[2] + k * spacing[2]])])
         if rescale is not None:  # as enhanced CT holds Hounsfield units: per frame
+            values = dict(zip(("RescaleSlope", "RescaleIntercept"), rescale))
             frame.PixelValueTransformationSequence = Sequence([item(
-                RescaleSlope=rescale[0], RescaleIntercept=rescale[1])])
+                **{k: v for k, v in values.items() if v is not None})])
     template.PerFrameFunctionalGroupsSequence = Sequence(frames)
     template.save_as(path, enforce_file_format=True)
     return path
@@ -396,10 +397,16 @@ def test_a_multi_frame_dicom_reads_as_the_series_of_its_frames(series, tmp_path)
     assert segcodec.encode(one) == segcodec.encode(folder)
     # Stored values rescaled per frame, as enhanced CT's Hounsfield units are
     rescaled = sgio.read(write_multiframe(tmp_path / "ct.dcm", volume, rescale=(2, -100)))
+    slope_only = sgio.read(write_multiframe(tmp_path / "s.dcm", volume, rescale=(2, None)))
+    np.testing.assert_array_equal(slope_only.array, volume * 2.0)  # no intercept: 0, not 1
     (tmp_path / "ct").mkdir()
     write_series(tmp_path / "ct", volume, rescale=(2, -100))
     np.testing.assert_array_equal(rescaled.array, sgio.read(tmp_path / "ct").array)
     np.testing.assert_array_equal(rescaled.array, volume * 2.0 - 100)
+    # In a folder of its own, as a series of one file
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "enhanced.dcm").write_bytes(one.read_bytes())
+    np.testing.assert_array_equal(sgio.read(tmp_path / "alone").array, framed.array)
     with pytest.raises(InputError, match="without each frame's position"):
         sgio.read(write_multiframe(tmp_path / "cine.dcm", volume, positions=False))
     with pytest.raises(InputError, match="multi-frame source is not made yet"):

@@ -575,6 +575,22 @@ def test_half_open_requests_are_closed_and_real_ones_answered(files, app):
         assert httpx.get(f"{url}/healthz", headers=big, timeout=30).status_code == 431
         many = {f"X-{i}": "a" for i in range(10_000)}
         assert httpx.get(f"{url}/healthz", headers=many, timeout=30).status_code in (400, 431)
-        with httpx.Client(base_url=url, timeout=30) as client:  # keep-alive: each request
-            for _ in range(3):                                 # has its deadline
+        with httpx.Client(base_url=url, timeout=30) as client:  # keep-alive works
+            for _ in range(3):
                 assert client.get("/healthz").status_code == 200
+        # Answered before its body was read (406 here; a 401 alike), a request whose body
+        # then trickles in, followed by half of the next request, holds no slot for good.
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\n"
+                  b"Content-Length: 100\r\n\r\n")
+        s.settimeout(30)
+        first = b""
+        while not first.endswith(b"}"):  # the whole 406: its head, then its JSON body
+            first += s.recv(1000)
+        assert b" 406 " in first
+        s.sendall(b"x" * 100 + b"POST /v1/segment HTTP/1.1\r\nHo")
+        answered = b""
+        while chunk := s.recv(1000):  # the end: closed by the deadline, not a timeout
+            answered += chunk
+        assert answered == b""
+        s.close()

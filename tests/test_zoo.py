@@ -1,6 +1,7 @@
 """Model files: hash-checked, ids unambiguous, extra folders through SEGCODEC_MODEL_PATH."""
 import hashlib
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -221,3 +222,18 @@ def test_info_and_models_name_the_labels_of_ones_own_model(extra_models, tmp_pat
     assert "2D  test" in lines[mine] and lines[mine + 1].strip() == "labels: bg, fg"
     assert any("broken-00000000.sgm" in line and "not used: model file" in line
                for line in lines)
+
+
+def test_an_id_prefix_never_shadows_a_name_and_the_builtin_folder_counts_once(extra_models,
+                                                                             monkeypatch):
+    shipped = zoo.default_for(2)
+    path = tiny_model(extra_models, shipped.model_id.hex()[:4])  # named like an id prefix
+    zoo.reload()
+    assert zoo.find(shipped.model_id.hex()[:4]).path == path  # a name before an id prefix
+    # the built-in folder named again in the model path is the same files, not copies
+    monkeypatch.setenv(zoo.PATH_ENV, f"{extra_models}:{zoo.BUILTIN_DIR}/../models")
+    zoo.reload()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert zoo.find(shipped.name).path.parent == zoo.BUILTIN_DIR
+    assert not zoo.broken()

@@ -163,7 +163,7 @@ def _frame_value(ds, frame: int, sequence: str, keyword: str):
                          ("SharedFunctionalGroupsSequence", 0)):
         try:
             return getattr(getattr(ds, groups)[item], sequence)[0][keyword].value
-        except (AttributeError, IndexError, KeyError, TypeError):
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
             continue
     return None
 
@@ -199,20 +199,27 @@ def _read_frames(ds, path: Path) -> Loaded:
                          "frame's position and orientation (a cine?): nothing places its "
                          "frames as a volume")
     in_order = _in_slice_order(headers, path)
-    rescale = [(_frame_value(ds, i, "PixelValueTransformationSequence", "RescaleSlope"),
-                _frame_value(ds, i, "PixelValueTransformationSequence", "RescaleIntercept"))
-               for i in range(len(headers))]
-    if any(slope is not None or intercept is not None for slope, intercept in rescale):
-        try:
-            slopes, intercepts = (np.array([float(1 if v is None else v) for v in values])
-                                  for values in zip(*rescale))
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{path}: unreadable RescaleSlope or RescaleIntercept") from exc
-        pixels = pixels * slopes[:, None, None] + intercepts[:, None, None]
+    if "RescaleSlope" not in ds and "RescaleIntercept" not in ds:  # else _pixels applied it
+        pixels = _frames_rescaled(ds, pixels, path)
     index = {p: i for i, (p, _) in enumerate(headers)}
     volume = pixels[[index[p] for p, _ in in_order]].transpose(2, 1, 0)  # (column, row, slice)
     return Loaded(array=np.ascontiguousarray(volume), kind="3d", source="dicom",
                   affine=series_affine(in_order))
+
+
+def _frames_rescaled(ds, pixels: np.ndarray, path: Path) -> np.ndarray:
+    """Frames (frame, row, column) times their functional groups' RescaleSlope (1 where
+    absent), plus their RescaleIntercept (0 where absent)."""
+    rescale = [[_frame_value(ds, i, "PixelValueTransformationSequence", key)
+                for key in ("RescaleSlope", "RescaleIntercept")] for i in range(len(pixels))]
+    if all(value is None for pair in rescale for value in pair):
+        return pixels
+    try:
+        slopes, intercepts = (np.array([float(default if v is None else v) for v in values])
+                              for values, default in zip(zip(*rescale), (1.0, 0.0)))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable RescaleSlope or RescaleIntercept") from exc
+    return pixels * slopes[:, None, None] + intercepts[:, None, None]
 
 
 def file_affine(ds, path) -> np.ndarray | None:
@@ -334,12 +341,12 @@ def _not_a_series(folder: Path, files: list[Path]) -> str:
     """What a folder holding no DICOM slices holds instead, and what to give."""
     from . import IMAGE_SUFFIXES, suffix
     images = [p for p in files if suffix(p) in IMAGE_SUFFIXES]
-    series = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    folders = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
     if images:
         return (f"a folder of {len(images)} image(s), not a DICOM series: give one image "
                 "(`segcodec encode` codes every image of a folder)")
-    if series:
-        return (f"a folder of {len(series)} folder(s), not a DICOM series: give one series "
+    if folders:
+        return (f"a folder of {len(folders)} folder(s), not a DICOM series: give one series "
                 "folder (`segcodec encode` codes each series of a study folder)")
     if any(p.suffix.lower() == ".sgc" for p in files):
         return f"holds .sgc files, not images: `segcodec segment {folder}` turns them into labels"
@@ -356,13 +363,20 @@ def _in_slice_order(headers: list, folder: Path) -> list:
         key = [float(np.dot(_normal(axes), np.asarray(ds.ImagePositionPatient, dtype=float)))
                for _, ds in headers]
     else:
-        key = [int(getattr(ds, "InstanceNumber", 0) or 0) for _, ds in headers]
+        key = [_instance_number(ds, p) for p, ds in headers]
     for p, ds in headers:
         _check_image(ds, p)
     order = np.argsort(key, kind="stable")
     if axes is not None:
         _even_step([key[i] for i in order], folder)
     return [headers[i] for i in order]
+
+
+def _instance_number(ds, path) -> int:
+    try:
+        return int(getattr(ds, "InstanceNumber", 0) or 0)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: InstanceNumber is not a number") from None
 
 
 def _normal(axes) -> np.ndarray:
@@ -373,6 +387,8 @@ def _normal(axes) -> np.ndarray:
 def read_series(folder: Path) -> Loaded:
     """All DICOM files of one series in a folder -> volume (column, row, slice), as dcm2niix."""
     headers = series(folder)
+    if len(headers) == 1 and frames_of(headers[0][1]) > 1:  # an enhanced series: one file
+        return _read_frames(read_dataset(headers[0][0]), headers[0][0])
     _check_size(sum(_declared_pixels(ds) for _, ds in headers), folder)
     slices = [_pixels(read_dataset(p), p) for p, _ in headers]
     if len({s.shape for s in slices}) != 1 or slices[0].ndim != 2:
