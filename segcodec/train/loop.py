@@ -146,13 +146,14 @@ def plot_losses(log_path: Path, png_path: Path) -> None:
 
 def train(cfg: Recipe, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
           threads: int = 1, device: str | torch.device = "cpu", log_every: int = 25,
-          save_every_s: float = 120.0, progress=None) -> None:
+          save_every_s: float = 120.0, progress=None, log=None) -> None:
     """Train ``cfg`` on working-grid images ``x`` and soft targets ``t``; resume from ``out``.
 
     ``val`` = (working-grid images, full-size labels) of the validation cases: scored 20
     times a run (``val.csv``), and the best-scoring weights are kept in the checkpoint as
     ``best`` (among those past the rate ramp, whose rate is the final one).
-    ``progress(step, total)`` is called after every step.  On ``device`` (a GPU) the whole
+    ``progress(step, total)`` is called after every step, ``log(line)`` when a run resumes.
+    On ``device`` (a GPU) the whole
     training set is held in its memory; checkpoints load on any device.
     """
     torch.set_num_threads(threads)
@@ -172,6 +173,8 @@ def train(cfg: Recipe, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
         if changed:
             was = ", ".join(f"{k}={getattr(started, k)}" for k in changed)
             raise ValueError(f"{out} holds a run started with {was}; use another --out")
+        if log:
+            log(f"{cfg.name}: resuming {out} from step {ck['step']} of {steps}")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     net = build_net(cfg).to(device)

@@ -110,11 +110,9 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
                                                                          split)]
             for split in ("fit", "val", "test")}}, indent=1) + "\n")
     val = (xv, val_labels) if cfg.target == "labels" else None
-    if (out / "checkpoint.pt").exists():
-        step = loop.read_checkpoint(out / "checkpoint.pt")["step"]
-        log(f"{cfg.name}: resuming {out} from step {step} of {cfg.steps}")
     try:
-        loop.train(cfg, x, t, out, val=val, threads=threads, device=dev, progress=progress)
+        loop.train(cfg, x, t, out, val=val, threads=threads, device=dev, progress=progress,
+                   log=log)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: the loop saved the last step
         log(f"{cfg.name}: stopped; {out / 'checkpoint.pt'} holds every finished step, and "
             "the same command resumes it")
