@@ -10,7 +10,6 @@ import click
 
 import segcodec
 from segcodec import destinations
-from segcodec import io as sgio
 from segcodec.errors import naming  # errors name the file, as local `segment` does
 
 from .common import device_option, fail
@@ -124,7 +123,7 @@ def send_file(src, dst, url: str, token: str | None = None, *, model=None,
     from segcodec import remote
     src = Path(src)
     t0 = time.perf_counter()
-    loaded = sgio.read(src, volume)
+    loaded = segcodec.api.read_input(src, volume, model=model)
     t1 = time.perf_counter()
     with naming(src):
         array, affine, restore = loaded.array, loaded.affine, lambda labels: labels

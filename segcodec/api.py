@@ -104,7 +104,7 @@ def encode(image, *, model=None, kind: str | None = None, affine=None, geometry:
     An input outside the model's domain (``segcodec.domain``) is refused unless ``force``.
     """
     if isinstance(image, (str, os.PathLike)):
-        loaded = sgio.read(image)  # a file, read as encode_file reads it
+        loaded = read_input(image, model=model)  # a file, read as encode_file reads it
         with naming(Path(image)):
             return encode(loaded.array, model=model, kind=kind or loaded.kind,
                           affine=loaded.affine if affine is None else affine,
@@ -166,6 +166,16 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
             raise InputError(f"model {m.name} takes {m.in_channels}-channel images, "
                              f"got {channels} channels")
     return Prepared(m, array, shape, channels, affine, force)
+
+
+def read_input(path, volume: int | None = None, *, model=None) -> sgio.Loaded:
+    """An image file (or DICOM series folder) as ``encode`` takes it; a photograph whose
+    header declares a shape ``model`` (by default the 2D one) takes under no circumstances is
+    refused before its pixels are decoded (a 215 KB PNG may declare 8192x8192)."""
+    def check(shape):
+        if why := domain.oversize(shape, (m := _pick_model(model, 2)).manifest, m.bounds):
+            raise InputError(f"{path}: {why}, even with force")
+    return sgio.read(path, volume, check_2d=check)
 
 
 def _checked_affine(affine) -> np.ndarray | None:
@@ -334,7 +344,7 @@ def encode_file(src, dst=None, *, model=None, geometry: bool = True,
     """Read an image file (or DICOM series folder) and write its ``.sgc``; ``volume`` picks
     one volume of a 4D NIfTI."""
     src = Path(src)
-    loaded = sgio.read(src, volume)
+    loaded = read_input(src, volume, model=model)
     with naming(src):
         data = encode(loaded.array, model=model, kind=kind or loaded.kind,
                       affine=loaded.affine, geometry=geometry, metadata=metadata,

@@ -25,6 +25,11 @@ VERSION = 1
 MIN_BYTES = 12  # §7.1: fixed fields, two one-byte varints, empty payload, CRC
 ONE = 1 << 16  # probabilities are integers over 2^16 (§7.5)
 STEP, LIMIT = 32, 1 << 13  # count increment per symbol, and the total that halves a context
+# §7.5: every count stays >= 1 and a row's total <= LIMIT, so each symbol but the likeliest
+# gets q >= 1 + (ONE - A) // LIMIT = 8 (A <= 256) and each position costs at least
+# -log2(1 - 8 (A - 1) / ONE) > (A - 1) / 8192 bits: a payload of N bytes holds at most
+# (8 N + SLACK_BITS) * 8192 / (A - 1) positions (SLACK_BITS: the coder's last words, trimmed).
+SLACK_BITS = 96
 ESCAPE = 8  # ranks >= ESCAPE share one symbol when there are more than 9 classes (§7.4)
 BUCKETS = 4  # the first neighbour's value, capped at 3, splits contexts (§7.4)
 # §7.3-§7.4: wavefront weights over (i, j, k) and the causal neighbours, first one first.
@@ -253,13 +258,16 @@ def decode(data: bytes, max_voxels: int = 1 << 24) -> LabelMap:
     """Label stream -> LabelMap, bit-exact; SgcFormatError names what is wrong.
 
     Decoding costs time in proportion to the voxels a stream declares, and a 16-byte stream
-    may declare 406³: more than ``max_voxels`` (256³ by default) is refused before any work.
+    may declare 406³: more than ``max_voxels`` (256³ by default), or more than its payload
+    can hold (§7.5), is refused before any work.
     """
     shape, classes, affine, source, payload = _parse(data)
     voxels = int(np.prod(shape, dtype=np.int64))
     if voxels > max_voxels:
         raise _bad(f"declares {voxels} voxels, more than the {max_voxels} allowed here")
     padded, dims, wa, wb, fronts, deltas, most, counts, alphabet = _setup(shape, classes)
+    if classes > 1 and voxels * (alphabet - 1) > (8 * len(payload) + SLACK_BITS) * 8192:
+        raise _bad(f"a payload of {len(payload)} bytes cannot hold {voxels} labels")
     flat = padded.reshape(-1)
     decoder = wire.decoder_for(payload)
     model = wire.coder_model()

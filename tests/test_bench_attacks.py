@@ -19,6 +19,10 @@ def test_the_attack_files_declare_what_the_audit_describes(tmp_path):
     with pytest.raises(segcodec.SgcError, match="declares 66923416 voxels"):
         labelcodec.decode(by_name["a 17-byte label stream declaring 406³"][1].read_bytes())
     assert by_name["a 17-byte label stream declaring 406³"][1].stat().st_size <= 17
+    with pytest.raises(segcodec.SgcError, match="1 bytes cannot hold 16777216 labels"):
+        labelcodec.decode(by_name["a 17-byte label stream declaring 256³"][1].read_bytes())
+    with pytest.raises(segcodec.SgcError, match=r"\(1600, 40000\) is longer than model"):
+        segcodec.encode(by_name["a PNG of 40000x1600"][1])
     bomb = by_name["a .nii.gz declaring 1024x1024x256 (1 MiB of zeros inside)"][1]
     with pytest.raises(segcodec.SgcError, match="declares 268435456 voxels"):
         segcodec.encode(bomb)

@@ -185,6 +185,20 @@ def test_a_photograph_longer_than_four_to_one_is_refused_even_forced():
     segcodec.encode(image[:, :1024], force=True)  # 4:1 is allowed
 
 
+def test_a_photograph_file_too_long_is_refused_from_its_header(tmp_path, monkeypatch):
+    """The audit's 40000x1600 PNG needed 1.2 GB before its 4:1 refusal."""
+    from PIL import ImageOps
+    path = tmp_path / "strip.png"
+    Image.new("L", (8000, 1000)).save(path)
+    monkeypatch.setattr(ImageOps, "exif_transpose", lambda *a: pytest.fail("pixels decoded"))
+    for encode in (segcodec.encode, segcodec.api.encode_file):
+        with pytest.raises(InputError, match=rf"^{path}: shape \(1000, 8000\) is longer than "
+                                             rf"model {zoo.default_for(2).name} takes"):
+            encode(path, force=True)
+    with pytest.raises(InputError, match="longer than model isic-lesion-v3 takes"):
+        segcodec.encode(path, model="isic-lesion-v3")
+
+
 def test_a_2d_file_declaring_a_strip_is_refused_before_decoding(monkeypatch):
     """The audit's 55-byte file declaring 59880x256, which cost 3.4 s and 234 MB."""
     import dataclasses

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from segcodec import labelcodec
+from segcodec import labelcodec, wire
 from segcodec.errors import InputError, SgcFormatError
 
 from conftest import HIPPO, ISIC, hippo_labels, hippo_volume, isic_mask
@@ -199,3 +199,26 @@ def test_a_stream_declaring_too_many_voxels_is_refused_before_decoding():
     data = labelcodec.encode(np.zeros((64, 64), np.uint8), 2)
     with pytest.raises(SgcFormatError, match="declares 4096 voxels, more than the 1000"):
         labelcodec.decode(data, max_voxels=1000)
+
+
+@pytest.mark.parametrize("shape, classes", [((2048, 2048), 2), ((96, 96, 96), 3),
+                                            ((64, 64, 64), 12), ((256, 256), 2), ((1, 9), 2)])
+def test_the_payload_bound_holds_for_uniform_maps(shape, classes):
+    # A map of one label costs the fewest bits a stream can have (§7.5): the bound must pass it.
+    round_trip(np.zeros(shape, np.uint8), classes)
+
+
+def test_a_payload_too_short_for_its_voxels_is_refused_before_decoding(monkeypatch):
+    data = labelcodec.encode(np.zeros((256, 256), np.uint8), 2)
+    *_, payload = labelcodec._parse(data)
+    small = bytearray(data[:-4 - len(payload)])
+    small[5:7] = wire.varint(4096)  # 256 -> 4096 rows: 2^20 labels for one byte of payload
+    small = bytes(small) + payload
+    small += struct.pack("<I", zlib.crc32(small))
+
+    def no_decoding(*args):
+        raise AssertionError("decoded before refusing")
+
+    monkeypatch.setattr(labelcodec, "_wavefront", no_decoding)
+    with pytest.raises(SgcFormatError, match="a payload of 1 bytes cannot hold 1048576 labels"):
+        labelcodec.decode(small)

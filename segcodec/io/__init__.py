@@ -44,9 +44,10 @@ def is_dicom(path: Path) -> bool:
         return False
 
 
-def read(path, volume: int | None = None) -> Loaded:
+def read(path, volume: int | None = None, check_2d=None) -> Loaded:
     """Any supported input: PNG/JPEG/TIFF, NIfTI, .npy, a DICOM file or series folder;
-    ``volume`` picks one volume of a 4D NIfTI."""
+    ``volume`` picks one volume of a 4D NIfTI.  ``check_2d(shape)`` sees a PNG/JPEG/TIFF's
+    (height, width) from its header, before any pixel is decoded, and may raise."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
@@ -58,7 +59,7 @@ def read(path, volume: int | None = None) -> Loaded:
     ext = suffix(path)
     if ext in RASTER_SUFFIXES:
         from . import raster
-        return raster.read(path)
+        return raster.read(path, check_2d)
     if ext in NIFTI_SUFFIXES:
         from . import nifti
         return nifti.read(path, volume)

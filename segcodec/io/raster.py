@@ -11,7 +11,7 @@ from ..errors import InputError
 from . import Loaded
 
 
-def read(path: Path) -> Loaded:
+def read(path: Path, check_2d=None) -> Loaded:
     try:
         with Image.open(path) as opened:  # reads the header only
             # The format's limit (format_spec.md §1.6), checked before any pixel is decoded;
@@ -19,6 +19,8 @@ def read(path: Path) -> Loaded:
             if opened.width * opened.height > MAX_PIXELS:
                 raise InputError(f"{path}: declares {opened.width}x{opened.height} pixels, "
                                  f"more than the format's limit of {MAX_PIXELS}")
+            if check_2d is not None:
+                check_2d((opened.height, opened.width))
             im = ImageOps.exif_transpose(opened)  # as viewers show it (camera rotation)
             if im.mode in ("RGB", "L", "I;16", "I", "F"):
                 array = np.asarray(im)
