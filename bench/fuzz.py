@@ -1,6 +1,7 @@
-"""Structure-aware fuzzing of both wire formats: every failure must be an ``SgcError``.
+"""Structure-aware fuzzing of both wire formats and of DICOM input: every failure must be an
+``SgcError``.
 
-    python -m bench fuzz [--inputs 100000] [--seed 0] [--out bench/results]
+    python -m bench fuzz [--inputs 100000] [--dicom 2000] [--seed 0] [--out bench/results]
 
 Inputs are built field by field from real files (the fixtures coded by every installed model,
 and label streams of their labels) with valid CRCs, so they get past the checksum and reach
@@ -10,13 +11,16 @@ payload, classes) is replaced by a boundary or random value, metadata by hostile
 edits with the CRC repaired.  A ``.sgc`` that decodes is segmented (g and s, labels at its
 declared size); a label stream is decoded.  Reported: inputs, outcomes, exceptions by type
 (anything but ``SgcError`` is a bug), the slowest input and the peak memory (VmHWM).
+``--dicom`` more inputs are mutated DICOM files and series (``bench.dicomfuzz``), encoded.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import json
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,7 @@ import zstandard
 import segcodec
 from segcodec import container, labelcodec, wire, zoo
 
+from . import dicomfuzz
 from .common import FIXTURES, RESULTS, command, machine, status_kb, write_outputs
 
 SIDES = (0, 1, 2, 7, 8, 35, 64, 127, 128, 255, 256, 4096, 4097, 65535, 65536, (1 << 21) - 1)
@@ -133,6 +138,33 @@ def run_one(blob: bytes) -> str:
         return "refused"
 
 
+def run_dicom(seed: int, n: int) -> dict:
+    """``n`` mutated DICOM inputs drawn from ``seed``, each encoded; outcomes as ``run_chunk``'s
+    ("unwritable": a mutation pydicom would not write, so not an input)."""
+    rng = np.random.default_rng(seed)
+    sets, series = dicomfuzz.seed_inputs()
+    outcomes, unexpected, examples = collections.Counter(), collections.Counter(), {}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns of every odd value it reads
+        for _ in range(n):
+            path = dicomfuzz.mutated_input(sets, series, rng, Path(tmp))
+            if path is None:
+                outcomes["unwritable"] += 1
+                continue
+            try:
+                segcodec.encode(path, force=True)
+                outcome = "decoded"
+            except segcodec.SgcError as exc:
+                outcome = "refused" if "\n" not in str(exc) else "refused in several lines"
+            except Exception as exc:  # a bug
+                outcome = type(exc).__name__
+                examples.setdefault(outcome, repr(exc)[:300])
+            if outcome not in ("decoded", "refused"):
+                unexpected[outcome] += 1
+            outcomes[outcome] += 1
+    return {"outcomes": outcomes, "unexpected": unexpected, "examples": examples}
+
+
 def run_chunk(seed: int, n: int, threads: int | None = None) -> dict:
     """``n`` inputs drawn from ``seed``, in this process (on ``threads`` torch threads)."""
     if threads:
@@ -173,7 +205,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--inputs", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=1, help="processes, each with its own seed")
-    ap.add_argument("--smoke", action="store_true", help="500 inputs")
+    ap.add_argument("--dicom", type=int, default=2000, help="mutated DICOM inputs")
+    ap.add_argument("--smoke", action="store_true", help="500 inputs, 100 of them DICOM")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     n = 500 if args.smoke else args.inputs
@@ -186,6 +219,7 @@ def main(argv=None) -> dict:
         with ProcessPoolExecutor(args.jobs) as pool:
             parts = list(pool.map(run_chunk, [args.seed + j for j in range(args.jobs)], shares,
                                   [1] * args.jobs))
+    dicom = run_dicom(args.seed, 100 if args.smoke else args.dicom)
     outcomes = sum((p["outcomes"] for p in parts), collections.Counter())
     unexpected = sum((p["unexpected"] for p in parts), collections.Counter())
     slowest = max(p["slowest"] for p in parts)
@@ -194,7 +228,11 @@ def main(argv=None) -> dict:
               "outcomes": dict(outcomes), "unexpected_exceptions": dict(unexpected),
               "examples": {k: v for p in parts for k, v in p["examples"].items()},
               "max_seconds_per_input": round(slowest[0], 4), "slowest_input_hex": slowest[1],
-              "peak_rss_mb": round(max(p["peak_kb"] for p in parts) / 1024, 1)}
+              "peak_rss_mb": round(max(p["peak_kb"] for p in parts) / 1024, 1),
+              "dicom": {"inputs": sum(dicom["outcomes"].values()),
+                        "outcomes": dict(dicom["outcomes"]),
+                        "unexpected_exceptions": dict(dicom["unexpected"]),
+                        "examples": dicom["examples"]}}
     lines = ["# Structure-aware fuzzing (`python -m bench fuzz`)", "",
              f"`{result['command']}`", "",
              f"{n} inputs in {result['seconds']} s ({args.jobs} process(es)): " +
@@ -202,7 +240,12 @@ def main(argv=None) -> dict:
              f"- Exceptions other than SgcError: {dict(unexpected) or 'none'}.",
              f"- Slowest input: {result['max_seconds_per_input'] * 1e3:.1f} ms.",
              f"- Peak memory of a fuzzing process (VmHWM, models loaded): "
-             f"{result['peak_rss_mb']} MB."]
+             f"{result['peak_rss_mb']} MB.", "",
+             f"{result['dicom']['inputs']} mutated DICOM inputs (`bench/dicomfuzz.py`), each "
+             "encoded: " + ", ".join(f"{k} {v}" for k, v in sorted(dicom["outcomes"].items()))
+             + ".", "",
+             f"- Exceptions other than SgcError, or errors of several lines: "
+             f"{dict(dicom['unexpected']) or 'none'}."]
     write_outputs(args.out, "fuzz", result, "\n".join(lines) + "\n")
     return result
 

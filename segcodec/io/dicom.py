@@ -70,12 +70,33 @@ def _pixels(ds, path) -> np.ndarray:
     _check_image(ds, path)
     _check_size(_declared_pixels(ds), path)
     try:
-        if getattr(ds, "PhotometricInterpretation", "") == "PALETTE COLOR":
-            from pydicom.pixels import apply_color_lut
-            return np.asarray(apply_color_lut(ds.pixel_array, ds))  # indices -> RGB
-        return np.asarray(apply_modality_lut(ds.pixel_array, ds))
+        stored = ds.pixel_array
     except Exception as exc:  # missing pixel data, unsupported transfer syntax...
         raise InputError(f"{path}: cannot decode DICOM pixel data ({_one_line(exc)})") from exc
+    if stored.shape != (declared := _declared_shape(ds)):
+        # pydicom returns what the bytes hold: a file whose Rows or NumberOfFrames understate
+        # its pixel data would read as frames, or as colours, it does not have.
+        raise InputError(f"{path}: pixel data of shape {stored.shape} where Rows, Columns, "
+                         f"NumberOfFrames and SamplesPerPixel declare {declared}")
+    try:
+        if getattr(ds, "PhotometricInterpretation", "") == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+            return np.asarray(apply_color_lut(stored, ds))  # indices -> RGB
+        return np.asarray(apply_modality_lut(stored, ds))
+    except Exception as exc:  # a LUT or rescale that does not fit the pixels
+        raise InputError(f"{path}: cannot apply the DICOM pixel transform "
+                         f"({_one_line(exc)})") from exc
+
+
+def _declared_shape(ds) -> tuple[int, ...]:
+    """The pixel array's shape as the header declares it: (frames,) rows, columns (, samples)."""
+    try:
+        samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+        shape = (int(ds.Rows), int(ds.Columns))
+    except (AttributeError, TypeError, ValueError):
+        return ()  # matches no array: the message names the attributes
+    frames = frames_of(ds)
+    return (frames,) * (frames > 1) + shape + (samples,) * (samples > 1)
 
 
 def _one_line(exc: Exception) -> str:
@@ -328,7 +349,7 @@ def series(folder: Path) -> list[tuple[Path, "pydicom.Dataset"]]:
     headers = [(p, ds) for p, ds in headers if _sop_class(ds) != _DICOMDIR]
     if not headers:
         raise InputError(f"{folder}: {_not_a_series(folder, files)}")
-    uids = [getattr(ds, "SeriesInstanceUID", None) for _, ds in headers]
+    uids = [str(getattr(ds, "SeriesInstanceUID", "")) for _, ds in headers]
     if len(set(uids)) > 1:
         most = max(set(uids), key=uids.count)
         odd = next(p for (p, _), uid in zip(headers, uids) if uid != most)
