@@ -8,8 +8,9 @@ Starts ``segcodec serve`` on a free 127.0.0.1 port, uploads the fixtures' .sgc f
 uploads.  Every answer is checked: 200, and labels equal to local ``segcodec.segment`` ones.
 Server memory (RSS) is read before the load, after it and after the malformed burst.
 ``--slow-clients N`` holds N uploads open beside the load, each sending its headers and one
-byte of a 1,000-byte body, then nothing (reopened whenever the server drops one): they must
-not cost the load any errors.
+byte of a 1,000-byte body, then nothing (reopened whenever the server drops one); and
+``--idle-headers N`` holds N connections that stop in the middle of their headers: neither
+may cost the load any errors.
 Writes load.json and load.md.  Not a test: the numbers depend on the machine and its load.
 """
 from __future__ import annotations
@@ -89,17 +90,23 @@ async def run_level(url: str, files, expected, concurrency: int, requests: int,
             "errors": len(errors), "error_samples": errors[:3], "label_mismatches": mismatches}
 
 
-class SlowClients:
-    """``n`` uploads that stall after one body byte, held open (and reopened) in a thread."""
+STALLED_BODY = (b"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\nS")
+STALLED_HEADERS = b"POST /v1/segment HTTP/1.1\r\nHost: a\r\nX-"  # the audit's idle socket
 
-    def __init__(self, port: int, n: int):
+
+class SlowClients:
+    """``n`` connections that send ``opening`` and stall, held open (and reopened) in a
+    thread."""
+
+    def __init__(self, port: int, n: int, opening: bytes = STALLED_BODY):
         self.port, self.n, self.answers, self.stop = port, n, {}, threading.Event()
+        self.opening = opening
         self.thread = threading.Thread(target=self._hold, daemon=True)
 
     def _open(self) -> socket.socket:
         s = socket.create_connection(("127.0.0.1", self.port))
-        s.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                  b"Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\nS")
+        s.sendall(self.opening)
         s.setblocking(False)
         return s
 
@@ -156,6 +163,8 @@ def main(argv=None) -> None:
     ap.add_argument("--malformed", type=int, default=150)
     ap.add_argument("--slow-clients", type=int, default=0,
                     help="Stalled uploads held open beside the load.")
+    ap.add_argument("--idle-headers", type=int, default=0,
+                    help="Connections stalled within their headers, held open beside the load.")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -171,7 +180,8 @@ def main(argv=None) -> None:
         levels = []
         asyncio.run(run_level(server.url, files, expected, 1, len(files), 60))  # warm up
         rss_before = rss(server.proc.pid)
-        with SlowClients(server.port, args.slow_clients) as slow:
+        with SlowClients(server.port, args.slow_clients) as slow, \
+                SlowClients(server.port, args.idle_headers, STALLED_HEADERS) as idle:
             for c in args.concurrency:
                 levels.append(asyncio.run(run_level(server.url, files, expected, c,
                                                     args.requests, args.max_seconds)))
@@ -194,6 +204,7 @@ def main(argv=None) -> None:
                           "after_malformed": round(rss_burst / 2**20, 1)},
         "healthy_after": health["status"] == "ok",
         "slow_clients": {"held": args.slow_clients, "answers": slow.answers},
+        "idle_headers": {"held": args.idle_headers, "answers": idle.answers},
     }
     write_outputs(args.out, "load", result, markdown(result))
 
@@ -220,6 +231,11 @@ def markdown(r: dict) -> str:
     if slow.get("held"):
         lines += ["", f"{slow['held']} stalled uploads were held open beside the load "
                   f"(reopened when dropped); what they were answered: {slow['answers']}."]
+    idle = r.get("idle_headers") or {}
+    if idle.get("held"):
+        lines += ["", f"{idle['held']} connections stalled within their headers were held open "
+                  f"beside the load (reopened when dropped); what they were answered: "
+                  f"{idle['answers']}."]
     lines.append("")
     return "\n".join(lines)
 

@@ -337,7 +337,11 @@ class _HeaderLimit:
 
 # What uvicorn leaves open: a deadline for a request's line and headers (a client that sends
 # part of them and nothing more held its connection, and a slot of --max-connections, for as
-# long as it liked: 256 such sockets took the service down), and the size of the headers.
+# long as it liked: 256 such sockets took the service down), the size of the headers, and
+# what a connection over the limit does: uvicorn answers its request 503 while idle ones
+# hold every slot, so a client that reopens its idle sockets as they are closed kept the
+# service down.  As nginx reuses idle connections, a new connection over the limit closes
+# the one that has waited longest without a request with the app.
 
 
 def uvicorn_options(header_timeout: float = 10.0, max_header_bytes: int = MAX_HEADER_BYTES
@@ -354,9 +358,23 @@ def uvicorn_options(header_timeout: float = 10.0, max_header_bytes: int = MAX_HE
         # request's line and headers are in.
         _deadline = None
 
+        _waiting_since = None
+
         def connection_made(self, transport):
             super().connection_made(transport)
             self._watch()
+            if self.limit_concurrency is not None:
+                self._make_room(self.limit_concurrency)
+
+        def _make_room(self, limit: int):
+            """Close the connections waiting longest while ``limit`` or more are open (this
+            one counted, as uvicorn counts it against the limit at its request)."""
+            open_ = [p for p in self.connections if not p.transport.is_closing()]
+            idle = sorted((p for p in open_ if p is not self and p._waiting_since is not None),
+                          key=lambda p: p._waiting_since)
+            for p in idle[:max(0, len(open_) - limit + 1)]:
+                p._disarm()
+                p.transport.close()
 
         def handle_events(self):
             super().handle_events()
@@ -374,6 +392,7 @@ def uvicorn_options(header_timeout: float = 10.0, max_header_bytes: int = MAX_HE
             waiting = self.cycle is None or self.cycle.response_complete
             if waiting and self._deadline is None and not self.transport.is_closing():
                 self._deadline = self.loop.call_later(header_timeout, self._late)
+                self._waiting_since = self.loop.time()
             elif not waiting:
                 self._disarm()
 
@@ -381,9 +400,10 @@ def uvicorn_options(header_timeout: float = 10.0, max_header_bytes: int = MAX_HE
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
+            self._waiting_since = None
 
         def _late(self):
-            self._deadline = None
+            self._deadline = self._waiting_since = None
             if not self.transport.is_closing():
                 self.transport.close()
 
