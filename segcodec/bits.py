@@ -1,14 +1,14 @@
-"""Numba kernels for the latent bits: threshold, checkerboard order and context indices.
+"""The latent bits: threshold, checkerboard order and context indices.
 
 format_spec.md §5.1-§5.2.  Latents are handled as (K, D, H, W) uint8 arrays; a 2D grid is
-(K, 1, H, W), whose first spatial axis then has no neighbours.
+(K, 1, H, W), whose first spatial axis then has no neighbours.  Whole-array integer numpy: the
+clinic's encoder imports no JIT compiler (numba's import alone outlasted the coding).
 """
 from __future__ import annotations
 
 import hashlib
 
 import numpy as np
-from numba import njit
 
 
 def n_contexts(latent_channels: int, ndim: int) -> int:
@@ -16,52 +16,35 @@ def n_contexts(latent_channels: int, ndim: int) -> int:
     return latent_channels * 2 * 4 * (2 * ndim + 1)
 
 
-@njit(cache=True)
-def _phase_contexts(z, k, phase, ndim, pos, ctx):
-    """Fill pos/ctx for channel k, phase ``phase`` (§5.1 order, §5.2 context); return count."""
-    _, nd, nh, nw = z.shape
-    span = 2 * ndim + 1
-    base = (2 * k + phase) * 4
-    src = k if phase == 1 else k - 1  # channel whose neighbours give n
-    m = 0
-    for d in range(nd):
-        for h in range(nh):
-            for w in range(nw):
-                if (d + h + w) % 2 != phase:
-                    continue
-                a = 0
-                if k >= 1:
-                    a += z[k - 1, d, h, w]
-                if k >= 2:
-                    a += 2 * z[k - 2, d, h, w]
-                n = 0
-                if src >= 0:
-                    if h > 0:
-                        n += z[src, d, h - 1, w]
-                    if h + 1 < nh:
-                        n += z[src, d, h + 1, w]
-                    if w > 0:
-                        n += z[src, d, h, w - 1]
-                    if w + 1 < nw:
-                        n += z[src, d, h, w + 1]
-                    if ndim == 3:
-                        if d > 0:
-                            n += z[src, d - 1, h, w]
-                        if d + 1 < nd:
-                            n += z[src, d + 1, h, w]
-                pos[m] = (d * nh + h) * nw + w
-                ctx[m] = (base + a) * span + n
-                m += 1
-    return m
+def _neighbour_sums(plane: np.ndarray, ndim: int) -> np.ndarray:
+    """Each position's count of set neighbours within ``plane`` (D, H, W): along H and W, and
+    along D in 3D; outside the grid counts as 0."""
+    p = np.pad(plane.astype(np.int32), 1)
+    n = p[1:-1, :-2, 1:-1] + p[1:-1, 2:, 1:-1] + p[1:-1, 1:-1, :-2] + p[1:-1, 1:-1, 2:]
+    if ndim == 3:
+        n += p[:-2, 1:-1, 1:-1] + p[2:, 1:-1, 1:-1]
+    return n
 
 
 def phase_contexts(z: np.ndarray, k: int, phase: int, ndim: int):
-    """(flat positions within channel k, context indices) of one phase, in coding order."""
-    size = z[0].size
-    pos = np.empty((size + 1) // 2, dtype=np.int64)
-    ctx = np.empty((size + 1) // 2, dtype=np.int32)
-    m = _phase_contexts(z, k, phase, ndim, pos, ctx)
-    return pos[:m], ctx[:m]
+    """(flat positions within channel k, context indices) of one phase, in coding order.
+
+    ``z`` (K, D, H, W) needs to hold only what comes before channel k's phase in §5.1 order:
+    a phase-1 position's neighbours in its own channel are all of phase 0."""
+    _, nd, nh, nw = z.shape
+    d, h, w = np.ogrid[:nd, :nh, :nw]
+    pos = np.flatnonzero(((d + h + w) % 2 == phase).reshape(-1))  # raster order
+    a = np.zeros(nd * nh * nw, dtype=np.int32)
+    if k >= 1:
+        a += z[k - 1].reshape(-1)
+    if k >= 2:
+        a += 2 * z[k - 2].reshape(-1).astype(np.int32)
+    src = k if phase == 1 else k - 1  # the channel whose neighbours give n
+    span = 2 * ndim + 1
+    ctx = ((2 * k + phase) * 4 + a[pos]) * span
+    if src >= 0:
+        ctx += _neighbour_sums(z[src], ndim).reshape(-1)[pos]
+    return pos.astype(np.int64), ctx.astype(np.int32)
 
 
 def threshold(logits: np.ndarray) -> np.ndarray:

@@ -110,6 +110,43 @@ def test_contexts_follow_the_spec_on_a_small_example():
     assert pos[2] == 4 and ctx[2] == ((2 * 1 + 0) * 4 + 1) * span + 1
 
 
+def _spec_contexts(z4, k, phase, ndim):
+    """§5.1-§5.2 read literally, one position at a time."""
+    _, nd, nh, nw = z4.shape
+    src = k if phase == 1 else k - 1
+    pos, ctx = [], []
+    for d in range(nd):
+        for h in range(nh):
+            for w in range(nw):
+                if (d + h + w) % 2 != phase:
+                    continue
+                a = (int(z4[k - 1, d, h, w]) if k >= 1 else 0) + \
+                    (2 * int(z4[k - 2, d, h, w]) if k >= 2 else 0)
+                n = 0
+                if src >= 0:
+                    steps = [(0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)] + \
+                        ([(-1, 0, 0), (1, 0, 0)] if ndim == 3 else [])
+                    for dd, dh, dw in steps:
+                        if 0 <= d + dd < nd and 0 <= h + dh < nh and 0 <= w + dw < nw:
+                            n += int(z4[src, d + dd, h + dh, w + dw])
+                pos.append((d * nh + h) * nw + w)
+                ctx.append(((2 * k + phase) * 4 + a) * (2 * ndim + 1) + n)
+    return pos, ctx
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 6), st.integers(1, 6),
+       st.booleans(), st.integers(0, 2 ** 32 - 1))
+def test_contexts_equal_the_spec_read_one_position_at_a_time(k, nd, nh, nw, three, seed):
+    ndim = 3 if three else 2
+    shape = (k, nd, nh, nw) if three else (k, nh, nw)
+    z4 = bits.as_grid4(np.random.default_rng(seed).integers(0, 2, shape, dtype=np.uint8))
+    for c in range(k):
+        for phase in (0, 1):
+            pos, ctx = bits.phase_contexts(z4, c, phase, ndim)
+            assert (pos.tolist(), ctx.tolist()) == _spec_contexts(z4, c, phase, ndim)
+
+
 def test_garbage_payload_gives_bits_or_a_format_error():
     from segcodec.errors import SgcFormatError
     table = np.full(bits.n_contexts(2, 3), 30000)
