@@ -14,6 +14,7 @@
     python -m bench fuzz                            # 100,000 structure-aware inputs
     python -m bench attacks                         # the audit's attack files: time, memory
     python -m bench domain --data ../shared/data    # what the domain check refuses
+    python -m bench encoders --data ../shared/data  # the numpy encoder against torch's C
 
 Each module's --help lists its options; ``--smoke`` (where offered) runs on fixtures/
 and writes to a scratch folder unless --out says otherwise.
@@ -24,7 +25,8 @@ import tempfile
 from pathlib import Path
 
 COMMANDS = ("rate", "ablation", "speed", "latency", "figures", "evaluate", "load",
-            "references", "startup", "validation", "cohort", "fuzz", "attacks", "domain")
+            "references", "startup", "validation", "cohort", "fuzz", "attacks", "domain",
+            "encoders")
 SMOKE_OUT = Path(tempfile.gettempdir()) / "segcodec-bench-smoke"
 
 

@@ -56,9 +56,8 @@ def _features(model: zoo.Model, image: np.ndarray) -> np.ndarray:
     """C's appearance features of one photograph, as ``api.compress`` computes them."""
     p = api.prepare(image, model=model, force=True)
     activations: list = []
-    with torch.no_grad():
-        model.net.compressor(api.working_grid(p), activations)
-    return domain.appearance_features(activations)[0]
+    model.compressor(api.working_grid(p), activations)
+    return domain.appearance_features([a[None] for a in activations])[0]
 
 
 def small_models(train: list[np.ndarray], test: list[np.ndarray], subsets: int,

@@ -124,7 +124,7 @@ def stages(case: Sample, repeat: int) -> dict:
         prep = lambda: api.working_grid(api.prepare(case.array, kind=case.kind, model=m,
                                                     force=True))
         x = prep()
-        logits = m.net.compressor(x)[0].numpy()
+        logits = m.compressor(x)
         z = bits.threshold(logits)
         sym, ctx = bits.coding_order(z, header.ndim)
         latents = torch.from_numpy(z.astype(np.float32))[None]
@@ -132,7 +132,7 @@ def stages(case: Sample, repeat: int) -> dict:
         class_logits = m.net.segmentor(feature)
         enc = {
             "validate + normalise + resample": prep,
-            "C (network)": lambda: m.net.compressor(x),
+            "C (network)": lambda: m.compressor(x),  # numpy, as encode runs it
             "threshold": lambda: bits.threshold(logits),
             "contexts (bits.coding_order)": lambda: bits.coding_order(z, header.ndim),
             "range coding": lambda: entropy.range_code(sym, ctx, m.table),

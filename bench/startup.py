@@ -1,14 +1,18 @@
-"""How long the light commands take to start, against ``python -c pass`` in the same run.
+"""How long the clinic's commands take as whole processes, against ``python -c pass`` in the
+same run, and how big their install is.
 
-    python -m bench startup [--repeat 10] [--out bench/results]
+    python -m bench startup [--repeat 10] [--python .venv-clinic/bin/python] [--out ...]
 
-``--help``, ``--version``, ``info`` and ``models`` import neither torch nor numba, so they
-should cost little more than the interpreter itself; ``encode`` (which needs torch) is
-measured beside them for scale.  Medians of ``--repeat`` fresh processes, alternated.
+``--help``, ``--version``, ``info``, ``models`` and ``encode`` (C in numpy) import neither
+torch nor numba; ``send`` encodes, uploads to a ``segcodec serve`` on loopback (started from
+this interpreter) and decodes the label stream.  ``--python`` runs the commands with another
+environment's interpreter, such as a fresh venv of ``pip install segcodec`` with no extra,
+whose site-packages size is reported.  Medians of ``--repeat`` fresh processes, alternated.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -17,7 +21,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import FIXTURES, RESULTS, command, machine, write_outputs
+from .common import FIXTURES, RESULTS, LocalServer, command, machine, write_outputs
+
+
+def site_packages_mb(python: str) -> float:
+    """Size of the environment's site-packages (purelib and platlib), in MB."""
+    out = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'));"
+                          "print(sysconfig.get_path('platlib'))"],
+                         check=True, capture_output=True, text=True).stdout.split()
+    total = 0
+    for folder in sorted(set(out)):
+        for root, _, files in os.walk(folder):
+            total += sum(os.path.getsize(os.path.join(root, f)) for f in files
+                         if not os.path.islink(os.path.join(root, f)))
+    return round(total / 1e6, 1)
 
 
 def _seconds(argv: list[str]) -> float:
@@ -31,31 +48,46 @@ def main(argv=None) -> dict:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--smoke", action="store_true", help="2 repeats")
+    ap.add_argument("--python", help="the interpreter to run the commands with (default: this)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     repeat = 2 if args.smoke else args.repeat
-    cli = [sys.executable, "-m", "segcodec.cli.main"]
-    with tempfile.TemporaryDirectory() as tmp:
+    python = args.python or sys.executable
+    cli = [python, "-m", "segcodec.cli.main"]
+    with tempfile.TemporaryDirectory() as tmp, LocalServer("--device", "cpu") as server:
         image = Path(tmp) / "a.jpg"
         shutil.copy(FIXTURES / "isic" / "ISIC_0001769.jpg", image)
+        volume = Path(tmp) / "v.nii.gz"
+        shutil.copy(FIXTURES / "hippocampus" / "hippocampus_019.nii.gz", volume)
         subprocess.run(cli + ["encode", str(image)], check=True, capture_output=True)
-        commands = {"python -c pass": [sys.executable, "-c", "pass"],
+        commands = {"python -c pass": [python, "-c", "pass"],
                     "segcodec --help": cli + ["--help"],
                     "segcodec --version": cli + ["--version"],
                     "segcodec info": cli + ["info", str(image.with_suffix(".sgc"))],
                     "segcodec models": cli + ["models"],
-                    "segcodec encode (torch)": cli + ["encode", str(image), "--force"]}
+                    "segcodec encode (a JPEG)": cli + ["encode", str(image), "--force",
+                                                       "-o", f"{tmp}/b.sgc"],
+                    "segcodec encode (a NIfTI volume)": cli + ["encode", str(volume), "-o",
+                                                               f"{tmp}/c.sgc", "--force"],
+                    "segcodec send (a NIfTI volume)": cli + [
+                        "send", str(volume), "--remote", server.url, "-o",
+                        f"{tmp}/c.labels.nii.gz", "--force"]}
         times = {name: [] for name in commands}
         for _ in range(repeat):
             for name, args_ in commands.items():
                 times[name].append(_seconds(args_))
+        has_torch = subprocess.run([python, "-c", "import torch"],
+                                   capture_output=True).returncode == 0
     base = statistics.median(times["python -c pass"])
     rows = [{"command": name, "median_s": round(statistics.median(t), 4),
              "ratio_to_python": round(statistics.median(t) / base, 2)}
             for name, t in times.items()]
     result = {"command": command("startup", argv), "machine": machine(), "repeat": repeat,
-              "rows": rows}
+              "rows": rows, "torch_installed": has_torch,
+              "site_packages_mb": site_packages_mb(python)}
     lines = ["# Start-up time", "", f"`{result['command']}`", "",
+             f"Environment: {python} ({'with' if has_torch else 'without'} torch; "
+             f"site-packages {result['site_packages_mb']} MB).", "",
              "| command | median s | x `python -c pass` |", "|---|---|---|"]
     lines += [f"| {r['command']} | {r['median_s']:.3f} | {r['ratio_to_python']:.1f} |"
               for r in rows]

@@ -19,7 +19,7 @@ from segcodec import batch, destinations, modelfiles
 from segcodec import io as sgio
 from segcodec.errors import os_error
 
-from .common import device_option, fail
+from .common import device_option, fail, need_torch, threads_option
 from .service import read_token, send, serve
 from .train import export, reproduce, train
 
@@ -140,6 +140,7 @@ def _cluster_options(command):
 @_force
 @_skip
 @_cluster_options
+@threads_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def encode(paths, output, model, no_geometry, meta, volume, kind, force, skip_existing,
            scheduler, workers, quiet):
@@ -185,6 +186,7 @@ def encode(paths, output, model, no_geometry, meta, volume, kind, force, skip_ex
                    "--source) or, for several inputs, an existing folder. Default: beside the "
                    "input, as NAME.labels.<kind of the original input>.")
 @device_option
+@threads_option
 @_force
 @_skip
 @_cluster_options
@@ -200,6 +202,8 @@ def encode(paths, output, model, no_geometry, meta, volume, kind, force, skip_ex
 def segment(sgc_files, output, device, force, skip_existing, scheduler, workers, quiet, remote,
             token_file, overlay, source):
     """Turn .sgc files (or folders of them) into label maps, without rebuilding the image."""
+    if not remote:
+        need_torch("segment (g and s; or --remote URL)")
     sources = []
     for src in sgc_files:
         found = sorted(p for p in src.glob("*.sgc") if not destinations.is_hidden(p)) \
@@ -314,9 +318,11 @@ def models(as_json):
               help="Folder for cases.csv and summary.json. Default: evaluate-MODEL/.")
 @click.option("--force", is_flag=True, help="Code cases outside the model's domain too.")
 @device_option
+@threads_option
 def evaluate(model, data, output, force, device):
     """Score MODEL on a labelled data set: per-case Dice, IoU, bytes and bpp (cases.csv),
     and their means (summary.json)."""
+    need_torch("evaluate")
     from segcodec import datasets, zoo
     from segcodec import evaluate as evaluation
     out = output or Path(f"evaluate-{model}")

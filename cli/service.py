@@ -12,7 +12,7 @@ import segcodec
 from segcodec import destinations
 from segcodec.errors import naming  # errors name the file, as local `segment` does
 
-from .common import device_option, fail
+from .common import device_option, fail, need_torch, threads_option
 
 TOKEN_ENV = "SEGCODEC_TOKEN"
 
@@ -35,6 +35,7 @@ def read_token(path) -> str | None:
               help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @device_option
+@threads_option
 @click.option("--token-file", type=click.Path(path_type=Path),
               help="Require 'Authorization: Bearer <first line of this file>'.")
 @click.option("--max-body", default=1 << 20, show_default=True, type=click.IntRange(64),
@@ -62,6 +63,7 @@ def serve(host, port, device, token_file, max_body, max_queue, workers, max_batc
     Stateless: run several replicas behind any HTTP load balancer (health check /healthz).
     Plain HTTP: off a trusted network, put it behind a TLS-terminating proxy and set a token.
     """
+    need_torch("serve")
     import uvicorn
 
     from segcodec import service
@@ -87,6 +89,7 @@ def serve(host, port, device, token_file, max_body, max_queue, workers, max_batc
 
 @click.command()
 @click.argument("src", type=click.Path(path_type=Path))
+@threads_option
 @click.option("--remote", required=True, metavar="URL", help="The server, http://host:port.")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Label file (.png, .nii.gz, .npy; .dcm, a DICOM Segmentation, for a DICOM "

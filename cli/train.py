@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import fail
+from .common import fail, need_torch
 
 
 @click.command()
@@ -54,6 +54,7 @@ def train(config, data, design, rate_point, out, steps, seed, batch, teacher, pa
     Writes checkpoint.pt (resumable), log.csv, val.csv, losses.png, split.json and summary.json
     to the run folder.
     """
+    need_torch("train", "train")
     from segcodec.train import run
 
     bar = None
@@ -111,6 +112,7 @@ def _duration(seconds: float) -> str:
 def reproduce(task, data, runs, out, threads, device, cache):
     """Train and export TASK's shipped models from their recipes: the seg reference (the
     teacher), D4, and the rate point shipped. The recipes are the GPU runs' (hours on a CPU)."""
+    need_torch("reproduce", "train")
     from segcodec.train import run
     try:
         for result in run.reproduce(task, data, runs, out, threads, device, cache,
@@ -136,6 +138,7 @@ def reproduce(task, data, runs, out, threads, device, cache):
               default=Path.home() / ".cache" / "segcodec", show_default=True)
 def export(checkpoint, data, name, out, is_default, cache):
     """Turn a C+g+s training checkpoint into a zoo model file (.sgm)."""
+    need_torch("export", "train")
     from segcodec.train import export as exporter
     try:
         result = exporter.export(checkpoint, data, name, out, is_default, cache)

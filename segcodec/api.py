@@ -11,15 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from nibabel import orientations as nib_orientations
 
-from . import bits, container, domain, entropy, modelfiles, orientation, transforms, zoo
+from . import backend, bits, container, domain, entropy, inputs, modelfiles, orientation, zoo
 from . import io as sgio
 from .container import Header
 from .destinations import default_labels_path, default_sgc_path, not_the_input, sidecar_path
 from .errors import InputError, SgcFormatError, naming
-from .transforms import labels_from_logits, photo_intensities
+from .inputs import photo_intensities
 
 _DTYPE_KINDS = "biuf"  # bool, signed, unsigned, float
 
@@ -196,22 +194,23 @@ def _regular(affine: np.ndarray) -> bool:
     return bool(np.linalg.det(affine[:3, :3]) != 0)
 
 
-def working_grid(p: Prepared) -> torch.Tensor:
-    """A prepared input normalised and resampled to the model's working grid: C's input."""
-    return transforms.working_grid(p.array, p.model.manifest["normalisation"],
-                                   p.model.manifest["architecture"]["work_shape"])
+def working_grid(p: Prepared) -> np.ndarray:
+    """A prepared input normalised and resampled to the model's working grid: C's input,
+    (C, *work_shape) float64."""
+    return inputs.working_grid(p.array, p.model.manifest["normalisation"],
+                               p.model.manifest["architecture"]["work_shape"])
 
 
 def compress(p: Prepared) -> np.ndarray:
-    """C and the threshold: a prepared input's binary latents (uint8, (K, *grid)).  Unless
-    forced, C's features must look like the training images' (``domain.check_appearance``)."""
+    """C (in numpy: ``compressor``) and the threshold: a prepared input's binary latents
+    (uint8, (K, *grid)).  Unless forced, C's features must look like the training images'
+    (``domain.check_appearance``)."""
     appearance = None if p.force else p.model.appearance
     activations = None if appearance is None else []
-    with torch.no_grad():
-        logits = p.model.net.compressor(working_grid(p), activations)
+    logits = p.model.compressor(working_grid(p), activations)
     if appearance is not None:
-        domain.check_appearance(activations, appearance, p.model.name)
-    return bits.threshold(logits[0].numpy())
+        domain.check_appearance([a[None] for a in activations], appearance, p.model.name)
+    return bits.threshold(logits)
 
 
 # The 3D models whose manifests predate ``orientation`` (hippocampus-v0, -v1) code volumes as
@@ -226,7 +225,7 @@ def _check_model_orientation(m: zoo.Model, affine, where: str = "the volume") ->
     codes = m.manifest.get("orientation")
     if m.ndim != 3 or affine is None or (codes and _orientation(m, affine) is None):
         return
-    stored = "".join(nib_orientations.aff2axcodes(affine))
+    stored = orientation.codes(affine)
     if codes:
         raise InputError(f"{where} is stored in {stored} order, not {codes} as model {m.name} "
                          f"codes volumes; without its geometry its labels could not be put "
@@ -252,9 +251,8 @@ def reoriented(image, affine, *, model=None, kind: str | None = None):
     if ornt is None:
         return image, affine, lambda labels: labels
     moved = orientation.to_model(array, ornt)[0]
-    moved_affine = np.asarray(affine, dtype=np.float64) @ nib_orientations.inv_ornt_aff(
-        ornt, array.shape[1:])
-    return moved, moved_affine, lambda labels: orientation.to_input(labels, ornt)
+    return moved, orientation.moved_affine(affine, ornt, array.shape[1:]), \
+        lambda labels: orientation.to_input(labels, ornt)
 
 
 def decode(data) -> Decoded:
@@ -278,8 +276,11 @@ def decode(data) -> Decoded:
     return Decoded(header, entropy.decode(payload, m.table, header.latent_shape, header.ndim), m)
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" (a CUDA GPU where there is one), "cpu", "cuda" or "cuda:N" as a torch.device."""
+def resolve_device(device="auto"):
+    """"auto" (a CUDA GPU where there is one), "cpu", "cuda" or "cuda:N" as a torch.device;
+    ``backend.MissingExtra`` where torch is not installed (g and s need it)."""
+    backend.require_torch("segmenting")
+    import torch
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -312,6 +313,9 @@ def labels_of(items: list[Decoded], device="auto") -> list[np.ndarray]:
     """g and s on decoded files of one model, as one batch; each file's labels at its input's
     shape, in its voxel order (format_spec.md §2.3)."""
     dev = resolve_device(device)
+    import torch
+
+    from .transforms import labels_from_logits
     net = items[0].model.net_on(dev)
     with torch.no_grad():
         z = torch.from_numpy(np.stack([d.latents for d in items]).astype(np.float32)).to(dev)
@@ -430,7 +434,7 @@ def check_source_geometry(header: Header, affine, source) -> None:
     ours, theirs = header.affine, orientation.stored_affine(affine)
     if np.abs(ours - theirs).max() <= GEOMETRY_TOLERANCE_MM:
         return
-    a, b = ("".join(nib_orientations.aff2axcodes(x)) for x in (ours, theirs))
+    a, b = (orientation.codes(x) for x in (ours, theirs))
     sizes = [np.sqrt((x[:3, :3] ** 2).sum(0)) for x in (ours, theirs)]
     if a != b:
         why = f"stored in {b} order, the coded image in {a}"

@@ -101,11 +101,13 @@ def describe_photos(images) -> dict:
 
 
 def appearance_features(activations) -> np.ndarray:
-    """C's hidden activations (``Compressor.forward(x, features)``, N images) -> (N, F):
-    each channel's mean and spread over space in the last two, at C's coarsest scale."""
+    """C's hidden activations (N images, channels first: torch tensors from
+    ``networks.Compressor.forward(x, features)``, or numpy arrays) -> (N, F): each channel's
+    mean and spread over space in the last two, at C's coarsest scale."""
     pooled = []
     for a in activations[-2:]:
-        flat = a.detach().cpu().double().numpy().reshape(a.shape[0], a.shape[1], -1)
+        a = a.detach().cpu().double().numpy() if hasattr(a, "detach") else np.asarray(a, float)
+        flat = a.reshape(a.shape[0], a.shape[1], -1)
         pooled += [flat.mean(2), flat.std(2, ddof=1)]
     return np.concatenate(pooled, 1)
 

@@ -74,3 +74,74 @@ def index_entry(model_id: bytes) -> dict | None:
         if m and model_id.hex().startswith(m["hash"]):
             return {"name": name, **entry}
     return None
+
+
+# A model file's content is what ``torch.save`` wrote (format_spec.md §6): a zip holding a
+# pickle of {"manifest", "state_dict", "tables"} whose tensors point into the zip's storage
+# records.  It is read here without torch, by an unpickler that builds numpy arrays and knows
+# no other global (a pickle otherwise runs what it names).
+_STORAGE_DTYPES = {"FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2",
+                   "IntStorage": "<i4", "LongStorage": "<i8", "ShortStorage": "<i2",
+                   "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?"}
+
+
+def read_content(blob: bytes) -> dict:
+    """A model file's bytes -> its pickled dict, each tensor a read-only numpy array.  Raises
+    ValueError (or zipfile/pickle errors) for anything else."""
+    import io
+    import pickle
+    import zipfile
+
+    import numpy as np
+
+    archive = zipfile.ZipFile(io.BytesIO(blob))
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+    if len(pickles) != 1:
+        raise ValueError("not a torch.save archive (no single data.pkl)")
+    prefix = pickles[0][:-len("data.pkl")]
+    if f"{prefix}byteorder" in archive.namelist() and \
+            archive.read(f"{prefix}byteorder") != b"little":
+        raise ValueError("storage byte order is not little-endian")
+    storages: dict[str, np.ndarray] = {}
+
+    def storage(pid):
+        kind, dtype, key, _location, numel = pid
+        if kind != "storage" or not isinstance(key, str) or not isinstance(numel, int):
+            raise ValueError(f"unexpected persistent id {pid!r}")
+        if key not in storages:
+            data = np.frombuffer(archive.read(f"{prefix}data/{key}"), dtype=dtype)
+            if data.size < numel:
+                raise ValueError(f"storage {key} holds {data.size} values, not {numel}")
+            storages[key] = data[:numel]
+        return storages[key]
+
+    def tensor(data, offset, size, stride, *_):
+        size, stride = tuple(size), tuple(stride)
+        if not all(isinstance(v, int) and v >= 0 for v in (offset, *size, *stride)) or \
+                len(size) != len(stride):
+            raise ValueError("malformed tensor")
+        extent = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 \
+            if all(size) else 0
+        if extent > data.size:
+            raise ValueError("tensor reaches past its storage")
+        item = data.itemsize
+        view = np.lib.stride_tricks.as_strided(data[offset:], size,
+                                               tuple(s * item for s in stride))
+        out = np.array(view)  # owns its memory: the strided view cannot outlive a check
+        out.flags.writeable = False
+        return out
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                return tensor
+            if (module, name) == ("collections", "OrderedDict"):
+                return dict
+            if module == "torch" and name in _STORAGE_DTYPES:
+                return _STORAGE_DTYPES[name]
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a model file")
+
+        def persistent_load(self, pid):
+            return storage(pid)
+
+    return Unpickler(io.BytesIO(archive.read(pickles[0]))).load()

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .compressor import downsample
+
 # PyTorch's CPU heuristic sends a batch-1 input with batch x channels x first two sizes under
 # 20,480 to its reference convolution, not oneDNN's: for volumes with 8 channels that is about
 # 10x slower (80 ms against 6.4 ms for an 8->8 convolution on the 32x48x32 grid, one thread).
@@ -181,11 +183,6 @@ class SegCodecNet(nn.Module):
         """Training path: returns (class logits, bit probabilities, bits)."""
         p, z = latent_bits(self.compressor, x, stochastic)
         return self.decode_logits(z, features), p, z
-
-
-def downsample(arch: dict) -> int:
-    """How many grid steps of the working grid one latent covers, per axis."""
-    return arch.get("c_first_stride", 1) * 2 ** (len(arch["c_widths"]) - 1)
 
 
 def _c_and_g(arch: dict, g_channels: int) -> tuple[Compressor, Reconstructor]:

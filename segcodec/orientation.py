@@ -13,7 +13,23 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from nibabel import orientations
+
+
+def _nib():
+    """nibabel's orientations module, imported where a volume needs it (a photograph's
+    encoder does not wait for nibabel's import)."""
+    from nibabel import orientations
+    return orientations
+
+
+def codes(affine: np.ndarray) -> str:
+    """The axis codes of an affine's voxel axes, such as "LPS"."""
+    return "".join(_nib().aff2axcodes(affine))
+
+
+def moved_affine(affine: np.ndarray, ornt: np.ndarray, shape) -> np.ndarray:
+    """The affine of a volume of spatial ``shape`` after ``ornt`` (``transform``)."""
+    return np.asarray(affine, dtype=np.float64) @ _nib().inv_ornt_aff(ornt, shape)
 
 
 def stored_affine(affine: np.ndarray) -> np.ndarray:
@@ -35,7 +51,7 @@ def transform(affine: np.ndarray | None, codes: str | None) -> np.ndarray | None
 
 
 @functools.lru_cache(maxsize=256)
-def _transform(block: bytes, codes: tuple) -> np.ndarray | None:
+def _transform(block: bytes, target: tuple) -> np.ndarray | None:
     """``transform`` of a stored affine's 3x3 block (float64 bytes), computed once per block
     (nibabel's SVD and checks cost more than the rest of preprocessing a volume)."""
     affine = np.eye(4)
@@ -43,7 +59,7 @@ def _transform(block: bytes, codes: tuple) -> np.ndarray | None:
     source = _io_orientation(affine)
     if np.isnan(source).any():
         raise ValueError("the affine is singular (a voxel axis of size 0): no orientation")
-    ornt = orientations.ornt_transform(source, orientations.axcodes2ornt(codes))
+    ornt = _nib().ornt_transform(source, _nib().axcodes2ornt(target))
     identity = np.array([[i, 1] for i in range(len(ornt))], dtype=float)
     return None if np.array_equal(ornt, identity) else ornt
 
@@ -58,7 +74,7 @@ def _io_orientation(affine: np.ndarray) -> np.ndarray:
     nonzero = block != 0
     if not (np.isfinite(block).all() and (nonzero.sum(0) == 1).all()
             and (nonzero.sum(1) == 1).all()):
-        return orientations.io_orientation(affine)
+        return _nib().io_orientation(affine)
     rows = nonzero.argmax(0)
     return np.stack([rows, np.sign(block[rows, [0, 1, 2]])], axis=1).astype(np.float64)
 
@@ -67,7 +83,7 @@ def to_model(array: np.ndarray, ornt: np.ndarray | None) -> np.ndarray:
     """Channels-first volume (C, I, J, K) -> the same in the model's orientation."""
     if ornt is None:
         return array
-    return np.stack([orientations.apply_orientation(c, ornt) for c in array])
+    return np.stack([_nib().apply_orientation(c, ornt) for c in array])
 
 
 def model_shape(shape: tuple[int, ...], ornt: np.ndarray | None) -> tuple[int, ...]:
@@ -95,4 +111,4 @@ def to_input(labels: np.ndarray, ornt: np.ndarray | None) -> np.ndarray:
     back = np.zeros_like(ornt)
     for axis, (target, flip) in enumerate(ornt):
         back[int(target)] = (axis, flip)
-    return np.ascontiguousarray(orientations.apply_orientation(labels, back))
+    return np.ascontiguousarray(_nib().apply_orientation(labels, back))

@@ -11,50 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
-
-
-def photo_intensities(array: np.ndarray, who: str = "this model") -> np.ndarray:
-    """A photograph (for ``fixed`` normalisation) on its 0..255 scale.
-
-    uint8 and uint16 are read at their full range (uint16 65535 -> 255), other integer
-    types (an ``np.array`` of Python ints is int64) by their values as 8 or 16 bits, bool as
-    0/255, and floats in the convention of skimage and torchvision, [0, 1]; anything else is
-    refused rather than coded as a near-black or saturated image.
-    """
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8) * np.uint8(255)
-    # A grey image out of a photograph's range is most likely a CT or MR slice: no rescaling
-    # would make it one of this model's photographs.
-    grey = array.ndim == 3 and array.shape[0] == 1
-    slice_hint = "a grey image of such values is more likely a CT or MR slice, which needs a " \
-        "model trained on those (--model)"
-    extra = f"; {slice_hint}" if grey else ""
-    if array.dtype.kind in "iu":
-        if array.min() < 0:
-            raise InputError(f"{who} takes photographs; this {array.dtype} image has negative "
-                             f"values{extra}")
-        top = np.iinfo(array.dtype).max if array.dtype in (np.uint8, np.uint16) else \
-            255 if array.max() <= 255 else 65535 if array.max() <= 65535 else None
-        if top is None:
-            raise InputError(f"{who} takes 8- or 16-bit photographs; this {array.dtype} "
-                             f"image reaches {array.max()}{extra}")
-        return _scaled(array, 255.0 / top)
-    low, high = float(array.min()), float(array.max())
-    if low < 0 or high > 1:
-        advice = slice_hint if grey else "scale it, or pass uint8 for 0..255"
-        raise InputError(f"{who} takes float images in [0, 1] (this one spans "
-                         f"{low:g}..{high:g}); {advice}")
-    return _scaled(array, 255.0)
-
-
-def _scaled(array: np.ndarray, factor: float) -> np.ndarray:
-    """``array.astype(np.float64) * factor`` (in its layout), without a second copy."""
-    out = array.astype(np.float64)
-    out *= factor
-    return out
+from .inputs import photo_intensities  # noqa: F401 (re-exported for training)
 
 
 def normalise(image: np.ndarray, spec: dict) -> torch.Tensor:

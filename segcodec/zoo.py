@@ -14,27 +14,32 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from . import domain, entropy
+from .compressor import Compressor, downsample, latent_shape
 from .container import MODEL_ID_BYTES
 from .errors import SgcError, UnknownModelError
-from .networks import SegCodecNet, downsample
 
 from . import modelfiles
+
+if TYPE_CHECKING:
+    from .networks import SegCodecNet
 from .modelfiles import _NAME, BUILTIN_DIR, PATH_ENV, SUFFIX, model_dirs, model_files  # noqa: F401 (re-exported)
 
 
 @dataclass
 class Model:
-    """A loaded model: C, g and s, its entropy table and its manifest."""
+    """A loaded model: its manifest, entropy table and weights; C in numpy (``compressor``),
+    which is all encoding needs; C, g and s in torch (``net``), built on first use."""
     model_id: bytes
     path: Path
     manifest: dict
     table: np.ndarray
-    net: SegCodecNet
+    weights: dict  # state-dict name -> read-only numpy array
+    compressor: Compressor
     _on_device: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -52,7 +57,15 @@ class Model:
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        return self.net.latent_shape()
+        return latent_shape(self.manifest["architecture"])
+
+    @property
+    def net(self) -> "SegCodecNet":
+        """C, g and s as a torch network on the CPU (needs torch: the server's side)."""
+        with self._lock:
+            if "cpu" not in self._on_device:
+                self._on_device["cpu"] = _network(self)
+            return self._on_device["cpu"]
 
     @property
     def labels(self) -> list[str]:
@@ -74,12 +87,15 @@ class Model:
         return None if entry is None else {
             k: np.asarray(v) if isinstance(v, list) else v for k, v in entry.items()}
 
-    def net_on(self, device: torch.device) -> SegCodecNet:
-        """The network on ``device``, copied there once and shared by later calls."""
+    def net_on(self, device) -> "SegCodecNet":
+        """The network on ``device`` (a torch.device), copied there once and shared by later
+        calls."""
+        if device.type == "cpu":
+            return self.net
+        net = self.net
         with self._lock:
             if device not in self._on_device:
-                self._on_device[device] = self.net if device.type == "cpu" \
-                    else _copy_to(self.net, device)
+                self._on_device[device] = _copy_to(net, device)
             return self._on_device[device]
 
     def describe(self) -> dict:
@@ -92,7 +108,25 @@ class Model:
                 "latent_shape": list(self.latent_shape), "file": str(self.path)}
 
 
-def _copy_to(net: SegCodecNet, device: torch.device) -> SegCodecNet:
+def _network(m: Model) -> "SegCodecNet":
+    from . import backend
+    backend.require_torch("segment")
+    import torch
+    if backend.torch_threads():
+        torch.set_num_threads(backend.torch_threads())
+
+    from .networks import SegCodecNet
+    try:
+        net = SegCodecNet(m.manifest["architecture"])
+        net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in m.weights.items()})
+    except Exception as exc:  # key and shape errors alike
+        raise SgcError(f"model file {m.path.name} is not a valid segcodec model "
+                       f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from exc
+    return net.eval()
+
+
+def _copy_to(net: "SegCodecNet", device) -> "SegCodecNet":
+    from .networks import SegCodecNet
     clone = SegCodecNet(net.arch)
     clone.load_state_dict(net.state_dict())
     return clone.to(device).eval()
@@ -145,22 +179,24 @@ def load_file(path: Path) -> Model:
         raise SgcError(f"model file {path.name} does not match its hash (sha256 {digest[:8]}…);"
                        " it is corrupted or misnamed")
     try:
-        content = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        content = modelfiles.read_content(blob)
         manifest = json.loads(content["manifest"])
         arch = check_architecture(manifest["architecture"])
         domain.validate(manifest.get("domain"), arch)
         if not isinstance(manifest.get("name"), str) or not isinstance(manifest.get("labels"),
                                                                         list):
             raise SgcError("manifest lacks a name or labels")
-        table = entropy.check_table(content["tables"].numpy(), arch["latent_channels"],
-                                    arch["ndim"])
-        net = SegCodecNet(arch)
-        net.load_state_dict(content["state_dict"])
+        table = entropy.check_table(content["tables"], arch["latent_channels"], arch["ndim"])
+        weights = content["state_dict"]
+        if not isinstance(weights, dict) or not all(
+                isinstance(k, str) and isinstance(v, np.ndarray) for k, v in weights.items()):
+            raise SgcError("state_dict is not a dict of tensors")
+        compressor = Compressor(arch, weights)  # g and s are checked where they are built
     except Exception as exc:  # pickle, zip, key, type and shape errors alike
         raise SgcError(f"model file {path.name} is not a valid segcodec model "
                        f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from exc
-    net.eval()
-    return Model(bytes.fromhex(digest[:2 * MODEL_ID_BYTES]), path, manifest, table, net)
+    return Model(bytes.fromhex(digest[:2 * MODEL_ID_BYTES]), path, manifest, table, weights,
+                 compressor)
 
 
 _cache: dict[bytes, Model] | None = None
@@ -276,13 +312,12 @@ def default_for(ndim: int) -> Model:
     index = modelfiles.read_index()
     name = index["defaults"].get(f"{ndim}d")
     file = index["models"].get(name, {}).get("file")
-    hits = [m for m in installed().values()
-            if m.path.name == file and modelfiles.is_builtin(m.path)]
-    if not hits:
+    path = BUILTIN_DIR / file if file else None
+    if path is None or not path.is_file():
         raise UnknownModelError(f"no default {ndim}D model is installed; name one with --model")
-    with _cache_lock:
-        _defaults[ndim] = hits[0]
-    return hits[0]
+    with _cache_lock:  # that file alone: an encode need not load every model
+        _defaults[ndim] = _load(path)
+    return _defaults[ndim]
 
 
 def write_model_file(out_dir: Path, manifest: dict, state_dict: dict,
@@ -291,6 +326,7 @@ def write_model_file(out_dir: Path, manifest: dict, state_dict: dict,
     arch = manifest["architecture"]
     table = entropy.check_table(table, arch["latent_channels"], arch["ndim"])
     domain.validate(manifest.get("domain"), arch)  # never write a file the loader refuses
+    import torch
     buf = io.BytesIO()
     torch.save({"manifest": json.dumps(manifest, sort_keys=True),
                 "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},

@@ -13,7 +13,7 @@ def test_try_it_runs_twice():
     # The install is this checkout's (done by CI); the rest runs as a user types it.
     commands = block.split(" && ")
     assert commands[:4] == ["python -m venv .venv", ". .venv/bin/activate",
-                            "pip install torch==2.13.0", "pip install -e ."]
+                            "pip install torch==2.13.0", 'pip install -e ".[server]"']
     script = " && ".join(commands[4:])
     assert "segcodec segment" in script
     bin_dir = Path(sys.executable).parent

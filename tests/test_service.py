@@ -567,7 +567,10 @@ def test_half_open_requests_are_closed_and_real_ones_answered(files, app):
             idle.append(s)
         for s in idle:  # each is closed by the server: recv sees the end, not a timeout
             s.settimeout(30)
-            assert s.recv(100) == b""
+            try:  # by its deadline (the end), or to make room for the eighth (maybe a reset)
+                assert s.recv(100) == b""
+            except ConnectionResetError:
+                pass
             s.close()
         r = httpx.post(f"{url}/v1/segment", content=files[0][1], timeout=30)
         assert r.status_code == 200

@@ -1,0 +1,127 @@
+"""An input as C takes it, in numpy: a photograph's intensities, the manifest's normalisation,
+and linear resampling to the model's working grid.
+
+The clinic's encoder (``api.encode``, with ``compressor.Compressor``) builds C's input here,
+in float64, without torch.  Training and the bench build theirs in torch
+(``transforms.working_grid``): the same formulas, which the tests hold to agree within float32
+rounding.  The resampling is PyTorch's ``interpolate`` (linear, ``align_corners=False``;
+antialiased when a 2D image shrinks) written as one weight matrix per axis.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .errors import InputError
+
+
+def photo_intensities(array: np.ndarray, who: str = "this model") -> np.ndarray:
+    """A photograph (for ``fixed`` normalisation) on its 0..255 scale.
+
+    uint8 and uint16 are read at their full range (uint16 65535 -> 255), other integer
+    types (an ``np.array`` of Python ints is int64) by their values as 8 or 16 bits, bool as
+    0/255, and floats in the convention of skimage and torchvision, [0, 1]; anything else is
+    refused rather than coded as a near-black or saturated image.
+    """
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * np.uint8(255)
+    # A grey image out of a photograph's range is most likely a CT or MR slice: no rescaling
+    # would make it one of this model's photographs.
+    grey = array.ndim == 3 and array.shape[0] == 1
+    slice_hint = "a grey image of such values is more likely a CT or MR slice, which needs a " \
+        "model trained on those (--model)"
+    extra = f"; {slice_hint}" if grey else ""
+    if array.dtype.kind in "iu":
+        if array.min() < 0:
+            raise InputError(f"{who} takes photographs; this {array.dtype} image has negative "
+                             f"values{extra}")
+        top = np.iinfo(array.dtype).max if array.dtype in (np.uint8, np.uint16) else \
+            255 if array.max() <= 255 else 65535 if array.max() <= 65535 else None
+        if top is None:
+            raise InputError(f"{who} takes 8- or 16-bit photographs; this {array.dtype} "
+                             f"image reaches {array.max()}{extra}")
+        return _scaled(array, 255.0 / top)
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 1:
+        advice = slice_hint if grey else "scale it, or pass uint8 for 0..255"
+        raise InputError(f"{who} takes float images in [0, 1] (this one spans "
+                         f"{low:g}..{high:g}); {advice}")
+    return _scaled(array, 255.0)
+
+
+def _scaled(array: np.ndarray, factor: float) -> np.ndarray:
+    """``array.astype(np.float64) * factor`` (in its layout), without a second copy."""
+    out = array.astype(np.float64)
+    out *= factor
+    return out
+
+
+def normalise(image: np.ndarray, spec: dict) -> np.ndarray:
+    """Channels-first image (C, *spatial), any real dtype -> float64 (C, *spatial), by the
+    manifest's ``normalisation`` (``transforms.normalise`` says what each kind is)."""
+    if spec["kind"] == "zscore":
+        x = np.asarray(image)
+        if not np.can_cast(x.dtype, np.float32, "safe"):
+            x = x.astype(np.float32)  # intensities as float32 holds them, as training read them
+        x = x.astype(np.float64)
+        std = float(x.std(ddof=1)) if x.size > 1 else 0.0  # torch.std's default: unbiased
+        x -= x.mean()
+        x /= std if std > 0 else 1.0
+        return x
+    x = np.asarray(image, dtype=np.float32).astype(np.float64)
+    if spec["kind"] == "fixed":
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        mean = np.asarray(spec["mean"], dtype=np.float64).reshape(shape)
+        std = np.asarray(spec["std"], dtype=np.float64).reshape(shape)
+        return (x * spec["scale"] - mean) / std
+    if spec["kind"] == "ct":
+        return (np.clip(x, spec["low"], spec["high"]) - spec["mean"]) / spec["std"]
+    raise ValueError(f"unknown normalisation {spec['kind']!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _weights(size_in: int, size_out: int, antialias: bool) -> np.ndarray:
+    """(size_out, size_in) linear resampling weights along one axis, as PyTorch computes them
+    with ``align_corners=False``: a triangle filter, widened to the shrink factor and
+    renormalised at the edges where ``antialias``."""
+    scale = size_in / size_out
+    w = np.zeros((size_out, size_in))
+    if antialias:
+        support = max(scale, 1.0)
+        for i in range(size_out):
+            centre = scale * (i + 0.5)
+            lo = max(int(centre - support + 0.5), 0)
+            hi = min(int(centre + support + 0.5), size_in)
+            taps = np.maximum(0.0, 1.0 - np.abs((np.arange(lo, hi) - centre + 0.5) / support))
+            w[i, lo:hi] = taps / taps.sum()
+    else:
+        for i in range(size_out):
+            src = max(scale * (i + 0.5) - 0.5, 0.0)
+            lo = int(src)
+            hi = min(lo + 1, size_in - 1)
+            frac = src - lo
+            w[i, lo] += 1.0 - frac
+            w[i, hi] += frac
+    w.flags.writeable = False
+    return w
+
+
+def resample(x: np.ndarray, shape) -> np.ndarray:
+    """Linear resampling of (C, *spatial) to ``shape``; antialiased when shrinking in 2D."""
+    shape = tuple(int(s) for s in shape)
+    if tuple(x.shape[1:]) == shape:
+        return x
+    antialias = len(shape) == 2 and any(t < s for t, s in zip(shape, x.shape[1:]))
+    for axis, size in enumerate(shape, start=1):
+        if x.shape[axis] != size or antialias:
+            w = _weights(x.shape[axis], size, antialias)
+            x = np.moveaxis(np.tensordot(w, x, axes=([1], [axis])), 0, axis)
+    return x
+
+
+def working_grid(image: np.ndarray, spec: dict, shape) -> np.ndarray:
+    """Channels-first image -> C's input (C, *shape), float64."""
+    return resample(normalise(image, spec), shape)
