@@ -36,7 +36,7 @@ from segcodec.train import data as datasets
 from segcodec.train import export, loop, recipes
 from segcodec.transforms import labels_from_logits, working_grid
 
-from .common import NDIM, RESULTS, Sample, Segmentor, checkpoint, n_classes, untrained
+from .common import NDIM, REPO, RESULTS, Sample, Segmentor, checkpoint, n_classes, untrained
 
 SIDE_BYTES = 8  # float32 min and max of a volume, to undo the 8-bit scaling
 _COM = b"\xff\x64"  # JPEG 2000 comment marker
@@ -636,7 +636,9 @@ def peer_settings(rate_path: Path = RESULTS / "rate.json") -> dict:
     it has none.
     """
     result = json.loads(rate_path.read_text()) if rate_path.exists() else {"rows": []}
-    source = str(rate_path) + (" (smoke run: untrained networks)"
+    shown = rate_path.resolve()  # relative to the checkout: no machine's path in a result
+    shown = shown.relative_to(REPO) if shown.is_relative_to(REPO) else rate_path
+    source = str(shown) + (" (smoke run: untrained networks)"
                                if result.get("settings", {}).get("smoke") else "")
     out = {}
     for task, ndim in NDIM.items():

@@ -1,7 +1,7 @@
 """What the two wire formats share: the ``.sgc`` file (format_spec.md §1-§5, ``container``) and
 the label stream (§7, ``labelcodec``).
 
-- varints (§1.5): little-endian base 128, at most 3 bytes, minimal;
+- varints (the preamble of format_spec.md): little-endian base 128, at most 3 bytes, minimal;
 - a ``Reader`` of named, range-checked fields, whose errors name the field and the format;
 - the geometry section (§2): a 3x4 float32 affine, or 6 floats when it is axis-aligned;
 - the CRC-32 trailer (§1.8);
