@@ -192,6 +192,25 @@ def mean_dice(labels: np.ndarray, truth: np.ndarray, task: str) -> float:
     return statistics.fmean(metrics.scores(labels, truth, n_classes(task))["dice"])
 
 
+def byte_edits(data: bytes, rng) -> bytes:
+    """One to four random edits of ``data`` (the fuzzers'): a byte replaced, a run of up to
+    five deleted (or everything from a point: a truncation), or up to five random bytes
+    inserted."""
+    b = bytearray(data)
+    for _ in range(int(rng.integers(1, 5))):
+        i = int(rng.integers(len(b) + 1))
+        op = rng.integers(4)
+        if op == 0 and i < len(b):
+            b[i] = int(rng.integers(256))
+        elif op == 1:
+            del b[i:i + int(rng.integers(1, 6))]
+        elif op == 2:
+            del b[i:]
+        else:
+            b[i:i] = rng.bytes(int(rng.integers(1, 6)))
+    return bytes(b)
+
+
 # Timing and memory
 
 def timed(fn, *args):

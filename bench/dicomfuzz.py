@@ -19,6 +19,8 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import UID
 
+from .common import byte_edits
+
 SEED_FILES = ("CT_small.dcm", "MR_small.dcm", "SC_rgb_small_odd.dcm", "examples_palette.dcm",
               "SC_rgb_rle_2frame.dcm", "rtdose_1frame.dcm", "liver_1frame.dcm",
               "MR_small_bigendian.dcm", "JPEG2000.dcm", "SC_rgb_jpeg.dcm", "MR_truncated.dcm",
@@ -100,17 +102,7 @@ def _written(ds: pydicom.Dataset, path: Path) -> bool:
 
 
 def _byte_edits(path: Path, rng) -> None:
-    data = bytearray(path.read_bytes())
-    for _ in range(int(rng.integers(1, 4))):
-        i = int(rng.integers(len(data) + 1))
-        op = rng.integers(3)
-        if op == 0 and i < len(data):
-            data[i] = int(rng.integers(256))
-        elif op == 1:
-            del data[i:]  # truncated
-        else:
-            data[i:i] = rng.bytes(int(rng.integers(1, 9)))
-    path.write_bytes(bytes(data))
+    path.write_bytes(byte_edits(path.read_bytes(), rng))
 
 
 def series_of(ds: pydicom.Dataset, slices: int = 4) -> list[pydicom.Dataset]:

@@ -30,7 +30,7 @@ import segcodec
 from segcodec import container, labelcodec, wire, zoo
 
 from . import dicomfuzz
-from .common import FIXTURES, RESULTS, command, machine, status_kb, write_outputs
+from .common import FIXTURES, RESULTS, byte_edits, command, machine, status_kb, write_outputs
 
 SIDES = (0, 1, 2, 7, 8, 35, 64, 127, 128, 255, 256, 4096, 4097, 65535, 65536, (1 << 21) - 1)
 
@@ -113,17 +113,8 @@ def _mutated_labels(rng) -> bytes:
 
 
 def _byte_edits(blob: bytes, rng) -> bytes:
-    b = bytearray(blob[:-4])
-    for _ in range(int(rng.integers(1, 5))):
-        i = int(rng.integers(len(b) + 1))
-        op = rng.integers(3)
-        if op == 0 and i < len(b):
-            b[i] = int(rng.integers(256))
-        elif op == 1:
-            del b[i:i + int(rng.integers(1, 6))]
-        else:
-            b[i:i] = rng.bytes(int(rng.integers(1, 6)))
-    return wire.with_crc(bytes(b))
+    """Edits of a file's bytes before its CRC, the CRC then repaired."""
+    return wire.with_crc(byte_edits(blob[:-4], rng))
 
 
 def run_one(blob: bytes) -> str:
