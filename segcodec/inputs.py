@@ -13,6 +13,7 @@ import functools
 
 import numpy as np
 
+from . import backend
 from .errors import InputError
 
 
@@ -59,69 +60,86 @@ def _scaled(array: np.ndarray, factor: float) -> np.ndarray:
     return out
 
 
-def normalise(image: np.ndarray, spec: dict) -> np.ndarray:
-    """Channels-first image (C, *spatial), any real dtype -> float64 (C, *spatial), by the
-    manifest's ``normalisation`` (``transforms.normalise`` says what each kind is)."""
-    if spec["kind"] == "zscore":
-        x = np.asarray(image)
-        if not np.can_cast(x.dtype, np.float32, "safe"):
-            x = x.astype(np.float32)  # intensities as float32 holds them, as training read them
-        x = x.astype(np.float64)
-        std = float(x.std(ddof=1)) if x.size > 1 else 0.0  # torch.std's default: unbiased
-        x -= x.mean()
-        x /= std if std > 0 else 1.0
-        return x
-    x = np.asarray(image, dtype=np.float32).astype(np.float64)
+def _affine(spec: dict, x: np.ndarray) -> tuple:
+    """The normalisation as (scale, offset) per channel, broadcasting over (C, *spatial):
+    ``fixed`` and ``ct`` from the manifest, ``zscore`` from the image (mean and the unbiased
+    std, as torch.std; float64 sums)."""
+    shape = (-1,) + (1,) * (x.ndim - 1)
     if spec["kind"] == "fixed":
-        shape = (-1,) + (1,) * (x.ndim - 1)
-        mean = np.asarray(spec["mean"], dtype=np.float64).reshape(shape)
         std = np.asarray(spec["std"], dtype=np.float64).reshape(shape)
-        return (x * spec["scale"] - mean) / std
+        return spec["scale"] / std, -np.asarray(spec["mean"], dtype=np.float64).reshape(shape) / std
     if spec["kind"] == "ct":
-        return (np.clip(x, spec["low"], spec["high"]) - spec["mean"]) / spec["std"]
+        return 1.0 / spec["std"], -spec["mean"] / spec["std"]
+    if spec["kind"] == "zscore":
+        mean = float(x.mean(dtype=np.float64))
+        std = float(x.std(ddof=1, dtype=np.float64)) if x.size > 1 else 0.0
+        std = std if std > 0 else 1.0
+        return 1.0 / std, -mean / std
     raise ValueError(f"unknown normalisation {spec['kind']!r}")
 
 
 @functools.lru_cache(maxsize=64)
-def _weights(size_in: int, size_out: int, antialias: bool) -> np.ndarray:
-    """(size_out, size_in) linear resampling weights along one axis, as PyTorch computes them
-    with ``align_corners=False``: a triangle filter, widened to the shrink factor and
-    renormalised at the edges where ``antialias``."""
+def _taps(size_in: int, size_out: int, antialias: bool) -> tuple:
+    """Per output index along one axis, (first input index, weights of the consecutive
+    inputs it takes), as PyTorch's linear resampling with ``align_corners=False`` computes
+    them: a triangle filter, widened to the shrink factor and renormalised at the edges
+    where ``antialias``."""
     scale = size_in / size_out
-    w = np.zeros((size_out, size_in))
-    if antialias:
-        support = max(scale, 1.0)
-        for i in range(size_out):
+    taps = []
+    for i in range(size_out):
+        if antialias:
+            support = max(scale, 1.0)
             centre = scale * (i + 0.5)
             lo = max(int(centre - support + 0.5), 0)
             hi = min(int(centre + support + 0.5), size_in)
-            taps = np.maximum(0.0, 1.0 - np.abs((np.arange(lo, hi) - centre + 0.5) / support))
-            w[i, lo:hi] = taps / taps.sum()
-    else:
-        for i in range(size_out):
+            w = np.maximum(0.0, 1.0 - np.abs((np.arange(lo, hi) - centre + 0.5) / support))
+            w /= w.sum()
+        else:
             src = max(scale * (i + 0.5) - 0.5, 0.0)
             lo = int(src)
-            hi = min(lo + 1, size_in - 1)
             frac = src - lo
-            w[i, lo] += 1.0 - frac
-            w[i, hi] += frac
-    w.flags.writeable = False
-    return w
+            w = np.array([1.0 - frac, frac]) if lo + 1 < size_in else np.array([1.0])
+        w.flags.writeable = False
+        taps.append((lo, w))
+    return tuple(taps)
 
 
 def resample(x: np.ndarray, shape) -> np.ndarray:
-    """Linear resampling of (C, *spatial) to ``shape``; antialiased when shrinking in 2D."""
+    """Linear resampling of (C, *spatial), any real dtype, to ``shape`` (float64);
+    antialiased when shrinking in 2D.
+    Each output row is the weighted sum of the few input rows its taps name, so a large
+    photograph costs its pixels, not its pixels times the grid."""
     shape = tuple(int(s) for s in shape)
     if tuple(x.shape[1:]) == shape:
-        return x
+        return x.astype(np.float64)
+    from threadpoolctl import threadpool_limits
     antialias = len(shape) == 2 and any(t < s for t, s in zip(shape, x.shape[1:]))
-    for axis, size in enumerate(shape, start=1):
-        if x.shape[axis] != size or antialias:
-            w = _weights(x.shape[axis], size, antialias)
-            x = np.moveaxis(np.tensordot(w, x, axes=([1], [axis])), 0, axis)
+    with threadpool_limits(backend.blas_threads(), user_api="blas"):
+        for axis, size in enumerate(shape, start=1):
+            if x.shape[axis] != size or antialias:
+                moved = np.moveaxis(x, axis, 0)
+                out = np.empty((size, *moved.shape[1:]))
+                for i, (lo, w) in enumerate(_taps(moved.shape[0], size, antialias)):
+                    out[i] = np.tensordot(w, moved[lo:lo + w.size], axes=(0, 0))
+                x = np.moveaxis(out, 0, axis)
     return x
 
 
 def working_grid(image: np.ndarray, spec: dict, shape) -> np.ndarray:
-    """Channels-first image -> C's input (C, *shape), float64."""
-    return resample(normalise(image, spec), shape)
+    """Channels-first image -> C's input (C, *shape), float64: the manifest's normalisation
+    (``transforms.normalise`` says what each kind is), then linear resampling to ``shape``.
+
+    Computed the other way round, resampling first: both are affine, and the resampling's
+    weights sum to 1, so this is the same to float64 rounding, and a 12-megapixel photograph
+    is never a full-size float64 copy (``ct`` clips first, at full size: clipping is not
+    affine)."""
+    x = np.asarray(image)
+    if not np.can_cast(x.dtype, np.float32, "safe"):
+        x = x.astype(np.float32)  # the intensities as float32 holds them, as torch reads them
+    if spec["kind"] == "ct":
+        x = np.clip(x.astype(np.float64), spec["low"], spec["high"])
+    scale, offset = _affine(spec, x)
+    out = resample(x, shape).astype(np.float64, copy=False)
+    out *= scale
+    out += offset
+    return out

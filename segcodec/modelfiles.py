@@ -86,15 +86,23 @@ _STORAGE_DTYPES = {"FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage":
 
 
 def read_content(blob: bytes) -> dict:
-    """A model file's bytes -> its pickled dict, each tensor a read-only numpy array.  Raises
-    ValueError (or zipfile/pickle errors) for anything else."""
+    """A model file's bytes -> its pickled dict, each tensor a read-only numpy array viewing
+    the file's bytes.  Raises ValueError (or zipfile/pickle errors) for anything else.
+
+    Nothing in the file can ask for more memory than the file holds: entries must be stored
+    (``torch.save`` never compresses), a storage record must hold exactly its elements, and a
+    tensor is a contiguous run of its storage (as ``torch.save`` writes a state dict), so each
+    array is a view, never a copy."""
     import io
+    import math
     import pickle
     import zipfile
 
     import numpy as np
 
     archive = zipfile.ZipFile(io.BytesIO(blob))
+    if any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist()):
+        raise ValueError("a compressed entry (torch.save stores its entries)")
     pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
     if len(pickles) != 1:
         raise ValueError("not a torch.save archive (no single data.pkl)")
@@ -102,34 +110,32 @@ def read_content(blob: bytes) -> dict:
     if f"{prefix}byteorder" in archive.namelist() and \
             archive.read(f"{prefix}byteorder") != b"little":
         raise ValueError("storage byte order is not little-endian")
-    storages: dict[str, np.ndarray] = {}
+    storages: dict[str, _Storage] = {}
 
     def storage(pid):
         kind, dtype, key, _location, numel = pid
-        if kind != "storage" or not isinstance(key, str) or not isinstance(numel, int):
+        if kind != "storage" or not isinstance(key, str) or type(numel) is not int or \
+                dtype not in _STORAGE_DTYPES.values():
             raise ValueError(f"unexpected persistent id {pid!r}")
         if key not in storages:
-            data = np.frombuffer(archive.read(f"{prefix}data/{key}"), dtype=dtype)
-            if data.size < numel:
-                raise ValueError(f"storage {key} holds {data.size} values, not {numel}")
-            storages[key] = data[:numel]
+            info = archive.getinfo(f"{prefix}data/{key}")
+            if info.file_size != numel * np.dtype(dtype).itemsize:
+                raise ValueError(f"storage {key} holds {info.file_size} bytes, not {numel} "
+                                 f"values of {dtype}")
+            storages[key] = _Storage(np.frombuffer(archive.read(info), dtype=dtype))
         return storages[key]
 
     def tensor(data, offset, size, stride, *_):
-        size, stride = tuple(size), tuple(stride)
-        if not all(isinstance(v, int) and v >= 0 for v in (offset, *size, *stride)) or \
-                len(size) != len(stride):
+        if not isinstance(data, _Storage) or not isinstance(size, tuple) or \
+                not isinstance(stride, tuple) or len(size) != len(stride) or \
+                not all(type(v) is int and v >= 0 for v in (offset, *size, *stride)):
             raise ValueError("malformed tensor")
-        extent = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 \
-            if all(size) else 0
-        if extent > data.size:
-            raise ValueError("tensor reaches past its storage")
-        item = data.itemsize
-        view = np.lib.stride_tricks.as_strided(data[offset:], size,
-                                               tuple(s * item for s in stride))
-        out = np.array(view)  # owns its memory: the strided view cannot outlive a check
-        out.flags.writeable = False
-        return out
+        n = math.prod(size)
+        contiguous = all(s == math.prod(size[i + 1:]) for i, s in enumerate(stride)
+                         if size[i] > 1)
+        if not contiguous or offset + n > data.values.size:
+            raise ValueError("a tensor that is not a contiguous run of its storage")
+        return data.values[offset:offset + n].reshape(size)
 
     class Unpickler(pickle.Unpickler):
         def find_class(self, module, name):
@@ -145,3 +151,10 @@ def read_content(blob: bytes) -> dict:
             return storage(pid)
 
     return Unpickler(io.BytesIO(archive.read(pickles[0]))).load()
+
+
+class _Storage:
+    """A storage record's values (read-only, 1-D): what a tensor of a model file may view."""
+
+    def __init__(self, values):
+        self.values = values

@@ -367,14 +367,17 @@ def uvicorn_options(header_timeout: float = 10.0, max_header_bytes: int = MAX_HE
                 self._make_room(self.limit_concurrency)
 
         def _make_room(self, limit: int):
-            """Close the connections waiting longest while ``limit`` or more are open (this
-            one counted, as uvicorn counts it against the limit at its request)."""
-            open_ = [p for p in self.connections if not p.transport.is_closing()]
-            idle = sorted((p for p in open_ if p is not self and p._waiting_since is not None),
+            """Drop the connections waiting longest while ``limit`` or more are open (this
+            one counted, as uvicorn counts every connection against the limit at its
+            request).  Waiting: no request with the app, which includes one whose headers
+            are still coming in, so a flood of new connections drops slow clients too."""
+            idle = sorted((p for p in self.connections if p is not self
+                           and getattr(p, "_waiting_since", None) is not None
+                           and not p.transport.is_closing()),
                           key=lambda p: p._waiting_since)
-            for p in idle[:max(0, len(open_) - limit + 1)]:
+            for p in idle[:max(0, len(self.connections) - limit + 1)]:
                 p._disarm()
-                p.transport.close()
+                p.transport.abort()  # gone before the next request is counted
 
         def handle_events(self):
             super().handle_events()

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import io
 import json
+import sys
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -195,8 +196,13 @@ def load_file(path: Path) -> Model:
     except Exception as exc:  # pickle, zip, key, type and shape errors alike
         raise SgcError(f"model file {path.name} is not a valid segcodec model "
                        f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from exc
-    return Model(bytes.fromhex(digest[:2 * MODEL_ID_BYTES]), path, manifest, table, weights,
-                 compressor)
+    model = Model(bytes.fromhex(digest[:2 * MODEL_ID_BYTES]), path, manifest, table, weights,
+                  compressor)
+    if "torch" in sys.modules:
+        # A process that segments (a server) builds g and s now: a file with bad ones is set
+        # aside at start-up, not found at a request.
+        model.net
+    return model
 
 
 _cache: dict[bytes, Model] | None = None

@@ -56,19 +56,79 @@ def test_a_model_file_that_names_code_is_refused_and_runs_nothing(tmp_path):
     assert not Path(MARKER).exists()
 
 
-def test_a_tensor_reaching_past_its_storage_is_refused():
-    buf = io.BytesIO()
-    torch.save({"t": torch.zeros(4)}, buf)  # a valid archive to start from
-    with zipfile.ZipFile(buf) as z:
-        entries = {n: z.read(n) for n in z.namelist()}
-    name = next(n for n in entries if n.endswith("data.pkl"))
-    entries[name] = entries[name].replace(b"K\x04\x85", b"Kd\x85")  # size (4,) -> (100,)
+class _Pid:
+    def __init__(self, pid):
+        self.pid = pid
+
+
+class _Tensor:
+    def __init__(self, *args):
+        self.args = args
+
+    def __reduce__(self):
+        import collections
+        return (torch._utils._rebuild_tensor_v2, (*self.args, False, collections.OrderedDict()))
+
+
+def _archive(obj, storages: dict, compression=zipfile.ZIP_STORED) -> bytes:
+    """A torch.save-like archive of ``obj`` (with _Pid storages and _Tensor tensors)."""
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, o):
+            return o.pid if isinstance(o, _Pid) else None
+    data = io.BytesIO()
+    Pickler(data, protocol=2).dump(obj)
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
-        for n, data in entries.items():
-            z.writestr(n, data)
-    with pytest.raises(ValueError, match="past its storage"):
-        modelfiles.read_content(out.getvalue())
+    with zipfile.ZipFile(out, "w", compression) as z:
+        z.writestr("archive/data.pkl", data.getvalue())
+        for key, values in storages.items():
+            z.writestr(f"archive/data/{key}", values)
+    return out.getvalue()
+
+
+STORAGE = _Pid(("storage", torch.FloatStorage, "0", "cpu", 6))
+SIX = np.arange(6, dtype="<f4").tobytes()
+
+
+@pytest.mark.parametrize("tensor, error", [
+    (_Tensor(STORAGE, 0, (2, 3), (3, 1)), None),  # a valid one
+    (_Tensor(STORAGE, 0, (100,), (1,)), "not a contiguous run"),  # past its storage
+    (_Tensor(STORAGE, 0, (10 ** 9,), (0,)), "not a contiguous run"),  # stride 0: 4 GB
+    (_Tensor(_Tensor(STORAGE, 0, (2, 3), (3, 1)), 1, (5,), (1,)), "malformed tensor"),
+    (_Tensor(STORAGE, 0, (3, 2), (1, 3)), "not a contiguous run"),  # transposed
+])
+def test_a_tensor_must_be_a_contiguous_run_of_a_storage(tensor, error):
+    blob = _archive({"t": tensor}, {"0": SIX})
+    if error is None:
+        np.testing.assert_array_equal(modelfiles.read_content(blob)["t"],
+                                      np.arange(6).reshape(2, 3))
+    else:
+        with pytest.raises(ValueError, match=error):
+            modelfiles.read_content(blob)
+
+
+def test_storages_must_be_stored_and_exactly_their_size():
+    tensor = _Tensor(STORAGE, 0, (6,), (1,))
+    with pytest.raises(ValueError, match="compressed entry"):  # a zip bomb's way in
+        modelfiles.read_content(_archive({"t": tensor}, {"0": SIX}, zipfile.ZIP_DEFLATED))
+    with pytest.raises(ValueError, match="holds 28 bytes, not 6 values"):
+        modelfiles.read_content(_archive({"t": tensor}, {"0": SIX + bytes(4)}))
+
+
+def test_a_model_file_with_bad_g_or_s_weights_is_set_aside_where_torch_runs(tmp_path,
+                                                                            monkeypatch):
+    m = zoo.find("isic-lesion-v4")
+    weights = {k: torch.from_numpy(np.array(v)) for k, v in m.weights.items()
+               if not k.startswith("reconstructor.")}
+    manifest = dict(m.manifest, name="no-g", default=False)
+    path = zoo.write_model_file(tmp_path, manifest, weights, m.table)
+    monkeypatch.setenv(modelfiles.PATH_ENV, str(tmp_path))
+    zoo.reload()
+    try:
+        assert path in zoo.broken() and "reconstructor" in zoo.broken()[path]
+        assert m.model_id in zoo.installed()  # the others keep working
+    finally:
+        monkeypatch.delenv(modelfiles.PATH_ENV)
+        zoo.reload()
 
 
 @pytest.mark.parametrize("name", sorted({m.name for m in zoo.installed().values()}))
