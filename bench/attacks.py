@@ -41,6 +41,8 @@ def hwm():
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
 kind, path = sys.argv[1], Path(sys.argv[2])
+from segcodec import backend
+backend.set_threads(1)  # as the command line runs it (--threads 1)
 zoo.installed()
 segcodec.segment(segcodec.encode(sys.argv[3]), device="cpu")  # warm: kernels, models
 before, t0 = hwm(), time.perf_counter()
