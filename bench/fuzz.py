@@ -156,11 +156,11 @@ def run_dicom(seed: int, n: int) -> dict:
     return {"outcomes": outcomes, "unexpected": unexpected, "examples": examples}
 
 
-def run_chunk(seed: int, n: int, threads: int | None = None) -> dict:
-    """``n`` inputs drawn from ``seed``, in this process (on ``threads`` torch threads)."""
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
+def run_chunk(seed: int, n: int) -> dict:
+    """``n`` inputs drawn from ``seed``, in this process, on one thread (as the command line
+    runs: with torch's two, a busy machine made each input many times slower)."""
+    from segcodec import backend
+    backend.set_threads(1)
     rng = np.random.default_rng(seed)
     seeds = _seed_files()
     streams = [labelcodec.encode(segcodec.segment(s, device="cpu")) for s in seeds[:4]]
@@ -208,8 +208,7 @@ def main(argv=None) -> dict:
     else:
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(args.jobs) as pool:
-            parts = list(pool.map(run_chunk, [args.seed + j for j in range(args.jobs)], shares,
-                                  [1] * args.jobs))
+            parts = list(pool.map(run_chunk, [args.seed + j for j in range(args.jobs)], shares))
     dicom = run_dicom(args.seed, 100 if args.smoke else args.dicom)
     outcomes = sum((p["outcomes"] for p in parts), collections.Counter())
     unexpected = sum((p["unexpected"] for p in parts), collections.Counter())

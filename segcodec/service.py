@@ -359,6 +359,7 @@ def uvicorn_options(header_timeout: float = 10.0, max_header_bytes: int = MAX_HE
         _deadline = None
 
         _waiting_since = None
+        _answered = 0  # responses completed on this connection
 
         def connection_made(self, transport):
             super().connection_made(transport)
@@ -370,11 +371,13 @@ def uvicorn_options(header_timeout: float = 10.0, max_header_bytes: int = MAX_HE
             """Drop the connections waiting longest while ``limit`` or more are open (this
             one counted, as uvicorn counts every connection against the limit at its
             request).  Waiting: no request with the app, which includes one whose headers
-            are still coming in, so a flood of new connections drops slow clients too."""
+            are still coming in, so a flood of new connections may drop slow clients too.
+            Those never answered go first: a client's kept-alive connections outlast a flood
+            of sockets that send half a request."""
             idle = sorted((p for p in self.connections if p is not self
                            and getattr(p, "_waiting_since", None) is not None
                            and not p.transport.is_closing()),
-                          key=lambda p: p._waiting_since)
+                          key=lambda p: (p._answered, p._waiting_since))
             for p in idle[:max(0, len(self.connections) - limit + 1)]:
                 p._disarm()
                 p.transport.abort()  # gone before the next request is counted
@@ -385,6 +388,7 @@ def uvicorn_options(header_timeout: float = 10.0, max_header_bytes: int = MAX_HE
 
         def on_response_complete(self):
             super().on_response_complete()
+            self._answered += 1
             self._watch()
 
         def connection_lost(self, exc):
