@@ -110,8 +110,10 @@ def _duration(seconds: float) -> str:
 @click.option("--cache", type=click.Path(path_type=Path),
               default=Path.home() / ".cache" / "segcodec", show_default=True)
 def reproduce(task, data, runs, out, threads, device, cache):
-    """Train and export TASK's shipped models from their recipes: the seg reference (the
-    teacher), D4, and the rate point shipped. The recipes are the GPU runs' (hours on a CPU)."""
+    """Train and export the parents of TASK's default model from their recipes: the seg
+    reference (the teacher), D4, and the rate point (isic-lesion-v3.1, hippocampus-v3), not
+    made defaults. The defaults' own steps (v4, v5) are not rebuilt. The recipes are the GPU
+    runs' (hours on a CPU)."""
     need_torch("reproduce", "train")
     from segcodec.train import run
     try:
