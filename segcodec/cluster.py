@@ -29,10 +29,8 @@ class ModelPlugin(WorkerPlugin):
         self.loaded: list[str] = []
 
     def setup(self, worker) -> None:
-        import torch
-
-        from . import zoo
-        torch.set_num_threads(THREADS_PER_WORKER)
+        from . import backend, zoo
+        backend.set_threads(THREADS_PER_WORKER)  # torch's too, where it runs (no torch to encode)
         if self.model_path is not None and os.environ.get(zoo.PATH_ENV) != self.model_path:
             os.environ[zoo.PATH_ENV] = self.model_path
             zoo.reload()
