@@ -266,6 +266,8 @@ def decode(data: bytes, max_voxels: int = 1 << 24) -> LabelMap:
     if voxels > max_voxels:
         raise _bad(f"declares {voxels} voxels, more than the {max_voxels} allowed here")
     padded, dims, wa, wb, fronts, deltas, most, counts, alphabet = _setup(shape, classes)
+    if classes > 1 and not payload:  # every real stream of more than one class has a byte
+        raise _bad("payload is empty or longer than its labels")
     if classes > 1 and voxels * (alphabet - 1) > (8 * len(payload) + SLACK_BITS) * 8192:
         raise _bad(f"a payload of {len(payload)} bytes cannot hold {voxels} labels")
     flat = padded.reshape(-1)
@@ -289,8 +291,7 @@ def decode(data: bytes, max_voxels: int = 1 << 24) -> LabelMap:
             _place(flat, deltas, pos[:n], sym)
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise _bad(f"payload does not decode ({exc})") from exc
-    if classes > 1 and (not payload or not decoder.maybe_exhausted()):
-        # Every real stream has at least one byte, and no more than its symbols need.
+    if classes > 1 and not decoder.maybe_exhausted():  # no more than its symbols need
         raise _bad("payload is empty or longer than its labels")
     labels = np.ascontiguousarray(padded[1:-1, 1:-1, 1:-1]).reshape(shape)
     return LabelMap(labels, classes, affine, source)
