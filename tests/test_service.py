@@ -607,3 +607,44 @@ def test_half_open_requests_are_closed_and_real_ones_answered(files, app):
             answered += chunk
         assert answered == b""
         s.close()
+
+
+def test_making_room_drops_never_answered_connections_before_kept_alive_ones(app):
+    """A flood of half-requests must not take a client's kept-alive connection: at the limit,
+    the longest-waiting connection that was never answered goes first."""
+    server = Server(app)
+    server.server.config.limit_concurrency = 4
+    for key, value in service.uvicorn_options(header_timeout=30.0).items():
+        setattr(server.server.config, key, value)
+    request = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+
+    def answer(sock) -> bytes:
+        got = b""
+        while b"\r\n\r\n" not in got or not got.rstrip().endswith(b"}"):
+            chunk = sock.recv(1000)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+    with server as url:
+        port = int(url.rsplit(":", 1)[1])
+        kept = socket.create_connection(("127.0.0.1", port))  # keep-alive: HTTP/1.1's default
+        kept.settimeout(30)
+        kept.sendall(request)
+        assert b" 200 " in answer(kept)
+        time.sleep(0.1)  # it has waited longest when the flood comes
+        flood = []
+        for _ in range(6):  # each new one at the limit drops a waiting connection
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: a\r\nX-")
+            flood.append(s)
+            time.sleep(0.05)
+        try:
+            kept.sendall(request)
+            again = answer(kept)
+        except (ConnectionResetError, BrokenPipeError):
+            again = b""
+        assert b" 200 " in again
+        for s in flood + [kept]:
+            s.close()
