@@ -9,8 +9,8 @@ from .errors import InputError, SgcError, SgcFormatError, UnknownModelError
 
 __version__ = "0.3.0"
 
-# The coding path needs torch; reading a header, --help and --version do not, so the API is
-# imported on first use (PEP 562).
+# Reading a header, --help and --version need none of the coding path (numpy's C, and torch
+# for g and s), so the API is imported on first use (PEP 562).
 _API = ("encode", "segment", "decode", "encode_file", "segment_file", "list_models", "Decoded",
         "reoriented")
 
