@@ -15,7 +15,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from . import backend
 from .errors import SgcError
 
-LEAK = 0.1  # networks.Compressor's LeakyReLU slope
+LEAK = 0.1  # the LeakyReLU slope of C (here and in networks.Compressor)
 PREFIX = "compressor.body."
 
 

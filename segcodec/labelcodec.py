@@ -265,11 +265,12 @@ def decode(data: bytes, max_voxels: int = 1 << 24) -> LabelMap:
     voxels = int(np.prod(shape, dtype=np.int64))
     if voxels > max_voxels:
         raise _bad(f"declares {voxels} voxels, more than the {max_voxels} allowed here")
-    padded, dims, wa, wb, fronts, deltas, most, counts, alphabet = _setup(shape, classes)
     if classes > 1 and not payload:  # every real stream of more than one class has a byte
         raise _bad("payload is empty or longer than its labels")
-    if classes > 1 and voxels * (alphabet - 1) > (8 * len(payload) + SLACK_BITS) * 8192:
+    symbols = min(classes, ESCAPE + 1)  # the main alphabet (§7.4)
+    if classes > 1 and voxels * (symbols - 1) > (8 * len(payload) + SLACK_BITS) * 8192:
         raise _bad(f"a payload of {len(payload)} bytes cannot hold {voxels} labels")
+    padded, dims, wa, wb, fronts, deltas, most, counts, alphabet = _setup(shape, classes)
     flat = padded.reshape(-1)
     decoder = wire.decoder_for(payload)
     model = wire.coder_model()

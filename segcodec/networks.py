@@ -9,7 +9,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .compressor import downsample
+from .compressor import LEAK, downsample
 
 # PyTorch's CPU heuristic sends a batch-1 input with batch x channels x first two sizes under
 # 20,480 to its reference convolution, not oneDNN's: for volumes with 8 channels that is about
@@ -52,10 +52,10 @@ class Compressor(nn.Module):
         # Leaky activations: with plain ReLU the few channels of C can die early in training,
         # leaving constant latents that carry nothing.
         layers: list[nn.Module] = [_conv(ndim, in_channels, widths[0], stride=first_stride),
-                                   nn.LeakyReLU(0.1)]
+                                   nn.LeakyReLU(LEAK)]
         for cin, cout in zip(widths[:-1], widths[1:]):
-            layers += [_conv(ndim, cin, cout, stride=2), nn.LeakyReLU(0.1),
-                       _conv(ndim, cout, cout), nn.LeakyReLU(0.1)]
+            layers += [_conv(ndim, cin, cout, stride=2), nn.LeakyReLU(LEAK),
+                       _conv(ndim, cout, cout), nn.LeakyReLU(LEAK)]
         layers.append(_conv(ndim, widths[-1], latent_channels, k=1))
         self.body = nn.Sequential(*layers)
 

@@ -121,9 +121,13 @@ def _network(m: Model) -> "SegCodecNet":
         net = SegCodecNet(m.manifest["architecture"])
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in m.weights.items()})
     except Exception as exc:  # key and shape errors alike
-        raise SgcError(f"model file {m.path.name} is not a valid segcodec model "
-                       f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from exc
+        raise _invalid(m.path, exc) from exc
     return net.eval()
+
+
+def _invalid(path: Path, exc: Exception) -> SgcError:
+    return SgcError(f"model file {path.name} is not a valid segcodec model "
+                    f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
 
 
 def _copy_to(net: "SegCodecNet", device) -> "SegCodecNet":
@@ -194,8 +198,7 @@ def load_file(path: Path) -> Model:
             raise SgcError("state_dict is not a dict of tensors")
         compressor = Compressor(arch, weights)  # g and s are checked where they are built
     except Exception as exc:  # pickle, zip, key, type and shape errors alike
-        raise SgcError(f"model file {path.name} is not a valid segcodec model "
-                       f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from exc
+        raise _invalid(path, exc) from exc
     model = Model(bytes.fromhex(digest[:2 * MODEL_ID_BYTES]), path, manifest, table, weights,
                   compressor)
     if "torch" in sys.modules:
@@ -243,7 +246,6 @@ def installed() -> dict[bytes, Model]:
                 models[model.model_id] = model
             _cache = models
         return _cache
-
 
 
 def broken() -> dict[Path, str]:
