@@ -34,14 +34,19 @@ from .common import fail, need_torch
                    "from (default: the planned seg run's folder beside --out's).")
 @click.option("--parent", type=click.Path(path_type=Path, exists=True),
               help="The d4 run a rate point fine-tunes (default: beside --out's).")
+@click.option("--budget", metavar="DURATION",
+              help="Without CONFIG: train within this wall-clock time (e.g. 2h, 90min), the "
+                   "seg reference first where a compressed design has no --teacher; the "
+                   "steps are planned from the speed measured on this machine, and the plan "
+                   "is printed before training starts.")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True,
               help="cpu, cuda, cuda:N or auto; on a GPU the training set is held in its memory.")
 @click.option("--cache", type=click.Path(path_type=Path),
               default=Path.home() / ".cache" / "segcodec", show_default=True,
               help="Where the resampled training set is kept between runs.")
-def train(config, data, design, rate_point, out, steps, seed, batch, teacher, parent, threads,
-          device, cache):
+def train(config, data, design, rate_point, out, steps, seed, batch, teacher, parent, budget,
+          threads, device, cache):
     """Train on a data set folder (planned from its fingerprint), or a recipe (e.g. isic-d4,
     hippocampus-seg) or JSON config; pick its weights on a seeded validation split of the
     training cases and score them on the test cases (imagesTs/ + labelsTs/) where there are any.
@@ -49,6 +54,7 @@ def train(config, data, design, rate_point, out, steps, seed, batch, teacher, pa
     \b
     segcodec train --data Task09_Spleen --design seg   # the reference, D4's teacher
     segcodec train --data Task09_Spleen                # D4 -> runs/spleen-d4/
+    segcodec train --data Task09_Spleen --budget 2h    # both, planned to end in 2 h
     segcodec export runs/spleen-d4/checkpoint.pt --data Task09_Spleen --name spleen-v1
 
     Writes checkpoint.pt (resumable), log.csv, val.csv, losses.png, split.json and summary.json
@@ -57,38 +63,58 @@ def train(config, data, design, rate_point, out, steps, seed, batch, teacher, pa
     need_torch("train", "train")
     from segcodec.train import run
 
-    bar = None
-    label = config or design
-    started = {}
+    bars = []
 
-    def progress(step, total):
-        nonlocal bar
-        if sys.stderr.isatty():
-            if bar is None:
-                bar = click.progressbar(length=total, label=label, file=sys.stderr)
-                bar.__enter__()
-            bar.update(step - bar.pos)
-            return
-        # A log (nohup, a scheduler): a line at each twentieth of the run, with the time left
-        # at the speed measured since this process started.
-        started.setdefault("at", (step, time.perf_counter()))
-        first, t0 = started["at"]
-        if step > first and (step == total or step * 20 // total > (step - 1) * 20 // total):
-            per_step = (time.perf_counter() - t0) / (step - first)
-            click.echo(f"{label}: step {step}/{total}, {per_step:.2f} s a step, "
-                       f"{_duration(per_step * (total - step))} left", err=True)
+    def progress_for(label):
+        started = {}
 
+        def progress(step, total):
+            if sys.stderr.isatty():
+                if not bars or bars[-1][0] != label:
+                    if bars:
+                        bars[-1][1].__exit__(None, None, None)
+                    bars.append((label, click.progressbar(length=total, label=label,
+                                                          file=sys.stderr)))
+                    bars[-1][1].__enter__()
+                bars[-1][1].update(step - bars[-1][1].pos)
+                return
+            # A log (nohup, a scheduler): a line at each twentieth of the run, with the time
+            # left at the speed measured since the run started in this process.
+            started.setdefault("at", (step, time.perf_counter()))
+            first, t0 = started["at"]
+            if step > first and (step == total or step * 20 // total > (step - 1) * 20 // total):
+                per_step = (time.perf_counter() - t0) / (step - first)
+                click.echo(f"{label}: step {step}/{total}, {per_step:.2f} s a step, "
+                           f"{_duration(per_step * (total - step))} left", err=True)
+        return progress
+
+    if budget is not None:
+        clash = [option for option, given in (
+            ("CONFIG", config), ("--steps", steps), ("--seed", seed), ("--batch", batch),
+            ("--parent", parent), ("--rate-point", rate_point != 1)) if given]
+        if clash:
+            fail(f"--budget plans a data set's seg and {design} runs itself; it takes no "
+                 + ", ".join(clash))
     try:
-        summary = run.run(config, data, out, design=design, point=rate_point, steps=steps,
-                          seed=seed, batch=batch, teacher=teacher, parent=parent,
-                          threads=threads, device=device, cache=cache,
-                          progress=progress, log=lambda m: click.echo(m, err=True))
+        if budget is not None:
+            from segcodec.train import budget as budgets
+            summaries = run.within(budgets.parse(budget), data, out, design=design,
+                                   teacher=teacher, threads=threads, device=device,
+                                   cache=cache, progress_for=progress_for,
+                                   log=lambda m: click.echo(m, err=True))
+        else:
+            summaries = [run.run(config, data, out, design=design, point=rate_point,
+                                 steps=steps, seed=seed, batch=batch, teacher=teacher,
+                                 parent=parent, threads=threads, device=device, cache=cache,
+                                 progress=progress_for(config or design),
+                                 log=lambda m: click.echo(m, err=True))]
     except (ValueError, OSError, KeyError) as exc:
         fail(f"{config}: {exc}" if config else str(exc))
     finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
-    click.echo(json.dumps(summary))
+        if bars:
+            bars[-1][1].__exit__(None, None, None)
+    for summary in summaries:
+        click.echo(json.dumps(summary))
 
 
 def _duration(seconds: float) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 import time
 from pathlib import Path
 
 
+from ..api import resolve_device
 from . import data as datasets
-from . import export, loop, recipes
+from . import budget, export, loop, recipes
 
 DEFAULT_CACHE = Path.home() / ".cache" / "segcodec"
 
@@ -85,13 +87,14 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
         design: str = "d4", point: int = 1, steps: int | None = None, seed: int | None = None,
         batch: int | None = None, teacher: Path | None = None, parent: Path | None = None,
         threads: int = 1, device: str = "cpu", cache: Path | None = DEFAULT_CACHE,
-        progress=None, log=print) -> dict:
+        progress=None, log=print, deadline: float | None = None) -> dict:
     """Train ``config`` (a recipe name or JSON file; None: ``design`` at rate ``point``,
     planned for the data set folder ``data``) into ``out`` (default runs/NAME; an existing
     run resumes), then score the validation pick on the test cases where there are any;
     returns and writes ``summary.json``.  The split's case names go to ``split.json``.
+    Past ``deadline`` (``time.time()``), training stops after the step in flight and the
+    run is scored as it stands.
     ValueError or OSError for a bad config, data or parent run; InputError for bad data."""
-    from ..api import resolve_device
     dev = resolve_device(device)
     data = Path(data)
     planned = recipe_for(config, data, design, point)
@@ -100,10 +103,7 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
     cfg = prepare(planned, out, steps, seed, batch, teacher, parent)
     t0 = time.time()
     cfg = dataclasses.replace(cfg, normalisation=datasets.normalisation_for(cfg, data))
-    x, t, _ = datasets.cached_set(cfg, data, "fit", cache)
-    xv, _, val_labels = datasets.cached_set(cfg, data, "val", cache)
-    test = datasets.task_pairs(cfg.task_key, data, "test")
-    xt, _, test_labels = datasets.cached_set(cfg, data, "test", cache) if test else ([], 0, [])
+    (x, t), (xv, val_labels), (xt, test_labels) = _sets(cfg, data, cache)
     log(f"{cfg.name}: {len(x)} training / {len(xv)} validation / {len(xt)} test "
         f"cases loaded in {time.time() - t0:.0f} s")
     out.mkdir(parents=True, exist_ok=True)
@@ -113,9 +113,13 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
                                                                          split)]
             for split in ("fit", "val", "test")}}, indent=1) + "\n")
     val = (xv, val_labels) if cfg.target == "labels" else None
+    if deadline is not None:
+        progress = budget.until(deadline, cfg.name, progress, log)
     try:
         loop.train(cfg, x, t, out, val=val, threads=threads, device=dev, progress=progress,
                    log=log)
+    except budget.OutOfTime:
+        pass  # the checkpoint holds every finished step; the pick so far is scored
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: the loop saved the last step
         log(f"{cfg.name}: stopped; {out / 'checkpoint.pt'} holds every finished step, and "
             "the same command resumes it")
@@ -132,6 +136,99 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
         summary["test"] = loop.evaluate(net, xt, test_labels, cfg.arch["n_classes"])
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _sets(cfg: recipes.Recipe, data: Path, cache: Path | None):
+    """(images, soft targets) of the fit split; (images, labels) of the validation and test
+    splits (empty where the data set has no test cases)."""
+    x, t, _ = datasets.cached_set(cfg, data, "fit", cache)
+    xv, _, val_labels = datasets.cached_set(cfg, data, "val", cache)
+    test = datasets.task_pairs(cfg.task_key, data, "test")
+    xt, _, test_labels = datasets.cached_set(cfg, data, "test", cache) if test else ([], 0, [])
+    return (x, t), (xv, val_labels), (xt, test_labels)
+
+
+def within(seconds: float, data: Path | str, out: Path | str | None = None, *,
+           design: str = "d4", teacher: Path | None = None, threads: int = 1,
+           device: str = "cpu", cache: Path | None = DEFAULT_CACHE, progress_for=None,
+           log=print) -> list[dict]:
+    """Train ``design`` (planned for the data set folder ``data``) and, for a compressed
+    design without ``teacher``, its seg reference first, all within ``seconds`` of wall-clock
+    time from now: each run's steps come from its speed measured here (``budget``).  A run
+    already finished (its summary.json) is kept; one stopped midway resumes with the steps
+    it was planned with.  ``progress_for(name)`` gives each run's progress callback.
+    Returns the summaries of the runs trained."""
+    t_start = time.time()
+    data = Path(data)
+    final = recipes.for_dataset(data, design)
+    out = Path(out) if out else Path("runs") / final.name
+    chain = [final]
+    if final.teacher and teacher is None:
+        chain.insert(0, recipes.for_dataset(data, "seg"))
+    folders = {cfg.name: out.parent / cfg.name for cfg in chain}
+    folders[final.name] = out
+    todo = [cfg for cfg in chain if not (folders[cfg.name] / "summary.json").exists()]
+    if not todo:
+        log(f"{final.name}: {out} is finished")
+        return []
+    dev = resolve_device(device)
+    datasets.check_root(data, final.task_key)
+    norm = datasets.normalisation_for(chain[0], data)
+    (x, t), (xv, val_labels), _ = _sets(dataclasses.replace(chain[0], normalisation=norm),
+                                        data, cache)
+    # Each design's real step, timed.  A d4 probe needs a teacher: where the seg run is still
+    # to be trained, its probe's weights stand in.
+    per_step = {}
+    given = Path(teacher) if teacher else folders[chain[0].name]
+    probe_teacher = given / "checkpoint.pt" if given.is_dir() or not given.suffix else given
+    with tempfile.TemporaryDirectory(prefix="segcodec-probe-") as tmp:
+        for cfg in todo:
+            cfg = dataclasses.replace(cfg, normalisation=norm)
+            if cfg.teacher:
+                cfg = dataclasses.replace(cfg, teacher=str(probe_teacher),
+                                          init_segmentor=str(probe_teacher))
+            probe = Path(tmp) / cfg.design
+            per_step[cfg.name] = budget.seconds_per_step(cfg, x, t, probe, threads=threads,
+                                                         device=dev)
+            if cfg.design == "seg":
+                probe_teacher = probe / "checkpoint.pt"
+        per_val = budget.validation_seconds(chain[0], (xv, val_labels), threads=threads,
+                                            device=dev)
+    # Runs stopped midway keep their planned steps; the rest of the time is shared out.
+    steps, left = {}, seconds - (time.time() - t_start)
+    if left <= 0:
+        raise ValueError(f"the budget of {budget.duration(seconds)} was spent measuring the "
+                         "speed: give a longer --budget")
+    for cfg in todo:
+        config = folders[cfg.name] / "config.json"
+        if config.exists() and (folders[cfg.name] / "checkpoint.pt").exists():
+            ck = loop.read_checkpoint(folders[cfg.name] / "checkpoint.pt")
+            steps[cfg.name] = json.loads(config.read_text())["steps"]
+            left -= (steps[cfg.name] - ck["step"]) * per_step[cfg.name]
+    fresh = [cfg for cfg in todo if cfg.name not in steps]
+    for cfg in fresh:
+        share = left * budget.shares([c.design for c in fresh])[cfg.design]
+        steps[cfg.name] = budget.steps_within(share, per_step[cfg.name], per_val)
+    ends, clock = {}, time.time()
+    for cfg in todo:
+        clock += steps[cfg.name] * per_step[cfg.name] + budget.VALIDATIONS * per_val
+        ends[cfg.name] = clock
+    log(f"{final.name}: the plan for {budget.duration(seconds)} on {threads} thread(s) of "
+        f"{dev}: " + "; ".join(
+            f"{cfg.name} {steps[cfg.name]:,} steps at {per_step[cfg.name]:.2f} s a step, "
+            f"{budget.duration(steps[cfg.name] * per_step[cfg.name])}" for cfg in todo)
+        + f" (measured in {time.time() - t_start:.0f} s); done about "
+        + time.strftime("%H:%M", time.localtime(ends[final.name])))
+    summaries = []
+    for cfg in todo:
+        # A run that overruns its planned time (a machine slowed down) stops a little past it.
+        slack = (budget.OVERRUN - 1) * steps[cfg.name] * per_step[cfg.name]
+        summaries.append(run(None, data, folders[cfg.name], design=cfg.design,
+                             steps=steps[cfg.name], teacher=teacher if cfg.teacher else None,
+                             threads=threads, device=device, cache=cache,
+                             progress=progress_for(cfg.name) if progress_for else None,
+                             log=log, deadline=ends[cfg.name] + slack))
+    return summaries
 
 
 def reproduce(task: str, data: Path | str, runs: Path | str = "runs", models: Path = Path("models"),
