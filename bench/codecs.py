@@ -208,18 +208,17 @@ def _pad_even(frames: np.ndarray) -> np.ndarray:
 X264_DETERMINISTIC = "cpu-independent=1"
 
 
-def _x264(frames: np.ndarray, crf: int, pix_fmt: str, in_fmt: str, options: dict) -> bytes:
-    """The raw Annex-B stream, SEI included."""
+def _av_encode(codec: str, frames: np.ndarray, pix_fmt: str, in_fmt: str,
+               options: dict) -> bytes:
+    """``frames`` (uint8, N frames of ``in_fmt``) through PyAV's encoder ``codec`` as
+    ``pix_fmt``: the raw stream its packets make."""
     import av
-    ctx = av.CodecContext.create("libx264", "w")
+    ctx = av.CodecContext.create(codec, "w")
     ctx.height, ctx.width = frames.shape[1:3]
     ctx.pix_fmt = pix_fmt
     ctx.time_base = Fraction(1, 25)
     ctx.framerate = Fraction(25)
-    # threads=1: x264's sliced/frame threads change the stream with the core count (the SEI
-    # confirms threads=1 lookahead_threads=1 sliced_threads=0).
-    params = ":".join(filter(None, [X264_DETERMINISTIC, options.get("x264-params")]))
-    ctx.options = {"crf": str(crf), "threads": "1", **options, "x264-params": params}
+    ctx.options = options
     out = bytearray()
     for i, f in enumerate(frames):
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format=in_fmt)
@@ -231,13 +230,22 @@ def _x264(frames: np.ndarray, crf: int, pix_fmt: str, in_fmt: str, options: dict
     return bytes(out)
 
 
-def _h264_frames(data: bytes) -> list:
+def _av_frames(decoder: str, data: bytes) -> list:
     import av
-    ctx = av.CodecContext.create("h264", "r")
+    ctx = av.CodecContext.create(decoder, "r")
     frames = []
     for packet in ctx.parse(data) + ctx.parse(None):
         frames += ctx.decode(packet)
     return frames + ctx.decode(None)
+
+
+def _x264(frames: np.ndarray, crf: int, pix_fmt: str, in_fmt: str, options: dict) -> bytes:
+    """The raw Annex-B stream, SEI included."""
+    # threads=1: x264's sliced/frame threads change the stream with the core count (the SEI
+    # confirms threads=1 lookahead_threads=1 sliced_threads=0).
+    params = ":".join(filter(None, [X264_DETERMINISTIC, options.get("x264-params")]))
+    return _av_encode("libx264", frames, pix_fmt, in_fmt,
+                      {"crf": str(crf), "threads": "1", **options, "x264-params": params})
 
 
 def _luma(frame) -> np.ndarray:
@@ -250,6 +258,29 @@ H264_RGB_PIX_FMT = "yuv444p"  # see h264_encode
 X264_OPTIONS = {"preset": "placebo", "tune": "psnr"}
 
 
+def _video_encode(image: np.ndarray, code) -> bytes:
+    """A 2D uint8 image as one frame, or a (D, H, W) volume scaled to 8 bits as D gray frames
+    (slices along axis 0, so inter prediction uses the neighbouring slice), through
+    ``code(frames, rgb)``.  Odd sides are edge-padded to even (4:2:0 needs it) and cropped
+    back by ``_video_decode``."""
+    image = np.asarray(image)
+    if is_picture(image.shape, image.dtype):
+        return code(_pad_even(np.asarray(image, np.uint8)[None]), image.ndim == 3)
+    q, side = _to_uint8(image)
+    return side + code(_pad_even(q), False)
+
+
+def _video_decode(decoder: str, data: bytes, shape, dtype) -> np.ndarray:
+    shape = tuple(shape)
+    if is_picture(shape, dtype):
+        (frame,) = _av_frames(decoder, data)
+        if len(shape) == 3:
+            return frame.to_ndarray(format="rgb24")[:shape[0], :shape[1]]
+        return _luma(frame)[:shape[0], :shape[1]].astype(dtype)
+    q = np.stack([_luma(f) for f in _av_frames(decoder, data[SIDE_BYTES:])])
+    return _from_uint8(q[:, :shape[1], :shape[2]], data[:SIDE_BYTES], dtype)
+
+
 def h264_encode(frames: np.ndarray, crf: int) -> bytes:
     """A 2D uint8 image as one intra frame, or a (D, H, W) volume as D gray frames, at ``crf``.
 
@@ -258,30 +289,91 @@ def h264_encode(frames: np.ndarray, crf: int) -> bytes:
     stripped.  RGB is coded as yuv444p (High 4:4:4): on the ISIC fixtures at CRF 51-35 it
     beat yuv420p by ~0.1-0.2 dB PSNR at equal bytes, and tune psnr/ssim beat stillimage and
     none by up to 2x in bytes at equal PSNR below 0.05 bpp.  Volumes are scaled to 8 bits
-    and coded as 4:0:0 gray (no chroma to pay for), slices along axis 0 as frames, so inter
-    prediction uses the neighbouring slice.  Odd sides are edge-padded to even and cropped
-    back on decoding.
+    and coded as 4:0:0 gray (no chroma to pay for).
     """
-    frames = np.asarray(frames)
-    if frames.ndim == 2 or (frames.ndim == 3 and frames.shape[-1] == 3
-                            and frames.dtype == np.uint8):
-        rgb = frames.ndim == 3
-        padded = _pad_even(np.asarray(frames, np.uint8)[None])
-        return strip_sei(_x264(padded, crf, H264_RGB_PIX_FMT if rgb else "gray",
+    def code(frames, rgb):
+        return strip_sei(_x264(frames, crf, H264_RGB_PIX_FMT if rgb else "gray",
                                "rgb24" if rgb else "gray", X264_OPTIONS))
-    q, side = _to_uint8(frames)
-    return side + strip_sei(_x264(_pad_even(q), crf, "gray", "gray", X264_OPTIONS))
+    return _video_encode(frames, code)
 
 
 def h264_decode(data: bytes, shape, dtype) -> np.ndarray:
-    shape = tuple(shape)
-    if len(shape) == 2 or (len(shape) == 3 and shape[-1] == 3 and np.dtype(dtype) == np.uint8):
-        (frame,) = _h264_frames(data)
-        if len(shape) == 3:
-            return frame.to_ndarray(format="rgb24")[:shape[0], :shape[1]]
-        return _luma(frame)[:shape[0], :shape[1]].astype(dtype)
-    q = np.stack([_luma(f) for f in _h264_frames(data[SIDE_BYTES:])])
-    return _from_uint8(q[:, :shape[1], :shape[2]], data[:SIDE_BYTES], dtype)
+    return _video_decode("h264", data, shape, dtype)
+
+
+# HEVC (libx265 through PyAV)
+
+# info=0: no SEI with x265's version and options (what strip_sei does for x264).  One thread
+# (pools, frame-threads), as x264 runs here.
+X265_OPTIONS = {"preset": "placebo", "tune": "psnr"}
+X265_PARAMS = "info=0:log-level=none:pools=1:frame-threads=1"
+
+
+X265_MIN_SIDE = 64  # its largest coding tree unit
+
+
+def hevc_encode(image: np.ndarray, crf: int) -> bytes:
+    """A 2D uint8 image as one intra frame, or a volume as gray frames, through x265 at
+    ``crf`` (preset placebo, tune psnr).  RGB as yuv444p (Main 4:4:4), gray as 4:2:0 with
+    flat chroma.  Frames narrower or shorter than ``X265_MIN_SIDE`` are edge-padded to it
+    (cropped back on decoding): x265 4.2 (PyAV 18) corrupted the heap on the 42x48
+    hippocampus slices (glibc: ``free(): invalid next size``; with any preset, CTU size or
+    thread setting, in 4:0:0 and 4:2:0), and not from 64x64 up.
+
+    Not bit-exact for volumes: x265's inter prediction on frames this small depends on
+    memory it did not write.  The same 64x64-padded hippocampus volume coded five times in
+    one process gave up to 5 different sizes within 2% (CRF 30; one thread, ``asm=0``,
+    merange 16, no B-frames: the same); single intra frames (2D) are exact.  Padding to
+    128x128 made it exact but cost 33-48% more bytes, so the rows carry the jitter instead
+    (a mean over 40 volumes)."""
+    def code(frames, rgb):
+        short = [(0, 0)] + [(0, max(0, X265_MIN_SIDE - n)) for n in frames.shape[1:3]]
+        frames = np.pad(frames, short + [(0, 0)] * (frames.ndim - 3), mode="edge")
+        return _av_encode("libx265", frames, "yuv444p" if rgb else "yuv420p",
+                          "rgb24" if rgb else "gray",
+                          {"crf": str(crf), **X265_OPTIONS, "x265-params": X265_PARAMS})
+    return _video_encode(image, code)
+
+
+def hevc_decode(data: bytes, shape, dtype) -> np.ndarray:
+    return _video_decode("hevc", data, shape, dtype)
+
+
+# AV1 (SVT-AV1 through PyAV, decoded by dav1d)
+
+SVTAV1_PRESET = 0  # its slowest: ~0.1-0.2 dB over preset 2 at equal bytes on ISIC, 6x the time
+SVTAV1_PARAMS = "lp=1"  # one thread: the bytes of a multi-threaded SVT-AV1 may vary
+
+
+def av1_encode(image: np.ndarray, crf: int) -> bytes:
+    """A 2D uint8 image as one key frame, or a volume as gray frames, through SVT-AV1 at
+    ``crf`` (its PSNR tune, ``SVTAV1_PRESET``): the raw low-overhead OBU stream, with no
+    container (an AVIF or IVF one would add its boxes).  SVT-AV1 takes 4:2:0 only."""
+    def code(frames, rgb):
+        return _av_encode("libsvtav1", frames, "yuv420p", "rgb24" if rgb else "gray",
+                          {"crf": str(crf), "preset": str(SVTAV1_PRESET),
+                           "svtav1-params": SVTAV1_PARAMS})
+    return _video_encode(image, code)
+
+
+def av1_decode(data: bytes, shape, dtype) -> np.ndarray:
+    return _video_decode("libdav1d", data, shape, dtype)
+
+
+# WebP (libwebp through Pillow)
+
+def webp_encode(image: np.ndarray, quality: int) -> bytes:
+    """Lossy WebP (VP8, 4:2:0) at ``quality``, method 6 (libwebp's slowest search); a volume
+    is coded as JPEG-2000 codes it, one gray mosaic of its slices."""
+    from PIL import Image
+    picture, side = to_picture(image)
+    buf = io.BytesIO()
+    Image.fromarray(picture).save(buf, "WEBP", quality=quality, method=6)
+    return side + buf.getvalue()
+
+
+def webp_decode(data: bytes, shape, dtype) -> np.ndarray:
+    return from_picture(_pillow_decode, data, shape, dtype)
 
 
 # Lossless reference sizes
@@ -484,6 +576,53 @@ class JPEGXL(Codec):
         return from_picture(_pillow_decode, data, sample.array.shape, sample.array.dtype)
 
 
+class HEVC(Codec):
+    name, title, short, param = "hevc", "HEVC", "hevc", "crf"
+    sweep = (51, 48, 45, 42, 39, 36, 33, 30, 25, 20)
+    smoke_sweep = (45, 30)
+    implementation = "x265 through PyAV"
+
+    def provenance(self, smoke):
+        return {**super().provenance(smoke), "hevc_options": X265_OPTIONS,
+                "hevc_params": X265_PARAMS}
+
+    def encode(self, sample, crf):
+        return hevc_encode(sample.array, crf)
+
+    def decode(self, data, sample):
+        return hevc_decode(data, sample.array.shape, sample.array.dtype)
+
+
+class AV1(Codec):
+    name, title, short, param = "av1", "AV1", "av1", "crf"
+    sweep = (63, 60, 57, 54, 50, 45, 40, 35, 30, 20)
+    smoke_sweep = (60, 35)
+    implementation = "SVT-AV1 through PyAV, dav1d decoding"
+
+    def provenance(self, smoke):
+        return {**super().provenance(smoke), "av1_preset": SVTAV1_PRESET,
+                "av1_params": SVTAV1_PARAMS}
+
+    def encode(self, sample, crf):
+        return av1_encode(sample.array, crf)
+
+    def decode(self, data, sample):
+        return av1_decode(data, sample.array.shape, sample.array.dtype)
+
+
+class WebP(Codec):
+    name, title, short, param = "webp", "WebP", "webp", "quality"
+    sweep = (0, 5, 10, 20, 30, 50, 70, 90)
+    smoke_sweep = (5, 50)
+    implementation = "libwebp through Pillow"
+
+    def encode(self, sample, quality):
+        return webp_encode(sample.array, quality)
+
+    def decode(self, data, sample):
+        return webp_decode(data, sample.array.shape, sample.array.dtype)
+
+
 class Segcodec(Codec):
     """segcodec's models through its public API: each installed model (and each in
     ``--models`` folders) for the task is one setting, named by its training recipe."""
@@ -581,8 +720,8 @@ class SendLabels(Codec):
         return labelcodec.decode(data).labels
 
 
-CODECS: tuple[Codec, ...] = (PNG(), NiftiGz(), Zstd(), JPEG2000(), H264(), JPEGXL(), Segcodec(),
-                             AutoSeg(), SendLabels())
+CODECS: tuple[Codec, ...] = (PNG(), NiftiGz(), Zstd(), JPEG2000(), H264(), JPEGXL(), HEVC(),
+                             AV1(), WebP(), Segcodec(), AutoSeg(), SendLabels())
 
 
 def by_name(name: str) -> Codec:
