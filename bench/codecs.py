@@ -36,7 +36,8 @@ from segcodec.train import data as datasets
 from segcodec.train import export, loop, recipes
 from segcodec.transforms import labels_from_logits, working_grid
 
-from .common import NDIM, REPO, RESULTS, Sample, Segmentor, checkpoint, n_classes, untrained
+from .common import (CHANNELS, LABELS, NDIM, REPO, RESULTS, ROOTS, Sample, Segmentor, checkpoint,
+                     n_classes, untrained)
 
 SIDE_BYTES = 8  # float32 min and max of a volume, to undo the 8-bit scaling
 _COM = b"\xff\x64"  # JPEG 2000 comment marker
@@ -349,6 +350,10 @@ def av1_encode(image: np.ndarray, crf: int) -> bytes:
     """A 2D uint8 image as one key frame, or a volume as gray frames, through SVT-AV1 at
     ``crf`` (its PSNR tune, ``SVTAV1_PRESET``): the raw low-overhead OBU stream, with no
     container (an AVIF or IVF one would add its boxes).  SVT-AV1 takes 4:2:0 only."""
+    # SVT-AV1 prints its whole configuration to stderr for every stream unless told not to
+    # (its environment, read when an encoder starts: 1 keeps errors only).
+    os.environ.setdefault("SVT_LOG", "1")
+
     def code(frames, rgb):
         return _av_encode("libsvtav1", frames, "yuv420p", "rgb24" if rgb else "gray",
                           {"crf": str(crf), "preset": str(SVTAV1_PRESET),
@@ -736,7 +741,8 @@ def peers() -> list[Codec]:
 # segcodec's models for a task
 
 def segcodec_models(task: str, folders: list[Path]) -> list[zoo.Model]:
-    """Installed models plus those in ``folders``, for the task's ndim and channel count."""
+    """Installed models plus those in ``folders``, for the task's ndim and channel count;
+    for a registered data set, only those that segment its labels."""
     known = {d.resolve() for d in zoo.model_dirs()}
     extra = [str(f) for f in folders if f.is_dir() and f.resolve() not in known]
     for f in folders:
@@ -746,10 +752,11 @@ def segcodec_models(task: str, folders: list[Path]) -> list[zoo.Model]:
         old = os.environ.get(zoo.PATH_ENV, "")
         os.environ[zoo.PATH_ENV] = os.pathsep.join([p for p in [old, *extra] if p])
         zoo.reload()
-    channels = 3 if task == "isic" else 1
+    channels = CHANNELS[task]
     deprecated = set(modelfiles.read_index()["deprecated"])  # kept to decode old files only
     return [m for m in sorted(zoo.installed().values(), key=lambda m: m.name)
-            if m.ndim == NDIM[task] and m.in_channels == channels and m.name not in deprecated]
+            if m.ndim == NDIM[task] and m.in_channels == channels and m.name not in deprecated
+            and (task not in ROOTS or list(m.labels) == LABELS[task])]
 
 
 def model_labels(models: list[zoo.Model]) -> dict[str, str]:

@@ -33,11 +33,34 @@ RUNS = REPO / "runs"
 
 NDIM = {"isic": 2, "hippocampus": 3}
 KIND = {task: f"{ndim}d" for task, ndim in NDIM.items()}  # segcodec.encode's kind
+LABELS = {task: recipes.TASKS[task]["labels"] for task in NDIM}
+CHANNELS = {"isic": 3, "hippocampus": 1}
+TITLES = {"isic": "ISIC 2017 val", "hippocampus": "hippocampus test split"}
+# A user's data set folder (``register``): its task's root, where its test cases are read.
+ROOTS: dict[str, Path] = {}
 
 
 def n_classes(task: str) -> int:
     """The task's classes, background included."""
-    return len(recipes.TASKS[task]["labels"])
+    return len(LABELS[task])
+
+
+def register(root: Path) -> str:
+    """A data set folder as ``segcodec train`` reads it (``segcodec.datasets``), made a bench
+    task of this process; returns its name, the task key its runs are named by.  Its test
+    cases are its imagesTs/ + labelsTs/, or where it has none the validation split carved
+    from its training cases (the cases ``train`` picks weights on: say so with the rows)."""
+    from segcodec import datasets as folders
+    from segcodec.train import plan
+    ds = folders.open(root)
+    task = plan.task_key(ds.name)
+    if task in recipes.TASKS:  # as recipes.for_dataset names it
+        task += "own"
+    NDIM[task], KIND[task] = ds.ndim, f"{ds.ndim}d"
+    LABELS[task], CHANNELS[task], ROOTS[task] = ds.labels, ds.channels, Path(root)
+    TITLES[task] = f"{ds.name}, " + (f"its {len(ds.test)} test cases" if ds.test else
+                                     "the validation split carved from its training cases")
+    return task
 
 
 # Provenance
@@ -138,7 +161,11 @@ class Sample:
 
 
 def task_pairs(task: str, data: Path | None) -> list[tuple[Path, Path]]:
-    """(image, labels) paths of the task's test cases, from ``data`` or (None) fixtures/."""
+    """(image, labels) paths of the task's test cases, from ``data`` or (None) fixtures/; a
+    registered data set's from its own folder."""
+    if task in ROOTS:
+        return datasets.task_pairs(task, ROOTS[task], "test") or \
+            datasets.task_pairs(task, ROOTS[task], "val")
     return datasets.task_pairs(task, data, "test") if data else fixture_pairs(task)
 
 

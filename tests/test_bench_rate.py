@@ -280,6 +280,16 @@ def test_criterion_interpolates_the_peer_curve():
     assert crit["jpeg2000"]["bpp"] == round(0.01 * 4 ** 0.7, 5)
     assert crit["h264"]["bpp"] is None and crit["h264"]["note"] == "not reached"
     assert crit["segcodec m"]["note"] == "meets it"
+    strict = {c["codec"]: c for c in rate.reference_criterion(rows, 0.005)}
+    assert strict["jpeg2000"]["bpp"] == round(0.01 * 4 ** 0.725, 5)  # 0.845: 0.725 of the way
+    (best,) = rate.best_peers(rate.headline(rows), {0.01: list(crit.values()),
+                                                    0.005: list(strict.values())})
+    # at 0.845 Dice only jpeg2000 gets there (h264 tops out at 0.80)
+    assert best["equal_dice"]["peer"] == "jpeg2000"
+    assert best["equal_dice"]["bpp"] == round(0.01 * 4 ** 0.725, 5)
+    assert best["within_0.01"] == {"segcodec_meets": True, "peer": "jpeg2000",
+                                   "bpp": crit["jpeg2000"]["bpp"], "note": ""}
+    assert best["within_0.005"]["segcodec_meets"] is True
 
 
 def test_reference_round_trips_and_a_missing_one_is_refused(tmp_path):
@@ -301,3 +311,43 @@ def test_reference_round_trips_and_a_missing_one_is_refused(tmp_path):
         assert torch.equal(seg.net(seg.grid(image)), expected)
     with pytest.raises(FileNotFoundError, match="python -m bench references"):
         references.load("hippocampus", tmp_path)
+
+
+def test_rate_on_a_data_set_folder_the_bench_has_never_seen(tmp_path, monkeypatch):
+    """A user's own data set: its seg run segments the peers, its exported model is
+    segcodec's row, and its section joins rate.json beside the shipped tasks'."""
+    from click.testing import CliRunner
+    from test_datasets import msd_folder
+
+    from segcodec import zoo
+    from segcodec.cli.main import main as cli
+    root = msd_folder(tmp_path / "Task99_Organ", n_train=6, n_test=2)
+    runs, models = tmp_path / "runs", tmp_path / "models"
+    for design in ("seg", "d4"):
+        result = CliRunner().invoke(cli, ["train", "--data", str(root), "--design", design,
+                                          "--steps", "6", "--batch", "2", "--out",
+                                          str(runs / f"organ-{design}"), "--cache",
+                                          str(tmp_path / "cache")])
+        assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["export", str(runs / "organ-d4" / "checkpoint.pt"),
+                                      "--data", str(root), "--name", "organ-v1", "--out",
+                                      str(models), "--cache", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv(zoo.PATH_ENV, "")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="2"):  # --reference is required
+        rate.main(["--dataset", str(root), "--out", str(out)])
+    try:
+        result = rate.main(["--dataset", str(root), "--reference", str(runs / "organ-seg"),
+                            "--models", str(models), "--codecs", "uncompressed", "jpeg2000",
+                            "segcodec", "--out", str(out)])
+    finally:
+        zoo.reload()
+    assert result["tasks"] == ["organ"] and result["cases"]["organ"]["names"] == [
+        "organ_006.nii.gz", "organ_007.nii.gz"]  # its imagesTs/
+    ours = [r for r in result["rows"] if r["codec"] == "segcodec"]
+    assert [r["setting"] for r in ours] == ["organ-v1"]  # the shipped 3D models are not its
+    assert list(ours[0]["dice"]) == ["organ left", "organ right"]
+    assert {h["against"] for h in result["headline"]} == {"jpeg2000"}
+    assert "## Organ, its 2 test cases (2 cases)" in (out / "rate.md").read_text()
+    assert (out / "rate_organ.png").stat().st_size > 0
