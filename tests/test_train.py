@@ -575,3 +575,24 @@ def test_train_refuses_zero_steps_and_logs_progress_without_a_terminal(tmp_path)
                                       str(tmp_path / "cache")])
     assert again.exit_code == 0, again.output
     assert f"isic-seg: resuming {tmp_path / 'run'} from step 4 of 4" in again.output
+
+
+def test_a_widened_run_starts_as_its_parents_function(tmp_path):
+    """More latent channels than the parent: C's first bits and g's output are the parent's,
+    whatever the new bits are, so fine-tuning starts where the parent stands."""
+    parent_cfg = smoke_config("isic-d4")
+    torch.manual_seed(1)
+    parent = loop.build_net(parent_cfg).eval()
+    wide_cfg = dataclasses.replace(parent_cfg, arch={**parent_cfg.arch, "latent_channels": 8})
+    wide = loop.build_net(wide_cfg).eval()
+    loop.load_grown(wide, parent.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        _, p_parent, z_parent = parent(x, stochastic=False)
+        _, p_wide, z_wide = wide(x, stochastic=False)
+        assert torch.equal(p_wide[:, :4], p_parent)
+        z = torch.cat([z_parent, torch.randint(0, 2, z_parent.shape).float()], 1)
+        assert torch.allclose(wide.decode_logits(z), parent.decode_logits(z_parent), atol=1e-6)
+    narrow_cfg = dataclasses.replace(parent_cfg, arch={**parent_cfg.arch, "latent_channels": 2})
+    with pytest.raises(ValueError, match="does not fit"):
+        loop.load_grown(loop.build_net(narrow_cfg), parent.state_dict())

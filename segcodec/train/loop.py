@@ -37,6 +37,33 @@ LOG_COLUMNS = ["step", "elapsed_s", "loss", "loss_seg", "loss_dis", "loss_cr_bpp
 VAL_COLUMNS = ["step", "val_dice", "val_dice_classes", "val_bpp_estimate"]
 
 
+def load_grown(module: nn.Module, state: dict, grow: bool = True) -> None:
+    """Load a parent run's weights ``state`` into ``module``, whose recipe may have widened
+    the parent (more latent channels): a tensor larger than the parent's in some dimensions
+    gets the parent's block; its new outputs keep their initial weights and its new inputs
+    get zero weights, so the grown network starts as the parent's function (new latents
+    that nothing reads yet).  Without ``grow`` (the rate model's running counts), a tensor
+    of another shape keeps its initial value.  ValueError for a tensor the parent's does
+    not fit into."""
+    own = module.state_dict()
+    for key, value in state.items():
+        mine = own[key]
+        if mine.shape == value.shape:
+            own[key] = value
+            continue
+        fits = mine.ndim == value.ndim and all(a >= b for a, b in zip(mine.shape, value.shape))
+        if grow and not fits:
+            raise ValueError(f"{key}: the parent run's {tuple(value.shape)} does not fit this "
+                             f"recipe's {tuple(mine.shape)}")
+        if grow:
+            grown = mine.clone()
+            if grown.ndim > 1:
+                grown[:, value.shape[1]:] = 0
+            grown[tuple(slice(0, n) for n in value.shape)] = value
+            own[key] = grown
+    module.load_state_dict(own)
+
+
 def build_net(cfg: Recipe) -> nn.Module:
     arch = cfg.arch
     if cfg.target == "image":
@@ -203,7 +230,7 @@ def train(cfg: Recipe, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
             parent["net"] = parent["best"]["net"]
         for key in ("net", "critic", "rate"):
             if modules[key] is not None and key in parent:
-                modules[key].load_state_dict(parent[key])
+                load_grown(modules[key], parent[key], grow=key != "rate")
     elif cfg.init_segmentor and ck is None:
         seg = load_checkpoint(Path(cfg.init_segmentor), best=True)[0]
         net.segmentor.load_state_dict(seg.state_dict())
