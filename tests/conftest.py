@@ -42,3 +42,23 @@ def rgb():
 @pytest.fixture
 def volume():
     return hippo_volume(0)
+
+
+# The suite's slow parts, by module: CI runs everything; `pytest -m "not slow and not bench"`
+# is the quick loop while editing (the coding path, formats, CLI, service).
+SLOW_MODULES = {"test_train", "test_budget", "test_batch", "test_datasets", "test_readme",
+                "test_seed", "test_evaluate"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains networks, starts clusters or servers")
+    config.addinivalue_line("markers", "bench: runs a benchmark end to end on fixtures/")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module.startswith("test_bench_"):
+            item.add_marker(pytest.mark.bench)
+        elif module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
