@@ -25,6 +25,7 @@ round-robin, no sticky sessions, health check ``GET /healthz``; give every repli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -101,24 +102,34 @@ class _Batcher:
     one ran, so a lone request is never delayed.
     """
 
+    _STOP = None  # queued by close(): the thread ends after the batches before it
+
     def __init__(self, device: torch.device, max_batch: int):
         self.device, self.max_batch = device, max_batch
         self.queue: queue.Queue = queue.Queue()
-        threading.Thread(target=self._run, name="segcodec-infer", daemon=True).start()
+        self.thread = threading.Thread(target=self._run, name="segcodec-infer", daemon=True)
+        self.thread.start()
 
     def submit(self, decoded: api.Decoded) -> Future:
         future: Future = Future()
         self.queue.put((decoded, future))
         return future
 
+    def close(self, timeout: float | None = None) -> None:
+        self.queue.put(self._STOP)
+        self.thread.join(timeout)
+
     def _run(self) -> None:
-        while True:
+        stopping = False
+        while not stopping:
             batch = [self.queue.get()]
             while len(batch) < self.max_batch:
                 try:
                     batch.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
+            stopping = self._STOP in batch
+            batch = [item for item in batch if item is not self._STOP]
             by_model: dict[bytes, list] = {}
             for decoded, future in batch:
                 if future.set_running_or_notify_cancel():  # skip requests that went away
@@ -186,10 +197,17 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
     in_flight, counting = 0, threading.Lock()  # for /healthz; admission is the semaphore's
     secret = token.encode() if token else None
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        # Shutdown: requests still queued get their answers first; then the threads end.
+        await asyncio.to_thread(batcher.close, 30)
+        executor.shutdown(wait=False, cancel_futures=True)
+
     app = FastAPI(title="segcodec", version=__version__, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+                  openapi_url=None, lifespan=lifespan)
     app.add_middleware(_HeaderLimit, limit=MAX_HEADER_BYTES)
-    app.state.batcher = batcher
+    app.state.batcher, app.state.executor = batcher, executor
     app.state.config = {"device": device, "max_body": max_body, "max_queue": max_queue,
                         "max_batch": max_batch, "token": bool(token),
                         "body_timeout": body_timeout, "max_output_voxels": max_output_voxels}

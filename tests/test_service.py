@@ -651,3 +651,15 @@ def test_making_room_drops_never_answered_connections_before_kept_alive_ones(app
         assert b" 200 " in again
         for s in flood + [kept]:
             s.close()
+
+
+def test_shutdown_answers_what_is_queued_then_stops_the_threads(files):
+    """The inference thread and the I/O executor lived on after the app shut down."""
+    app = service.create_app(device="cpu", warm=False)
+    data = files[0][1]
+    with TestClient(app) as http:
+        assert http.post("/v1/segment", content=data).status_code == 200
+        assert app.state.batcher.thread.is_alive()
+    assert not app.state.batcher.thread.is_alive()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        app.state.executor.submit(print)
