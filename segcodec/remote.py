@@ -215,3 +215,53 @@ def segment_file(src, dst, url: str, token: str | None = None, *,
     return out, result, [("read", t1 - t0), ("request", result.seconds),
                          ("decode labels", result.decode_seconds), ("write", t3 - t2),
                          ("total", t3 - t0)]
+
+
+def send_file(src, dst, url: str, token: str | None = None, *, model=None,
+              geometry: bool = True, timeout: float = 60.0, volume: int | None = None,
+              force: bool = False) -> tuple[Path, RemoteLabels, list[tuple[str, float]]]:
+    """``segcodec send``: read an image, encode it here, upload the .sgc, write the labels
+    over the input as it is (its shape, its geometry).
+
+    ``dst`` as for ``segment_file``; labels (or their sidecar) that exist already are
+    replaced only with ``force``, which also codes an input outside the model's domain.
+    Without ``geometry`` the voxel spacing and orientation stay off the wire.  Returns the
+    label file, the server's answer and each step's seconds.
+    """
+    import dataclasses
+
+    from . import api, destinations, encode, read_header
+    from .errors import InputError
+    src = Path(src)
+    t0 = time.perf_counter()
+    loaded = api.read_input(src, volume, model=model)
+    t1 = time.perf_counter()
+    with naming(src):
+        array, affine, restore = loaded.array, loaded.affine, lambda labels: labels
+        if not geometry:  # the orientation stays here, as the affine does
+            array, affine, restore = api.reoriented(array, affine, model=model,
+                                                    kind=loaded.kind)
+        data = encode(array, model=model, kind=loaded.kind, affine=affine, geometry=geometry,
+                      source=loaded.source, force=force)
+        header = read_header(data)
+        header = dataclasses.replace(header, shape=loaded.array.shape[:header.ndim],
+                                     affine=loaded.affine)
+    default = destinations.default_labels_path(destinations.default_sgc_path(src), header)
+    dst = default if dst is None else Path(dst) / default.name if Path(dst).is_dir() \
+        else Path(dst)
+    destinations.not_the_input(src, dst)
+    if not force and (there := destinations.existing_output(dst)):
+        raise InputError(f"{there}: exists; --force replaces it")
+    # A DICOM input is the source of a DICOM Segmentation (-o seg.dcm).
+    source = src if loaded.source == "dicom" else None
+    api.check_destination(dst, header, source)  # before the upload
+    t2 = time.perf_counter()
+    with naming(src):
+        with Client(url, token, timeout=timeout) as client:
+            result = client.fetch(data)
+    t3 = time.perf_counter()
+    out = api.write_label_file(dst, restore(result.labels), header, source)
+    t4 = time.perf_counter()
+    return out, result, [("read", t1 - t0), ("encode", t2 - t1), ("request", result.seconds),
+                         ("decode labels", result.decode_seconds), ("write", t4 - t3),
+                         ("total", t4 - t0)]

@@ -333,6 +333,18 @@ def test_malformed_uploads_never_break_the_server(files, http):
     assert http.post("/v1/segment", content=valid[0]).status_code == 200
 
 
+def test_send_file_is_public_api_and_returns_the_answer_and_its_steps(url, tmp_path):
+    from segcodec import remote
+    src = tmp_path / "vol.nii.gz"
+    shutil.copy(HIPPO[0], src)
+    out, answer, steps = remote.send_file(src, tmp_path / "labels.npy", url)
+    np.testing.assert_array_equal(np.load(out), answer.labels)
+    assert [name for name, _ in steps] == ["read", "encode", "request", "decode labels",
+                                           "write", "total"]
+    with pytest.raises(segcodec.InputError, match="exists"):
+        remote.send_file(src, out, url)  # kept without force
+
+
 def test_send_and_segment_remote_write_aligned_labels(files, url, tmp_path):
     src = tmp_path / "vol.nii.gz"
     shutil.copy(HIPPO[0], src)

@@ -1,16 +1,12 @@
 """segcodec serve | send, and the remote path of ``segcodec segment --remote``."""
 from __future__ import annotations
 
-import dataclasses
 import os
-import time
 from pathlib import Path
 
 import click
 
 import segcodec
-from segcodec import destinations
-from segcodec.errors import naming  # errors name the file, as local `segment` does
 
 from .common import device_option, fail, need_torch, threads_option
 
@@ -110,52 +106,12 @@ def serve(host, port, device, token_file, max_body, max_queue, workers, max_batc
                    "(as encode --force does).")
 def send(src, remote, output, model, no_geometry, token_file, timeout, volume, force):
     """Encode an image here, segment it on a server, write labels aligned with the input."""
+    from segcodec import remote as client
     try:
-        out = send_file(src, output, remote, read_token(token_file), model=model,
-                        geometry=not no_geometry, timeout=timeout, volume=volume, force=force)
+        out, answer, steps = client.send_file(src, output, remote, read_token(token_file),
+                                              model=model, geometry=not no_geometry,
+                                              timeout=timeout, volume=volume, force=force)
     except segcodec.SgcError as exc:
         fail(str(exc))
+    click.echo(client.report(str(src), remote, answer, steps))
     click.echo(f"{src} -> {out}")
-
-
-def send_file(src, dst, url: str, token: str | None = None, *, model=None,
-              geometry: bool = True, timeout: float = 60.0, volume: int | None = None,
-              force: bool = False) -> Path:
-    """Read an image, encode it, upload the .sgc, write the labels; prints the steps.
-    Labels (or their sidecar) that exist already are replaced only with ``force``."""
-    from segcodec import remote
-    src = Path(src)
-    t0 = time.perf_counter()
-    loaded = segcodec.api.read_input(src, volume, model=model)
-    t1 = time.perf_counter()
-    with naming(src):
-        array, affine, restore = loaded.array, loaded.affine, lambda labels: labels
-        if not geometry:  # the orientation stays here, as the affine does
-            array, affine, restore = segcodec.api.reoriented(array, affine, model=model,
-                                                             kind=loaded.kind)
-        data = segcodec.encode(array, model=model, kind=loaded.kind, affine=affine,
-                               geometry=geometry, source=loaded.source, force=force)
-        header = segcodec.read_header(data)
-        # The labels are written over the input as it is: its shape, its geometry.
-        header = dataclasses.replace(header, shape=loaded.array.shape[:header.ndim],
-                                     affine=loaded.affine)
-    default = destinations.default_labels_path(destinations.default_sgc_path(src), header)
-    dst = default if dst is None else Path(dst) / default.name if Path(dst).is_dir() \
-        else Path(dst)
-    destinations.not_the_input(src, dst)
-    if not force and (there := destinations.existing_output(dst)):
-        raise segcodec.InputError(f"{there}: exists; --force replaces it")
-    # A DICOM input is the source of a DICOM Segmentation (-o seg.dcm).
-    source = src if loaded.source == "dicom" else None
-    segcodec.api.check_destination(dst, header, source)  # before the upload
-    t2 = time.perf_counter()
-    with naming(src):
-        with remote.Client(url, token, timeout=timeout) as client:
-            result = client.fetch(data)
-    t3 = time.perf_counter()
-    out = segcodec.api.write_label_file(dst, restore(result.labels), header, source)
-    t4 = time.perf_counter()
-    click.echo(remote.report(str(src), url, result, [
-        ("read", t1 - t0), ("encode", t2 - t1), ("request", result.seconds),
-        ("decode labels", result.decode_seconds), ("write", t4 - t3), ("total", t4 - t0)]))
-    return out
