@@ -44,8 +44,8 @@ def test_a_run_past_its_deadline_stops_and_is_scored(tmp_path):
 def test_budget_plans_seg_then_d4_and_says_so_before_training(tmp_path):
     root = msd_folder(tmp_path / "Task99_Organ", n_train=6, n_test=2)
     runs = tmp_path / "runs"
-    args = ["train", "--data", str(root), "--budget", "40s", "--out", str(runs / "organ-d4"),
-            "--cache", str(tmp_path / "cache")]
+    args = ["train", "--data", str(root), "--budget", "40s", "--batch", "4", "--out",
+            str(runs / "organ-d4"), "--cache", str(tmp_path / "cache")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -59,7 +59,7 @@ def test_budget_plans_seg_then_d4_and_says_so_before_training(tmp_path):
         config = json.loads((runs / name / "config.json").read_text())
         assert config["steps"] == planned[name] >= budget.PROBE_STEPS
     d4 = json.loads((runs / "organ-d4" / "config.json").read_text())
-    assert d4["teacher"] == str(runs / "organ-seg" / "checkpoint.pt")
+    assert d4["teacher"] == str(runs / "organ-seg" / "checkpoint.pt") and d4["batch"] == 4
     assert all("test" in s for s in summaries)
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and "is finished" in again.output
@@ -67,7 +67,7 @@ def test_budget_plans_seg_then_d4_and_says_so_before_training(tmp_path):
 
 def test_budget_refuses_what_it_plans_itself_in_one_line(tmp_path):
     root = msd_folder(tmp_path / "Task99_Organ", n_train=6, n_test=2)
-    for extra in (["--steps", "5"], ["--batch", "2"], ["isic-d4"]):
+    for extra in (["--steps", "5"], ["--rate-point", "2"], ["isic-d4"]):
         result = CliRunner().invoke(main, ["train", *extra, "--data", str(root),
                                            "--budget", "1h", "--out", str(tmp_path / "r")])
         assert result.exit_code == 1 and "--budget plans" in result.output

@@ -90,8 +90,8 @@ def train(config, data, design, rate_point, out, steps, seed, batch, teacher, pa
 
     if budget is not None:
         clash = [option for option, given in (
-            ("CONFIG", config), ("--steps", steps), ("--seed", seed), ("--batch", batch),
-            ("--parent", parent), ("--rate-point", rate_point != 1)) if given]
+            ("CONFIG", config), ("--steps", steps), ("--parent", parent),
+            ("--rate-point", rate_point != 1)) if given]
         if clash:
             fail(f"--budget plans a data set's seg and {design} runs itself; it takes no "
                  + ", ".join(clash))
@@ -99,7 +99,8 @@ def train(config, data, design, rate_point, out, steps, seed, batch, teacher, pa
         if budget is not None:
             from segcodec.train import budget as budgets
             summaries = run.within(budgets.parse(budget), data, out, design=design,
-                                   teacher=teacher, threads=threads, device=device,
+                                   teacher=teacher, batch=batch, seed=seed, threads=threads,
+                                   device=device,
                                    cache=cache, progress_for=progress_for,
                                    log=lambda m: click.echo(m, err=True))
         else:

@@ -149,22 +149,24 @@ def _sets(cfg: recipes.Recipe, data: Path, cache: Path | None):
 
 
 def within(seconds: float, data: Path | str, out: Path | str | None = None, *,
-           design: str = "d4", teacher: Path | None = None, threads: int = 1,
+           design: str = "d4", teacher: Path | None = None, batch: int | None = None,
+           seed: int | None = None, threads: int = 1,
            device: str = "cpu", cache: Path | None = DEFAULT_CACHE, progress_for=None,
            log=print) -> list[dict]:
-    """Train ``design`` (planned for the data set folder ``data``) and, for a compressed
-    design without ``teacher``, its seg reference first, all within ``seconds`` of wall-clock
-    time from now: each run's steps come from its speed measured here (``budget``).  A run
-    already finished (its summary.json) is kept; one stopped midway resumes with the steps
-    it was planned with.  ``progress_for(name)`` gives each run's progress callback.
-    Returns the summaries of the runs trained."""
+    """Train ``design`` (planned for the data set folder ``data``, with ``batch`` and ``seed``
+    where given) and, for a compressed design without ``teacher``, its seg reference first,
+    all within ``seconds`` of wall-clock time from now: each run's steps come from its speed
+    measured here (``budget``).  A run already finished (its summary.json) is kept; one
+    stopped midway resumes with the steps it was planned with.  ``progress_for(name)`` gives
+    each run's progress callback.  Returns the summaries of the runs trained."""
     t_start = time.time()
     data = Path(data)
-    final = recipes.for_dataset(data, design)
+    given = {k: v for k, v in (("batch", batch), ("seed", seed)) if v is not None}
+    final = dataclasses.replace(recipes.for_dataset(data, design), **given)
     out = Path(out) if out else Path("runs") / final.name
     chain = [final]
     if final.teacher and teacher is None:
-        chain.insert(0, recipes.for_dataset(data, "seg"))
+        chain.insert(0, dataclasses.replace(recipes.for_dataset(data, "seg"), **given))
     folders = {cfg.name: out.parent / cfg.name for cfg in chain}
     folders[final.name] = out
     todo = [cfg for cfg in chain if not (folders[cfg.name] / "summary.json").exists()]
@@ -224,7 +226,8 @@ def within(seconds: float, data: Path | str, out: Path | str | None = None, *,
         # A run that overruns its planned time (a machine slowed down) stops a little past it.
         slack = (budget.OVERRUN - 1) * steps[cfg.name] * per_step[cfg.name]
         summaries.append(run(None, data, folders[cfg.name], design=cfg.design,
-                             steps=steps[cfg.name], teacher=teacher if cfg.teacher else None,
+                             steps=steps[cfg.name], batch=batch, seed=seed,
+                             teacher=teacher if cfg.teacher else None,
                              threads=threads, device=device, cache=cache,
                              progress=progress_for(cfg.name) if progress_for else None,
                              log=log, deadline=ends[cfg.name] + slack))
