@@ -15,7 +15,7 @@ import numpy as np
 from . import backend, bits, container, domain, entropy, inputs, modelfiles, orientation, zoo
 from . import io as sgio
 from .container import Header
-from .destinations import default_labels_path, default_sgc_path, not_the_input, sidecar_path
+from .destinations import default_sgc_path, labels_destination, not_the_input, sidecar_path
 from .errors import InputError, SgcFormatError, naming
 from .inputs import photo_intensities
 
@@ -376,10 +376,7 @@ def segment_file(src, dst=None, *, device: str = "auto", overlay=None, source=No
     """
     src = Path(src)
     decoded = decode(src)
-    if dst is None:
-        dst = default_labels_path(src, decoded.header)
-    elif Path(dst).is_dir():
-        dst = Path(dst) / default_labels_path(src, decoded.header).name
+    dst = labels_destination(dst, src, decoded.header)
     not_the_input(src, dst)
     check_destination(dst, decoded.header, source)  # before g and s run
     image = None

@@ -160,6 +160,15 @@ def default_labels_path(sgc_path, header) -> Path:
                               + sgio.label_suffix(header.source, header.ndim))
 
 
+def labels_destination(dst, sgc_path, header) -> Path:
+    """Where ``segment`` and ``send`` write the labels: ``dst``, or where it is None or a
+    folder, ``default_labels_path``'s name beside the .sgc or in that folder."""
+    default = default_labels_path(sgc_path, header)
+    if dst is None:
+        return default
+    return Path(dst) / default.name if Path(dst).is_dir() else Path(dst)
+
+
 def sidecar_path(labels_path) -> Path:
     """``NAME.labels.json`` beside ``NAME.labels.<ext>``."""
     labels_path = Path(labels_path)

@@ -202,9 +202,7 @@ def segment_file(src, dst, url: str, token: str | None = None, *,
     data = container.read_file(src)
     with naming(src):
         header = read_header(data)  # a bad file fails here, before any upload
-        default = destinations.default_labels_path(src, header)
-        dst = default if dst is None else Path(dst) / default.name if Path(dst).is_dir() \
-            else Path(dst)
+        dst = destinations.labels_destination(dst, src, header)
         api.check_destination(dst, header)  # and a bad destination
         t1 = time.perf_counter()
         with Client(url, token, timeout=timeout) as client:
@@ -246,9 +244,7 @@ def send_file(src, dst, url: str, token: str | None = None, *, model=None,
         header = read_header(data)
         header = dataclasses.replace(header, shape=loaded.array.shape[:header.ndim],
                                      affine=loaded.affine)
-    default = destinations.default_labels_path(destinations.default_sgc_path(src), header)
-    dst = default if dst is None else Path(dst) / default.name if Path(dst).is_dir() \
-        else Path(dst)
+    dst = destinations.labels_destination(dst, destinations.default_sgc_path(src), header)
     destinations.not_the_input(src, dst)
     if not force and (there := destinations.existing_output(dst)):
         raise InputError(f"{there}: exists; --force replaces it")
