@@ -13,6 +13,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import backend
+from .architecture import Architecture
 from .errors import SgcError
 
 LEAK = 0.1  # the LeakyReLU slope of C (here and in networks.Compressor)
@@ -21,24 +22,24 @@ PREFIX = "compressor.body."
 
 def downsample(arch: dict) -> int:
     """How many grid steps of the working grid one latent covers, per axis."""
-    return arch.get("c_first_stride", 1) * 2 ** (len(arch["c_widths"]) - 1)
+    return Architecture.from_json(arch).downsample
 
 
 def latent_shape(arch: dict) -> tuple[int, ...]:
     """(K, *grid): the binary latents of one input."""
-    step = downsample(arch)
-    return (arch["latent_channels"], *(s // step for s in arch["work_shape"]))
+    return Architecture.from_json(arch).latent_shape
 
 
 def layer_plan(arch: dict) -> list[tuple[int, int, int, int, bool]]:
     """C's convolutions in order: (body index, in channels, out channels, kernel, stride), and
     whether a LeakyReLU follows, as ``networks.Compressor`` lays them out."""
-    widths = arch["c_widths"]
-    plan = [(0, arch["in_channels"], widths[0], 3, arch.get("c_first_stride", 1), True)]
+    a = Architecture.from_json(arch)
+    widths = a.c_widths
+    plan = [(0, a.in_channels, widths[0], 3, a.c_first_stride, True)]
     for cin, cout in zip(widths[:-1], widths[1:]):
         i = plan[-1][0] + 2
         plan += [(i, cin, cout, 3, 2, True), (i + 2, cout, cout, 3, 1, True)]
-    plan.append((plan[-1][0] + 2, widths[-1], arch["latent_channels"], 1, 1, False))
+    plan.append((plan[-1][0] + 2, widths[-1], a.latent_channels, 1, 1, False))
     return plan
 
 

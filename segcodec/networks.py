@@ -9,6 +9,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .architecture import Architecture
 from .compressor import LEAK, downsample
 
 # PyTorch's CPU heuristic sends a batch-1 input with batch x channels x first two sizes under
@@ -163,17 +164,15 @@ class SegCodecNet(nn.Module):
 
     def __init__(self, arch: dict):
         super().__init__()
-        self.arch = dict(arch)
+        self.arch = arch = Architecture.from_json(arch).to_json()
         # ``g_channels``: g's map has the image's channel count where s starts from the
         # uncompressed segmentor (v2); one channel, as in the paper's Fig. 2b, before.
-        g_channels = arch.get("g_channels", 1)
-        self.compressor, self.reconstructor = _c_and_g(arch, g_channels)
+        self.compressor, self.reconstructor = _c_and_g(arch, arch["g_channels"])
         self.segmentor = Segmentor(arch["ndim"], arch["n_classes"], arch["s_widths"],
-                                   in_channels=g_channels, norm=arch.get("s_norm", False))
+                                   in_channels=arch["g_channels"], norm=arch["s_norm"])
 
     def latent_shape(self) -> tuple[int, ...]:
-        step = downsample(self.arch)
-        return (self.arch["latent_channels"], *(s // step for s in self.arch["work_shape"]))
+        return Architecture.from_json(self.arch).latent_shape
 
     def decode_logits(self, z: torch.Tensor, features: list | None = None) -> torch.Tensor:
         """g then s: binary latents (float 0/1) -> class logits at the working resolution."""
@@ -188,7 +187,7 @@ class SegCodecNet(nn.Module):
 def _c_and_g(arch: dict, g_channels: int) -> tuple[Compressor, Reconstructor]:
     nd = arch["ndim"]
     compressor = Compressor(nd, arch["in_channels"], arch["latent_channels"], arch["c_widths"],
-                            arch.get("c_first_stride", 1))
+                            arch["c_first_stride"])
     short = 2 ** (len(arch["g_widths"]) - 1) < downsample(arch)
     reconstructor = Reconstructor(nd, arch["latent_channels"], arch["g_widths"], g_channels,
                                   out_shape=arch["work_shape"] if short else None)
@@ -201,6 +200,7 @@ class AutoEncoder(nn.Module):
 
     def __init__(self, arch: dict):
         super().__init__()
+        arch = Architecture.from_json(arch).to_json()
         self.compressor, self.reconstructor = _c_and_g(arch, arch["in_channels"])
 
     def forward(self, x: torch.Tensor, stochastic: bool = True):

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import domain, entropy
-from .compressor import Compressor, downsample, latent_shape
+from . import architecture, domain, entropy
+from .compressor import Compressor, latent_shape
 from .container import MODEL_ID_BYTES
 from .errors import SgcError, UnknownModelError
 
@@ -137,41 +137,10 @@ def _copy_to(net: "SegCodecNet", device) -> "SegCodecNet":
     return clone.to(device).eval()
 
 
-# What a manifest's architecture may ask for (format_spec.md §6), checked before any network
-# is built, so a crafted file cannot make us allocate 8,000-wide convolutions.
-_ARCH_BOUNDS = {"ndim": (2, 3), "in_channels": (1, 3), "latent_channels": (1, 16),
-                "n_classes": (2, 255), "g_channels": (1, 3)}
-_WIDTHS = {"c_widths": (2, 4), "g_widths": (2, 4), "s_widths": (1, 5)}  # how many, 1..512 each
-
-
 def check_architecture(arch) -> dict:
-    """SgcError unless ``arch`` is a plausible ``SegCodecNet`` architecture."""
-    def bad(why):
-        return SgcError(f"architecture {why}")
-    if not isinstance(arch, dict):
-        raise bad("is not an object")
-    for key, (lo, hi) in _ARCH_BOUNDS.items():
-        value = arch.get(key, 1 if key == "g_channels" else None)
-        if type(value) is not int or not lo <= value <= hi:
-            raise bad(f"{key} = {value!r}, expected an integer in {lo}..{hi}")
-    for key, (lo, hi) in _WIDTHS.items():
-        widths = arch.get(key)
-        if not isinstance(widths, list) or not lo <= len(widths) <= hi or \
-                any(type(w) is not int or not 1 <= w <= 512 for w in widths):
-            raise bad(f"{key} = {widths!r}, expected {lo}..{hi} integers in 1..512")
-    stride = arch.get("c_first_stride", 1)
-    if type(stride) is not int or stride not in (1, 2):
-        raise bad(f"c_first_stride = {stride!r}, expected 1 or 2")
-    if 2 ** (len(arch["g_widths"]) - 1) > downsample(arch):
-        raise bad("g_widths: more upsamplings than C downsamples")
-    shape, step = arch.get("work_shape"), downsample(arch)
-    if not isinstance(shape, list) or len(shape) != arch["ndim"] or \
-            any(type(s) is not int or not 4 <= s <= 512 or s % step for s in shape):
-        raise bad(f"work_shape = {shape!r}, expected {arch['ndim']} multiples of {step} (C's "
-                  "downsampling) in 4..512")
-    if type(arch.get("s_norm", False)) is not bool:
-        raise bad("s_norm is not a boolean")
-    return arch
+    """``arch`` with every optional key filled in; SgcError unless it is a plausible
+    ``SegCodecNet`` architecture (``segcodec.architecture``)."""
+    return architecture.filled(arch)
 
 
 def load_file(path: Path) -> Model:
@@ -186,7 +155,7 @@ def load_file(path: Path) -> Model:
     try:
         content = modelfiles.read_content(blob)
         manifest = json.loads(content["manifest"])
-        arch = check_architecture(manifest["architecture"])
+        arch = manifest["architecture"] = check_architecture(manifest["architecture"])
         domain.validate(manifest.get("domain"), arch)
         if not isinstance(manifest.get("name"), str) or not isinstance(manifest.get("labels"),
                                                                         list):
@@ -331,7 +300,7 @@ def default_for(ndim: int) -> Model:
 def write_model_file(out_dir: Path, manifest: dict, state_dict: dict,
                      table: np.ndarray) -> Path:
     """Serialise a model into ``out_dir/<name>-<sha8>.sgm`` and return the path."""
-    arch = manifest["architecture"]
+    arch = check_architecture(manifest["architecture"])  # never write what the loader refuses
     table = entropy.check_table(table, arch["latent_channels"], arch["ndim"])
     domain.validate(manifest.get("domain"), arch)  # never write a file the loader refuses
     import torch

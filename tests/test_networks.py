@@ -1,5 +1,6 @@
 """The networks: inference convolutions, a g that stops short of the working grid, and a C
 whose first convolution is strided."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -73,3 +74,23 @@ def test_a_strided_first_convolution_keeps_c_off_the_full_grid():
         zoo.check_architecture({**arch, "c_first_stride": 1, "g_widths": [8, 8, 8]})
     with pytest.raises(SgcError, match="work_shape.*multiples of 4"):
         zoo.check_architecture({**arch, "work_shape": [16, 22, 16]})
+
+
+def test_an_architecture_states_what_its_absent_keys_meant_and_refuses_unknown_ones():
+    from segcodec.architecture import OPTIONAL, Architecture
+    old = {k: v for k, v in ARCH.items() if k not in OPTIONAL}  # as the v0 models wrote it
+    filled = zoo.check_architecture(old)
+    assert {k: filled[k] for k in OPTIONAL} == OPTIONAL and SegCodecNet(old).arch == filled
+    assert Architecture.from_json(filled).to_json() == filled
+    with pytest.raises(SgcError, match="'g_chanels' is unknown"):
+        zoo.check_architecture({**ARCH, "g_chanels": 3})
+    with pytest.raises(SgcError, match="s_norm"):
+        zoo.check_architecture({**ARCH, "s_norm": 1})
+
+
+def test_export_never_writes_an_architecture_the_loader_refuses(tmp_path):
+    manifest = {"name": "bad", "task": "t", "labels": ["a", "b"],
+                "architecture": {**ARCH, "latent_channels": 99}}
+    with pytest.raises(SgcError, match="latent_channels"):
+        zoo.write_model_file(tmp_path, manifest, {}, np.zeros((1,), np.int32))
+    assert not list(tmp_path.iterdir())

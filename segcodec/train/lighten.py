@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import zoo
+from .. import architecture, zoo
 from ..errors import SgcError
 from ..networks import downsample
 from . import data as datasets
@@ -59,9 +59,10 @@ def lighten(parent: Path, arch: dict, data: Path, out: Path, *, name: str | None
             state[key] = value
     child.load_state_dict(state)
     # Only the networks whose shape changed learn; the rest stay the parent's.
+    child_arch, parent_arch = child.arch, architecture.filled(cfg.arch)
     learners = [m for keys, m in ((("c_widths", "c_first_stride"), child.compressor),
                                   (("g_widths",), child.reconstructor))
-                if any(child_cfg.arch.get(k, 1) != cfg.arch.get(k, 1) for k in keys)]
+                if any(child_arch[k] != parent_arch[k] for k in keys)]
     params = [p for m in learners for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
     sched = loop.one_cycle(opt, lr, steps)

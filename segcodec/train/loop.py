@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import architecture
 from ..metrics import scores
 from ..networks import AutoEncoder, SegCodecNet, Segmentor
 from ..transforms import labels_from_logits
@@ -65,13 +66,13 @@ def load_grown(module: nn.Module, state: dict, grow: bool = True) -> None:
 
 
 def build_net(cfg: Recipe) -> nn.Module:
-    arch = cfg.arch
+    arch = architecture.filled(cfg.arch)
     if cfg.target == "image":
         return AutoEncoder(arch)
     if cfg.compress:
         return SegCodecNet(arch)
     return Segmentor(arch["ndim"], arch["n_classes"], arch["s_widths"],
-                     in_channels=arch["in_channels"], norm=arch.get("s_norm", False))
+                     in_channels=arch["in_channels"], norm=arch["s_norm"])
 
 
 def one_cycle(opt: torch.optim.Optimizer, lr: float, steps: int):
