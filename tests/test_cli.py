@@ -98,6 +98,10 @@ def test_info_and_models(tmp_path):
     assert "256x256" in text and "22 header" in text
     d = json.loads(run("info", "--json", tmp_path / "a.sgc").output)
     assert d["header_bytes"] == 22 and d["file_bytes"] == (tmp_path / "a.sgc").stat().st_size
+    # the public function the command prints: from the path or the bytes alike
+    data = (tmp_path / "a.sgc").read_bytes()
+    assert segcodec.info(tmp_path / "a.sgc") == segcodec.info(data) == d
+    assert d["bpp"] == round(len(data) * 8 / (256 * 256), 6) and d["labels"][1] == "lesion"
     models = json.loads(run("models", "--json").output)
     assert d["model_id"] in {m["id"] for m in models}
     assert {m["ndim"] for m in models} == {2, 3}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import signal
 import sys
 import threading
@@ -33,11 +32,6 @@ def _run(fn, *args, **kwargs):
         fail(str(exc))
     except OSError as exc:
         fail(os_error(exc))
-
-
-def _bpp(nbytes: int, shape) -> float:
-    """Whole-file bits per pixel (or voxel): the header counts."""
-    return nbytes * 8 / math.prod(shape)
 
 
 def _batch(run, n: int, label: str, quiet: bool, line, scheduler=None, workers=None) -> None:
@@ -240,20 +234,10 @@ def info(sgc_file, as_json):
     """Show a .sgc file's header."""
     data = _run(sgc_file.read_bytes)
     try:
-        header = segcodec.read_header(data)
+        d = segcodec.info(data)
     except segcodec.SgcError as exc:
         fail(f"{sgc_file}: {exc}")  # named, as segment's errors are
-    d = header.to_dict()
-    bpp = _bpp(len(data), header.shape)
-    d.update(file_bytes=len(data), payload_bytes=len(data) - header.header_bytes,
-             bpp=round(bpp, 6))
-    entry = modelfiles.index_entry(header.model_id)  # a built-in model's, without torch
-    d["model"] = entry["name"] if entry else modelfiles.name_for(header.model_id)
-    d["labels"] = entry["labels"] if entry else None
-    if entry is None and d["model"]:  # a model of one's own: its manifest names them
-        with contextlib.suppress(segcodec.SgcError):  # a file that does not load names none
-            d["labels"] = [x["name"] for x in
-                           segcodec.api.label_sidecar(header.model_id)["labels"]]
+    header = segcodec.read_header(data)
     if as_json:
         click.echo(json.dumps(d, indent=1))
         return
@@ -275,7 +259,7 @@ def info(sgc_file, as_json):
     if header.metadata:
         click.echo(f"  metadata    {json.dumps(header.metadata)}")
     click.echo(f"  size        {d['file_bytes']} bytes = {d['header_bytes']} header + "
-               f"{d['payload_bytes']} payload; {bpp:.4f} bpp")
+               f"{d['payload_bytes']} payload; {d['bpp']:.4f} bpp")
 
 
 @main.command()
