@@ -189,168 +189,47 @@ def train(cfg: Recipe, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
     x, t = x.to(device), t.to(device)
     if val is not None:
         val = (val[0].to(device), val[1])
-    out.mkdir(parents=True, exist_ok=True)
-    steps, arch = cfg.steps, cfg.arch
-    ckpt_path = out / "checkpoint.pt"
-    ck = read_checkpoint(ckpt_path, device) if ckpt_path.exists() else None
-    if ck is not None:  # refused before anything is built or written
-        # Recipe.load gives keys an older run was started without their meaning then.
-        started = Recipe.load(ck["config"])
-        changed = [f.name for f in dataclasses.fields(Recipe) if f.name not in RESUME_IGNORES
-                   and getattr(started, f.name) != getattr(cfg, f.name)]
-        if changed:
-            was = ", ".join(f"{k}={getattr(started, k)}" for k in changed)
-            raise ValueError(f"{out} holds a run started with {was}; use another --out")
-        if log:
-            log(f"{cfg.name}: resuming {out} from step {ck['step']} of {steps}")
+    folder = RunFolder(out, cfg, device)  # a changed config is refused before anything else
+    if folder.resumed is not None and log:
+        log(f"{cfg.name}: resuming {out} from step {folder.resumed['step']} of {cfg.steps}")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    net = build_net(cfg).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    sched = one_cycle(opt, cfg.lr, steps)
-    critic = d_opt = None
-    if cfg.dis_weight:
-        critic = Critic(arch["ndim"], arch["n_classes"], cfg.critic_widths).to(device)
-        d_opt = torch.optim.RMSprop(critic.parameters(), lr=cfg.lr / 4)
-    rate = ContextRate(arch["latent_channels"], arch["ndim"]).to(device) \
-        if cfg.compress else None
-    teacher = None
-    if cfg.distil_weight:
-        # The uncompressed segmentor on the image teaches s on g(latents); it stays frozen.
-        teacher = load_checkpoint(Path(cfg.teacher), best=True)[0].requires_grad_(False)
-        teacher.to(device)
-    n_pix = int(np.prod(arch["work_shape"]))
-    modules = {"net": net, "opt": opt, "sched": sched, "critic": critic, "d_opt": d_opt,
-               "rate": rate}
-
-    step, elapsed, best = 0, 0.0, None
-    if cfg.init and ck is None:
-        # Fine-tuning (rate points): weights and rate-model counts from the parent run.
-        parent = read_checkpoint(Path(cfg.init), device)
-        if parent.get("best"):  # the parent's validation pick, not its last step
-            parent["net"] = parent["best"]["net"]
-        for key in ("net", "critic", "rate"):
-            if modules[key] is not None and key in parent:
-                load_grown(modules[key], parent[key], grow=key != "rate")
-    elif cfg.init_segmentor and ck is None:
-        seg = load_checkpoint(Path(cfg.init_segmentor), best=True)[0]
-        net.segmentor.load_state_dict(seg.state_dict())
-    if ck is not None:
-        for key, module in modules.items():
-            if module is not None:
-                module.load_state_dict(ck[key])
-        gen.set_state(ck["gen"])
-        torch.set_rng_state(ck["rng"])
-        step, elapsed, best = ck["step"], ck["elapsed"], ck.get("best")
-
-    def save():
-        state = {k: m.state_dict() for k, m in modules.items() if m is not None}
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({**state, "config": cfg.resolve(), "gen": gen.get_state(),
-                    "rng": torch.get_rng_state(), "step": step, "elapsed": elapsed,
-                    "best": best}, tmp)
-        tmp.replace(ckpt_path)
-
+    parts = _Parts.build(cfg, device)
+    if folder.resumed is None:
+        parts.start_from_parents(cfg, device)
+        step, elapsed, best = 0, 0.0, None
+    else:
+        step, elapsed, best = folder.restore(parts, gen)
+    steps, n_pix = cfg.steps, int(np.prod(cfg.arch["work_shape"]))
     val_every = max(1, steps // 20)
     # Picks come after the rate ramp (or ``select_from`` x steps, where a fine-tune to a new
     # rate point needs time to reach it), so the pick codes at the run's rate.
     select_from = cfg.rate_ramp if cfg.select_from is None else cfg.select_from
     selectable_from = int(select_from * steps) if cfg.rate_weight else 0
-
-    def validate():
-        nonlocal best
-        scores_ = evaluate(net, val[0], val[1], arch["n_classes"])
-        mean = float(np.mean(scores_["dice"]))
-        bpp = float("nan")
-        if rate is not None:
-            with torch.no_grad():
-                net.eval()
-                rate.eval()
-                _, p_, z_ = run_net(net, val[0], stochastic=False)
-                bpp = float(rate(p_, z_, n_pix))
-                net.train()
-                rate.train()
-        with open(val_path, "a", newline="") as f:
-            csv.writer(f).writerow([step, f"{mean:.5f}", " ".join(map(str, scores_["dice"])),
-                                    f"{bpp:.5g}"])
-        if step >= selectable_from and (best is None or mean > best["val_dice"]):
-            best = {"step": step, "val_dice": mean,
-                    "net": {k: v.detach().to("cpu", copy=True)
-                            for k, v in net.state_dict().items()}}
-
-    (out / "config.json").write_text(json.dumps(cfg.resolve(), indent=1) + "\n")
-    log_path = out / "log.csv"
-    # On resume, drop rows logged after the checkpoint: those steps are about to be redone.
-    kept = [r for r in csv.DictReader(open(log_path)) if int(r["step"]) <= step] \
-        if step and log_path.exists() else []
-    log = open(log_path, "w", newline="")
-    writer = csv.writer(log)
-    writer.writerow(LOG_COLUMNS)
-    writer.writerows([r.get(c, "0") for c in LOG_COLUMNS] for r in kept)
-    val_path = out / "val.csv"
-    kept_val = [r for r in csv.DictReader(open(val_path)) if int(r["step"]) <= step] \
-        if step and val_path.exists() else []
-    with open(val_path, "w", newline="") as f:
-        csv.writer(f).writerows([VAL_COLUMNS] + [[r[c] for c in VAL_COLUMNS] for r in kept_val])
+    folder.open_logs(step)
     start, last_save = time.time() - elapsed, time.time()
-    net.train()
+
+    def save():
+        folder.save(parts, gen, step, elapsed, best)
+
+    parts.net.train()
     stop = _StopFlag()
     try:
         while step < steps:
             idx = torch.randint(len(x), (cfg.batch,), generator=gen)
             xb, tb = augment(x[idx.to(device)], t[idx.to(device)], gen, cfg.augment)
-            feats: list = []
-            out_b, p, z = run_net(net, xb, features=feats)
-            if cfg.target == "image":
-                l_seg = F.mse_loss(out_b, xb)
-                prob = None
-            else:
-                prob = torch.softmax(out_b, 1)
-                l_seg = loss_seg(prob, tb, cfg.dice_weight)
-            loss = l_seg
-            l_dis = l_cr = l_distil = torch.zeros(())
-            if teacher is not None:
-                t_feats: list = []
-                with torch.no_grad():
-                    t_logits = teacher(xb, t_feats)
-                l_distil = loss_distil(out_b, t_logits, feats[0], t_feats[0])
-                loss = loss + cfg.distil_weight * l_distil
-            if critic is not None:
-                critic.requires_grad_(False)  # D is fixed in this step; its own step follows
-                l_dis = loss_dis(critic, prob, tb)
-                critic.requires_grad_(True)
-                loss = loss + cfg.dis_weight * l_dis
-            if rate is not None:
-                l_cr = rate(p, z, n_pix)
-                if cfg.rate_weight:
-                    ramp = min(1.0, step / max(1.0, cfg.rate_ramp * steps))
-                    loss = loss + cfg.rate_weight * ramp * l_cr
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            if critic is not None:  # D step: maximise loss_dis with C and s fixed
-                d_loss = -loss_dis(critic, prob.detach(), tb)
-                d_opt.zero_grad()
-                d_loss.backward()
-                d_opt.step()
+            row = parts.step(cfg, xb, tb, step, n_pix)
             step += 1
             elapsed = time.time() - start
             if step % log_every == 0 or step == steps:
-                dice = float("nan")
-                if prob is not None:
-                    dims = (0,) + tuple(range(2, prob.ndim))
-                    pf, tf = prob.detach()[:, 1:], tb[:, 1:]
-                    dice = float((2 * (pf * tf).sum(dims) / (pf.sum(dims) + tf.sum(dims) + 1e-6))
-                                 .mean())
-                row = {"step": step, "elapsed_s": round(elapsed, 1), "loss": loss.item(),
-                       "loss_seg": l_seg.item(), "loss_dis": l_dis.item(),
-                       "loss_cr_bpp": l_cr.item(), "loss_distil": l_distil.item(), "dice": dice}
-                writer.writerow([row[c] if isinstance(row[c], int) else f"{row[c]:.5g}"
-                                 for c in LOG_COLUMNS])
-                log.flush()
+                folder.log_row({"step": step, "elapsed_s": round(elapsed, 1), **row})
             if val is not None and (step % val_every == 0 or step == steps):
-                validate()
+                mean = folder.validation_row(step, *parts.validate(val, cfg.arch["n_classes"],
+                                                                    n_pix))
+                if step >= selectable_from and (best is None or mean > best["val_dice"]):
+                    best = {"step": step, "val_dice": mean,
+                            "net": {k: v.detach().to("cpu", copy=True)
+                                    for k, v in parts.net.state_dict().items()}}
             if time.time() - last_save > save_every_s:
                 save()
                 last_save = time.time()
@@ -365,12 +244,198 @@ def train(cfg: Recipe, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
                 raise KeyboardInterrupt if stop.signal == signal.SIGINT else SystemExit(143)
     finally:
         stop.restore()
+        folder.close_logs()
     save()
-    log.close()
     try:
-        plot_losses(log_path, out / "losses.png")
+        plot_losses(folder.log_path, out / "losses.png")
     except ImportError:
         pass  # curves stay in log.csv
+
+
+@dataclasses.dataclass
+class _Parts:
+    """What a run trains (s alone, or C+g+s; D and its optimiser where the design has a
+    critic; the rate model where it compresses) and the frozen teacher it learns from."""
+
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    sched: object
+    critic: nn.Module | None
+    d_opt: torch.optim.Optimizer | None
+    rate: nn.Module | None
+    teacher: nn.Module | None
+
+    CHECKPOINTED = ("net", "opt", "sched", "critic", "d_opt", "rate")
+
+    @classmethod
+    def build(cls, cfg: Recipe, device) -> "_Parts":
+        arch = cfg.arch
+        net = build_net(cfg).to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        critic = d_opt = None
+        if cfg.dis_weight:
+            critic = Critic(arch["ndim"], arch["n_classes"], cfg.critic_widths).to(device)
+            d_opt = torch.optim.RMSprop(critic.parameters(), lr=cfg.lr / 4)
+        rate = ContextRate(arch["latent_channels"], arch["ndim"]).to(device) \
+            if cfg.compress else None
+        teacher = None
+        if cfg.distil_weight:
+            # The uncompressed segmentor on the image teaches s on g(latents); it stays frozen.
+            teacher = load_checkpoint(Path(cfg.teacher), best=True)[0].requires_grad_(False)
+            teacher.to(device)
+        return cls(net, opt, one_cycle(opt, cfg.lr, cfg.steps), critic, d_opt, rate, teacher)
+
+    def modules(self) -> dict:
+        return {k: getattr(self, k) for k in self.CHECKPOINTED if getattr(self, k) is not None}
+
+    def start_from_parents(self, cfg: Recipe, device) -> None:
+        """A new run's weights: a rate point's (``init``) from its parent run, which a wider
+        recipe grows (``load_grown``); else s from the seg run (``init_segmentor``)."""
+        if cfg.init:
+            parent = read_checkpoint(Path(cfg.init), device)
+            if parent.get("best"):  # the parent's validation pick, not its last step
+                parent["net"] = parent["best"]["net"]
+            for key in ("net", "critic", "rate"):
+                if getattr(self, key) is not None and key in parent:
+                    load_grown(getattr(self, key), parent[key], grow=key != "rate")
+        elif cfg.init_segmentor:
+            seg = load_checkpoint(Path(cfg.init_segmentor), best=True)[0]
+            self.net.segmentor.load_state_dict(seg.state_dict())
+
+    def step(self, cfg: Recipe, xb, tb, step: int, n_pix: int) -> dict:
+        """One C+g+s step with D fixed, then one D step; the losses, as log.csv's columns."""
+        feats: list = []
+        out_b, p, z = run_net(self.net, xb, features=feats)
+        if cfg.target == "image":
+            l_seg, prob = F.mse_loss(out_b, xb), None
+        else:
+            prob = torch.softmax(out_b, 1)
+            l_seg = loss_seg(prob, tb, cfg.dice_weight)
+        loss = l_seg
+        l_dis = l_cr = l_distil = torch.zeros(())
+        if self.teacher is not None:
+            t_feats: list = []
+            with torch.no_grad():
+                t_logits = self.teacher(xb, t_feats)
+            l_distil = loss_distil(out_b, t_logits, feats[0], t_feats[0])
+            loss = loss + cfg.distil_weight * l_distil
+        if self.critic is not None:
+            self.critic.requires_grad_(False)  # D is fixed in this step; its own step follows
+            l_dis = loss_dis(self.critic, prob, tb)
+            self.critic.requires_grad_(True)
+            loss = loss + cfg.dis_weight * l_dis
+        if self.rate is not None:
+            l_cr = self.rate(p, z, n_pix)
+            if cfg.rate_weight:
+                ramp = min(1.0, step / max(1.0, cfg.rate_ramp * cfg.steps))
+                loss = loss + cfg.rate_weight * ramp * l_cr
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        if self.critic is not None:  # D step: maximise loss_dis with C and s fixed
+            d_loss = -loss_dis(self.critic, prob.detach(), tb)
+            self.d_opt.zero_grad()
+            d_loss.backward()
+            self.d_opt.step()
+        dice = float("nan")
+        if prob is not None:
+            dims = (0,) + tuple(range(2, prob.ndim))
+            pf, tf = prob.detach()[:, 1:], tb[:, 1:]
+            dice = float((2 * (pf * tf).sum(dims) / (pf.sum(dims) + tf.sum(dims) + 1e-6)).mean())
+        return {"loss": loss.item(), "loss_seg": l_seg.item(), "loss_dis": l_dis.item(),
+                "loss_cr_bpp": l_cr.item(), "loss_distil": l_distil.item(), "dice": dice}
+
+    def validate(self, val, n_classes: int, n_pix: int) -> tuple[float, list, float]:
+        """(mean Dice, Dice per class, estimated bpp or NaN) of the validation cases."""
+        scores_ = evaluate(self.net, val[0], val[1], n_classes)
+        bpp = float("nan")
+        if self.rate is not None:
+            with torch.no_grad():
+                self.net.eval()
+                self.rate.eval()
+                _, p_, z_ = run_net(self.net, val[0], stochastic=False)
+                bpp = float(self.rate(p_, z_, n_pix))
+                self.net.train()
+                self.rate.train()
+        return float(np.mean(scores_["dice"])), scores_["dice"], bpp
+
+
+class RunFolder:
+    """A run's folder: config.json, checkpoint.pt (every module's state and the random states:
+    resumable), log.csv and val.csv, which a resumed run cuts back to its checkpoint's step."""
+
+    def __init__(self, out: Path, cfg: Recipe, device):
+        self.out, self.cfg = out, cfg
+        out.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path, self.log_path, self.val_path = (out / "checkpoint.pt", out / "log.csv",
+                                                         out / "val.csv")
+        self.resumed = read_checkpoint(self.ckpt_path, device) \
+            if self.ckpt_path.exists() else None
+        self._log = self._writer = None
+        if self.resumed is not None:
+            # Recipe.load gives keys an older run was started without their meaning then.
+            started = Recipe.load(self.resumed["config"])
+            changed = [f.name for f in dataclasses.fields(Recipe)
+                       if f.name not in RESUME_IGNORES
+                       and getattr(started, f.name) != getattr(cfg, f.name)]
+            if changed:
+                was = ", ".join(f"{k}={getattr(started, k)}" for k in changed)
+                raise ValueError(f"{out} holds a run started with {was}; use another --out")
+
+    def restore(self, parts: _Parts, gen: torch.Generator) -> tuple[int, float, dict | None]:
+        """The checkpoint's states into ``parts`` and ``gen``; (step, elapsed s, best)."""
+        ck = self.resumed
+        for key, module in parts.modules().items():
+            module.load_state_dict(ck[key])
+        gen.set_state(ck["gen"])
+        torch.set_rng_state(ck["rng"])
+        return ck["step"], ck["elapsed"], ck.get("best")
+
+    def save(self, parts: _Parts, gen, step: int, elapsed: float, best) -> None:
+        state = {k: m.state_dict() for k, m in parts.modules().items()}
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        torch.save({**state, "config": self.cfg.resolve(), "gen": gen.get_state(),
+                    "rng": torch.get_rng_state(), "step": step, "elapsed": elapsed,
+                    "best": best}, tmp)
+        tmp.replace(self.ckpt_path)
+
+    def open_logs(self, step: int) -> None:
+        """config.json, and the logs with the rows after ``step`` dropped: those steps are
+        about to be redone."""
+        (self.out / "config.json").write_text(json.dumps(self.cfg.resolve(), indent=1) + "\n")
+        kept, kept_val = ([self._rows_to(path, step) for path in (self.log_path,
+                                                                  self.val_path)]
+                          if step else ([], []))
+        self._log = open(self.log_path, "w", newline="")
+        self._writer = csv.writer(self._log)
+        self._writer.writerow(LOG_COLUMNS)
+        self._writer.writerows([r.get(c, "0") for c in LOG_COLUMNS] for r in kept)
+        with open(self.val_path, "w", newline="") as f:
+            csv.writer(f).writerows([VAL_COLUMNS]
+                                    + [[r[c] for c in VAL_COLUMNS] for r in kept_val])
+
+    @staticmethod
+    def _rows_to(path: Path, step: int) -> list[dict]:
+        if not path.exists():
+            return []
+        with open(path, newline="") as f:
+            return [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+
+    def log_row(self, row: dict) -> None:
+        self._writer.writerow([row[c] if isinstance(row[c], int) else f"{row[c]:.5g}"
+                               for c in LOG_COLUMNS])
+        self._log.flush()
+
+    def validation_row(self, step: int, mean: float, classes, bpp: float) -> float:
+        with open(self.val_path, "a", newline="") as f:
+            csv.writer(f).writerow([step, f"{mean:.5f}", " ".join(map(str, classes)),
+                                    f"{bpp:.5g}"])
+        return mean
+
+    def close_logs(self) -> None:
+        if self._log is not None:
+            self._log.close()
 
 
 class _StopFlag:
