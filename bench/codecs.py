@@ -509,25 +509,33 @@ class Zstd(Lossless):
         return np.frombuffer(raw, sample.stored.dtype).reshape(sample.stored.shape)
 
 
-class JPEG2000(Codec):
+class _Functions(Codec):
+    """A peer coded by two of this module's functions: ``encoder(array, setting)`` and
+    ``decoder(data, shape, dtype)``."""
+
+    encoder = decoder = None
+
+    def encode(self, sample, setting):
+        return type(self).encoder(sample.array, setting)
+
+    def decode(self, data, sample):
+        return type(self).decoder(data, sample.array.shape, sample.array.dtype)
+
+
+class JPEG2000(_Functions):
     name, title, short, param = "jpeg2000", "JPEG-2000", "j2k", "bpp"
     sweep = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0)
     smoke_sweep = (0.05, 0.2)
     # the paper's mean JPEG-2000 rate on ISIC (0.12 bpp)
     peer, fallback = True, 0.12
     implementation = "OpenJPEG through Pillow"
+    encoder, decoder = staticmethod(jpeg2000_encode), staticmethod(jpeg2000_decode)
 
     def provenance(self, smoke):
         return {"jpeg2000_target_bpp": list(self.settings(smoke))}
 
-    def encode(self, sample, bpp):
-        return jpeg2000_encode(sample.array, bpp)
 
-    def decode(self, data, sample):
-        return jpeg2000_decode(data, sample.array.shape, sample.array.dtype)
-
-
-class H264(Codec):
+class H264(_Functions):
     name, title, short, param = "h264", "H.264", "h264", "crf"
     sweep = (51, 48, 45, 42, 39, 36, 33, 30, 25, 20)
     smoke_sweep = (45, 30)
@@ -535,16 +543,11 @@ class H264(Codec):
     # 0.43-0.46 bpp on the hippocampus ones)
     peer, fallback = True, 28
     implementation = "x264 through PyAV"
+    encoder, decoder = staticmethod(h264_encode), staticmethod(h264_decode)
 
     def provenance(self, smoke):
         return {"h264_crf": list(self.settings(smoke)), "h264_options": X264_OPTIONS,
                 "h264_rgb": H264_RGB_PIX_FMT}
-
-    def encode(self, sample, crf):
-        return h264_encode(sample.array, crf)
-
-    def decode(self, data, sample):
-        return h264_decode(data, sample.array.shape, sample.array.dtype)
 
 
 class JPEGXL(Codec):
@@ -581,51 +584,36 @@ class JPEGXL(Codec):
         return from_picture(_pillow_decode, data, sample.array.shape, sample.array.dtype)
 
 
-class HEVC(Codec):
+class HEVC(_Functions):
     name, title, short, param = "hevc", "HEVC", "hevc", "crf"
     sweep = (51, 48, 45, 42, 39, 36, 33, 30, 25, 20)
     smoke_sweep = (45, 30)
     implementation = "x265 through PyAV"
+    encoder, decoder = staticmethod(hevc_encode), staticmethod(hevc_decode)
 
     def provenance(self, smoke):
         return {**super().provenance(smoke), "hevc_options": X265_OPTIONS,
                 "hevc_params": X265_PARAMS}
 
-    def encode(self, sample, crf):
-        return hevc_encode(sample.array, crf)
 
-    def decode(self, data, sample):
-        return hevc_decode(data, sample.array.shape, sample.array.dtype)
-
-
-class AV1(Codec):
+class AV1(_Functions):
     name, title, short, param = "av1", "AV1", "av1", "crf"
     sweep = (63, 60, 57, 54, 50, 45, 40, 35, 30, 20)
     smoke_sweep = (60, 35)
     implementation = "SVT-AV1 through PyAV, dav1d decoding"
+    encoder, decoder = staticmethod(av1_encode), staticmethod(av1_decode)
 
     def provenance(self, smoke):
         return {**super().provenance(smoke), "av1_preset": SVTAV1_PRESET,
                 "av1_params": SVTAV1_PARAMS}
 
-    def encode(self, sample, crf):
-        return av1_encode(sample.array, crf)
 
-    def decode(self, data, sample):
-        return av1_decode(data, sample.array.shape, sample.array.dtype)
-
-
-class WebP(Codec):
+class WebP(_Functions):
     name, title, short, param = "webp", "WebP", "webp", "quality"
     sweep = (0, 5, 10, 20, 30, 50, 70, 90)
     smoke_sweep = (5, 50)
     implementation = "libwebp through Pillow"
-
-    def encode(self, sample, quality):
-        return webp_encode(sample.array, quality)
-
-    def decode(self, data, sample):
-        return webp_decode(data, sample.array.shape, sample.array.dtype)
+    encoder, decoder = staticmethod(webp_encode), staticmethod(webp_decode)
 
 
 class Segcodec(Codec):
