@@ -64,9 +64,8 @@ class Compressor:
     def __call__(self, x: np.ndarray, features: list | None = None) -> np.ndarray:
         """(C, *grid) float -> latent logits (K, *latent grid), float64; ``features``, when
         given, collects every hidden activation (channels first), as the torch C does."""
-        from threadpoolctl import threadpool_limits
         x = np.asarray(x, dtype=np.float64)
-        with threadpool_limits(backend.blas_threads(), user_api="blas"):
+        with backend.blas_limits():
             for w, b, stride, act in self.layers:
                 x = _conv(x, w, b, stride)
                 if act:

@@ -112,9 +112,8 @@ def resample(x: np.ndarray, shape) -> np.ndarray:
     shape = tuple(int(s) for s in shape)
     if tuple(x.shape[1:]) == shape:
         return x.astype(np.float64)
-    from threadpoolctl import threadpool_limits
     antialias = len(shape) == 2 and any(t < s for t, s in zip(shape, x.shape[1:]))
-    with threadpool_limits(backend.blas_threads(), user_api="blas"):
+    with backend.blas_limits():
         for axis, size in enumerate(shape, start=1):
             if x.shape[axis] != size or antialias:
                 moved = np.moveaxis(x, axis, 0)
