@@ -235,8 +235,10 @@ def best_peers(headlines, within) -> list[dict]:
         for margin, crit in within.items():
             peers = [c for c in crit if c["task"] == h["task"] and c["bpp"] is not None
                      and not c["codec"].startswith("segcodec")]
-            ours = next(c for c in crit if c["task"] == h["task"]
-                        and c["codec"] == f"segcodec {h['segcodec']}")
+            ours = next((c for c in crit if c["task"] == h["task"]
+                         and c["codec"] == f"segcodec {h['segcodec']}"), None)
+            if ours is None:  # no uncompressed reference measured for this task
+                continue
             top = min(peers, key=lambda c: c["bpp"], default=None)
             row[f"within_{margin}"] = {"segcodec_meets": ours["note"] == "meets it",
                                        "peer": top and top["codec"], "bpp": top and top["bpp"],
@@ -320,7 +322,10 @@ def markdown(result: dict) -> str:
                          f"{eq['peer']} {eq['bpp']:.4g} bpp ({eq['bits_ratio']:.1f}x"
                          + (", an upper bound" if "upper bound" in eq["note"] else "") + ")"]
                 for margin in (PAPERS, NO_LOSS):
-                    w = b[f"within_{margin}"]
+                    w = b.get(f"within_{margin}")
+                    if w is None:
+                        cells.append("no reference row")
+                        continue
                     mine = "meets it" if w["segcodec_meets"] else "segcodec does not"
                     cells.append(f"{mine}; " + ("no peer does" if w["peer"] is None else
                                                 f"{w['peer']} {w['bpp']:.4g} bpp"))

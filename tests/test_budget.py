@@ -76,3 +76,22 @@ def test_budget_refuses_what_it_plans_itself_in_one_line(tmp_path):
                                        "--out", str(tmp_path / "r")])
     assert result.exit_code == 1 and "not a duration" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_run_stopped_midway_resumes_with_its_steps_and_only_its_rest_is_planned(tmp_path):
+    root = msd_folder(tmp_path / "Task99_Organ", n_train=6, n_test=2)
+    runs, lines = tmp_path / "runs", []
+
+    def interrupt(step, total):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run.run(None, root, runs / "organ-seg", design="seg", steps=40, batch=2,
+                cache=tmp_path / "cache", progress=interrupt, log=lambda m: None)
+    summaries = run.within(60, root, runs / "organ-d4", batch=2, cache=tmp_path / "cache",
+                           log=lines.append)
+    plan = next(line for line in lines if "the plan for" in line)
+    assert "organ-seg 40 steps at" in plan and "(from step 5)" in plan
+    assert [s["config"] for s in summaries] == ["organ-seg", "organ-d4"]
+    assert summaries[0]["steps"] == 40

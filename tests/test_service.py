@@ -276,10 +276,18 @@ def test_client_retries_503_with_backoff_then_gives_up(files, blocked):
             with pytest.raises(RemoteError, match="503.*after 2 retries") as err:
                 impatient.segment(data)
             assert err.value.status == 503
-        threading.Timer(0.3, blocked.set).start()  # free the server while the client waits
         with Client(url, retries=6, backoff=0.05) as patient:
+            statuses, send = [], patient._bounded
+
+            def watched(*args, **kwargs):
+                response = send(*args, **kwargs)
+                statuses.append(response.status_code)
+                blocked.set()  # the server is freed once the client has been told to wait
+                return response
+
+            patient._bounded = watched
             got = patient.fetch(data)
-        assert blocked.is_set()  # answered only once the server was freed: it waited
+        assert statuses[0] == 503 and statuses[-1] == 200  # it waited, then was answered
         np.testing.assert_array_equal(got.labels, segcodec.segment(data, device="cpu"))
         holder.join(10)
 

@@ -218,10 +218,11 @@ def train(cfg: Recipe, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
         while step < steps:
             idx = torch.randint(len(x), (cfg.batch,), generator=gen)
             xb, tb = augment(x[idx.to(device)], t[idx.to(device)], gen, cfg.augment)
-            row = parts.step(cfg, xb, tb, step, n_pix)
+            logged = (step + 1) % log_every == 0 or step + 1 == steps
+            row = parts.step(cfg, xb, tb, step, n_pix, report=logged)
             step += 1
             elapsed = time.time() - start
-            if step % log_every == 0 or step == steps:
+            if logged:
                 folder.log_row({"step": step, "elapsed_s": round(elapsed, 1), **row})
             if val is not None and (step % val_every == 0 or step == steps):
                 mean = folder.validation_row(step, *parts.validate(val, cfg.arch["n_classes"],
@@ -302,8 +303,9 @@ class _Parts:
             seg = load_checkpoint(Path(cfg.init_segmentor), best=True)[0]
             self.net.segmentor.load_state_dict(seg.state_dict())
 
-    def step(self, cfg: Recipe, xb, tb, step: int, n_pix: int) -> dict:
-        """One C+g+s step with D fixed, then one D step; the losses, as log.csv's columns."""
+    def step(self, cfg: Recipe, xb, tb, step: int, n_pix: int, report: bool = True) -> dict:
+        """One C+g+s step with D fixed, then one D step; with ``report``, the losses as
+        log.csv's columns (reading them waits for a GPU: only on the steps logged)."""
         feats: list = []
         out_b, p, z = run_net(self.net, xb, features=feats)
         if cfg.target == "image":
@@ -338,6 +340,8 @@ class _Parts:
             self.d_opt.zero_grad()
             d_loss.backward()
             self.d_opt.step()
+        if not report:
+            return {}
         dice = float("nan")
         if prob is not None:
             dims = (0,) + tuple(range(2, prob.ndim))

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
@@ -118,8 +119,9 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
     try:
         loop.train(cfg, x, t, out, val=val, threads=threads, device=dev, progress=progress,
                    log=log)
-    except budget.OutOfTime:
-        pass  # the checkpoint holds every finished step; the pick so far is scored
+    except budget.OutOfTime:  # the checkpoint holds every finished step; the pick is scored
+        with contextlib.suppress(ImportError):
+            loop.plot_losses(out / "log.csv", out / "losses.png")
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: the loop saved the last step
         log(f"{cfg.name}: stopped; {out / 'checkpoint.pt'} holds every finished step, and "
             "the same command resumes it")
@@ -180,7 +182,7 @@ def within(seconds: float, data: Path | str, out: Path | str | None = None, *,
                                         data, cache)
     # Each design's real step, timed.  A d4 probe needs a teacher: where the seg run is still
     # to be trained, its probe's weights stand in.
-    per_step = {}
+    per_step, per_val = {}, {}
     given = Path(teacher) if teacher else folders[chain[0].name]
     probe_teacher = given / "checkpoint.pt" if given.is_dir() or not given.suffix else given
     with tempfile.TemporaryDirectory(prefix="segcodec-probe-") as tmp:
@@ -192,39 +194,43 @@ def within(seconds: float, data: Path | str, out: Path | str | None = None, *,
             probe = Path(tmp) / cfg.design
             per_step[cfg.name] = budget.seconds_per_step(cfg, x, t, probe, threads=threads,
                                                          device=dev)
+            per_val[cfg.name] = budget.validation_seconds(cfg, (xv, val_labels),
+                                                          threads=threads, device=dev)
             if cfg.design == "seg":
                 probe_teacher = probe / "checkpoint.pt"
-        per_val = budget.validation_seconds(chain[0], (xv, val_labels), threads=threads,
-                                            device=dev)
     # Runs stopped midway keep their planned steps; the rest of the time is shared out.
-    steps, left = {}, seconds - (time.time() - t_start)
-    if left <= 0:
-        raise ValueError(f"the budget of {budget.duration(seconds)} was spent measuring the "
-                         "speed: give a longer --budget")
+    steps, done, left = {}, {}, seconds - (time.time() - t_start)
     for cfg in todo:
         config = folders[cfg.name] / "config.json"
         if config.exists() and (folders[cfg.name] / "checkpoint.pt").exists():
-            ck = loop.read_checkpoint(folders[cfg.name] / "checkpoint.pt")
             steps[cfg.name] = json.loads(config.read_text())["steps"]
-            left -= (steps[cfg.name] - ck["step"]) * per_step[cfg.name]
+            done[cfg.name] = loop.read_checkpoint(folders[cfg.name] / "checkpoint.pt")["step"]
+            left -= (steps[cfg.name] - done[cfg.name]) * per_step[cfg.name]
+    if left <= 0:
+        raise ValueError(f"the budget of {budget.duration(seconds)} does not cover the speed "
+                         "measurement and the runs stopped midway: give a longer --budget")
     fresh = [cfg for cfg in todo if cfg.name not in steps]
     for cfg in fresh:
         share = left * budget.shares([c.design for c in fresh])[cfg.design]
-        steps[cfg.name] = budget.steps_within(share, per_step[cfg.name], per_val)
+        steps[cfg.name] = budget.steps_within(share, per_step[cfg.name], per_val[cfg.name])
+    # Each run's planned seconds: its steps still to do, and its validations.
+    planned = {cfg.name: (steps[cfg.name] - done.get(cfg.name, 0)) * per_step[cfg.name]
+               + budget.VALIDATIONS * per_val[cfg.name] for cfg in todo}
     ends, clock = {}, time.time()
     for cfg in todo:
-        clock += steps[cfg.name] * per_step[cfg.name] + budget.VALIDATIONS * per_val
+        clock += planned[cfg.name]
         ends[cfg.name] = clock
     log(f"{final.name}: the plan for {budget.duration(seconds)} on {threads} thread(s) of "
         f"{dev}: " + "; ".join(
-            f"{cfg.name} {steps[cfg.name]:,} steps at {per_step[cfg.name]:.2f} s a step, "
-            f"{budget.duration(steps[cfg.name] * per_step[cfg.name])}" for cfg in todo)
+            f"{cfg.name} {steps[cfg.name]:,} steps at {per_step[cfg.name]:.2f} s a step"
+            + (f" (from step {done[cfg.name]:,})" if cfg.name in done else "")
+            + f", {budget.duration(planned[cfg.name])}" for cfg in todo)
         + f" (measured in {time.time() - t_start:.0f} s); done about "
         + time.strftime("%H:%M", time.localtime(ends[final.name])))
     summaries = []
     for cfg in todo:
         # A run that overruns its planned time (a machine slowed down) stops a little past it.
-        slack = (budget.OVERRUN - 1) * steps[cfg.name] * per_step[cfg.name]
+        slack = (budget.OVERRUN - 1) * planned[cfg.name]
         summaries.append(run(None, data, folders[cfg.name], design=cfg.design,
                              steps=steps[cfg.name], batch=batch, seed=seed,
                              teacher=teacher if cfg.teacher else None,
