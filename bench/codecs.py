@@ -32,7 +32,7 @@ import torch
 
 import segcodec
 from segcodec import api, bits, container, entropy, labelcodec, modelfiles, zoo
-from segcodec.train import data as datasets
+from segcodec.train import data as training_data
 from segcodec.train import export, loop, recipes
 from segcodec.transforms import labels_from_logits, working_grid
 
@@ -672,7 +672,7 @@ class AutoSeg(Codec):
             if cfg.normalisation != seg.cfg.normalisation:
                 print(f"note: {task}-autoseg and {task}-seg normalise differently; the seg "
                       f"net gets Auto/Seg's reconstruction as is", file=sys.stderr)
-            x = datasets.cached_set(cfg, setup.data, "train", setup.cache)[0]
+            x = training_data.cached_set(cfg, setup.data, "train", setup.cache)[0]
         table = entropy.fit_table(export.training_latents(net, x), cfg.arch["ndim"])
         return AutoSeg(net, cfg, table, seg)
 

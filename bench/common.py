@@ -19,7 +19,7 @@ import torch
 
 import segcodec
 from segcodec import metrics, zoo
-from segcodec.train import data as datasets
+from segcodec.train import data as training_data
 from segcodec.train import loop, recipes
 from segcodec.transforms import labels_from_logits, working_grid
 
@@ -114,7 +114,7 @@ def to_chw(array: np.ndarray, ndim: int) -> np.ndarray:
 
 
 def from_chw(image: np.ndarray, ndim: int) -> np.ndarray:
-    """A channels-first image (as ``datasets.read_pair`` gives it) as ``segcodec.encode``
+    """A channels-first image (as ``training_data.read_pair`` gives it) as ``segcodec.encode``
     takes it: (H, W, 3) or (I, J, K), contiguous."""
     return np.ascontiguousarray(np.moveaxis(image, 0, -1) if ndim == 2 else image[0])
 
@@ -141,7 +141,7 @@ class Sample:
 
     @classmethod
     def read(cls, task: str, image_path: Path, label_path: Path) -> "Sample":
-        image, truth = datasets.read_pair(image_path, label_path)
+        image, truth = training_data.read_pair(image_path, label_path)
         array = from_chw(image, NDIM[task])
         if NDIM[task] == 2:
             return cls(image_path.name, task, array, truth, chw=image)
@@ -164,9 +164,9 @@ def task_pairs(task: str, data: Path | None) -> list[tuple[Path, Path]]:
     """(image, labels) paths of the task's test cases, from ``data`` or (None) fixtures/; a
     registered data set's from its own folder."""
     if task in ROOTS:
-        return datasets.task_pairs(task, ROOTS[task], "test") or \
-            datasets.task_pairs(task, ROOTS[task], "val")
-    return datasets.task_pairs(task, data, "test") if data else fixture_pairs(task)
+        return training_data.task_pairs(task, ROOTS[task], "test") or \
+            training_data.task_pairs(task, ROOTS[task], "val")
+    return training_data.task_pairs(task, data, "test") if data else fixture_pairs(task)
 
 
 def load_samples(data: Path | None, counts: dict[str, int]) -> list[Sample]:

@@ -26,7 +26,7 @@ from PIL import Image
 
 import segcodec
 from segcodec import api, domain, zoo
-from segcodec.train import data as datasets
+from segcodec.train import data as training_data
 
 from .common import FIXTURES, RESULTS, command, machine, write_outputs
 
@@ -113,8 +113,8 @@ def run(data: Path, subsets: int) -> dict:
     isic = data / "isic2017"
     test = sorted((isic / "test_unlabeled" / "images").glob("*.jpg"))
     val = sorted((isic / "val" / "images").glob("*.jpg"))
-    train = [p for p, _ in datasets.task_pairs("isic", data, "train")]
-    hippocampus = [p for p, _ in datasets.task_pairs("hippocampus", data, "test")]
+    train = [p for p, _ in training_data.task_pairs("isic", data, "train")]
+    hippocampus = [p for p, _ in training_data.task_pairs("hippocampus", data, "test")]
     model = zoo.default_for(2)
     test_images = [_photo(p) for p in test]
     return {

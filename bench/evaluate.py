@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import segcodec
 from segcodec import entropy, metrics, zoo
-from segcodec.train import data as datasets
+from segcodec.train import data as training_data
 
 from .common import RESULTS, command, from_chw, machine, median_seconds
 
@@ -61,7 +61,7 @@ def evaluate(model: zoo.Model, pairs, kind: str, geometry: bool) -> dict:
     bpp, sizes, scores, latents, payloads = [], [], [], [], []
     header_bytes = None
     for image_path, label_path in pairs:
-        image, truth = datasets.read_pair(image_path, label_path)
+        image, truth = training_data.read_pair(image_path, label_path)
         array = from_chw(image, model.ndim)
         affine = None
         if geometry:
@@ -103,12 +103,12 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args(argv)
     for task in ("isic", "hippocampus"):
-        datasets.check_root(args.data, task)
+        training_data.check_root(args.data, task)
     m2, m3 = zoo.default_for(2), zoo.default_for(3)
-    isic = datasets.isic_files(args.data, "val")
-    hippo = datasets.hippocampus_files(args.data, "test")
-    image = from_chw(datasets.read_pair(*isic[0])[0], 2)
-    volume = from_chw(datasets.read_pair(*hippo[0])[0], 3)
+    isic = training_data.isic_files(args.data, "val")
+    hippo = training_data.hippocampus_files(args.data, "test")
+    image = from_chw(training_data.read_pair(*isic[0])[0], 2)
+    volume = from_chw(training_data.read_pair(*hippo[0])[0], 3)
     result = {
         "command": command("evaluate", argv),
         "machine": machine(),

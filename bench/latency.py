@@ -34,7 +34,7 @@ import segcodec
 from segcodec import labelcodec
 from segcodec.io import read as read_image
 from segcodec.remote import Client
-from segcodec.train import data as datasets
+from segcodec.train import data as training_data
 
 from . import references
 from .codecs import Codec, by_name, peer_settings, peers
@@ -205,7 +205,7 @@ def main(argv=None) -> None:
                           for task in KINDS}
         except FileNotFoundError as exc:
             sys.exit(f"bench latency: error: {exc}")
-    truths = {path: datasets.read_pair(path, label_path)[1]
+    truths = {path: training_data.read_pair(path, label_path)[1]
               for files in pairs.values() for path, label_path in files}
     results = []
     with LocalServer("--device", args.device) as server:

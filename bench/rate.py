@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from segcodec import metrics
-from segcodec.train import data as datasets
+from segcodec.train import data as training_data
 from segcodec.train import loop
 
 from . import codecs, references
@@ -416,7 +416,7 @@ def main(argv=None) -> dict:
         ap.error("--data is required (or --smoke, or --dataset)")
     elif not args.smoke:
         for task in args.tasks:
-            datasets.check_root(args.data, task)
+            training_data.check_root(args.data, task)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads or (1 if args.smoke else threads))
     try:

@@ -30,7 +30,7 @@ def measure(run: Path, root: Path, models: Path, cache: Path | None) -> dict:
     """The row of one run: its config and its exported model on the validation cases."""
     import segcodec
     from segcodec import zoo
-    from segcodec.train import data as datasets
+    from segcodec.train import data as training_data
     from segcodec.train import export
 
     from segcodec.train.recipes import Recipe
@@ -45,8 +45,8 @@ def measure(run: Path, root: Path, models: Path, cache: Path | None) -> dict:
     zoo.reload()
     model = zoo.find(name)
     bpp, dice = [], []
-    for image_path, label_path in datasets.task_pairs(task, root, "val"):
-        image, truth = datasets.read_pair(image_path, label_path)
+    for image_path, label_path in training_data.task_pairs(task, root, "val"):
+        image, truth = training_data.read_pair(image_path, label_path)
         # force: these are the task's own cases; the domain a model derives from its training
         # cases guards users' inputs, not held-out cases of its task.
         if cfg.arch["ndim"] == 2:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .. import architecture, zoo
 from ..errors import SgcError
 from ..networks import downsample
-from . import data as datasets
+from . import data as training_data
 from . import loop
 from .run import DEFAULT_CACHE
 
@@ -66,8 +66,8 @@ def lighten(parent: Path, arch: dict, data: Path, out: Path, *, name: str | None
     params = [p for m in learners for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
     sched = loop.one_cycle(opt, lr, steps)
-    x, t, _ = datasets.cached_set(cfg, data, "fit", cache)
-    xv, _, val_labels = datasets.cached_set(cfg, data, "val", cache)
+    x, t, _ = training_data.cached_set(cfg, data, "fit", cache)
+    xv, _, val_labels = training_data.cached_set(cfg, data, "val", cache)
     gen = torch.Generator().manual_seed(cfg.seed)
     teacher.requires_grad_(False)
     child.train()

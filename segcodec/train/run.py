@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 from ..api import resolve_device
-from . import data as datasets
+from . import data as training_data
 from . import budget, export, loop, recipes
 
 DEFAULT_CACHE = Path.home() / ".cache" / "segcodec"
@@ -99,18 +99,18 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
     dev = resolve_device(device)
     data = Path(data)
     planned = recipe_for(config, data, design, point)
-    datasets.check_root(data, planned.task_key)
+    training_data.check_root(data, planned.task_key)
     out = Path(out) if out else Path("runs") / planned.name
     cfg = prepare(planned, out, steps, seed, batch, teacher, parent)
     t0 = time.time()
-    cfg = dataclasses.replace(cfg, normalisation=datasets.normalisation_for(cfg, data))
+    cfg = dataclasses.replace(cfg, normalisation=training_data.normalisation_for(cfg, data))
     (x, t), (xv, val_labels), (xt, test_labels) = _sets(cfg, data, cache)
     log(f"{cfg.name}: {len(x)} training / {len(xv)} validation / {len(xt)} test "
         f"cases loaded in {time.time() - t0:.0f} s")
     out.mkdir(parents=True, exist_ok=True)
     (out / "split.json").write_text(json.dumps(
-        {"seed": datasets.VALIDATION_SEED,
-         **{split: [Path(image).name for image, _ in datasets.task_pairs(cfg.task_key, data,
+        {"seed": training_data.VALIDATION_SEED,
+         **{split: [Path(image).name for image, _ in training_data.task_pairs(cfg.task_key, data,
                                                                          split)]
             for split in ("fit", "val", "test")}}, indent=1) + "\n")
     val = (xv, val_labels) if cfg.target == "labels" else None
@@ -143,10 +143,10 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
 def _sets(cfg: recipes.Recipe, data: Path, cache: Path | None):
     """(images, soft targets) of the fit split; (images, labels) of the validation and test
     splits (empty where the data set has no test cases)."""
-    x, t, _ = datasets.cached_set(cfg, data, "fit", cache)
-    xv, _, val_labels = datasets.cached_set(cfg, data, "val", cache)
-    test = datasets.task_pairs(cfg.task_key, data, "test")
-    xt, _, test_labels = datasets.cached_set(cfg, data, "test", cache) if test else ([], 0, [])
+    x, t, _ = training_data.cached_set(cfg, data, "fit", cache)
+    xv, _, val_labels = training_data.cached_set(cfg, data, "val", cache)
+    test = training_data.task_pairs(cfg.task_key, data, "test")
+    xt, _, test_labels = training_data.cached_set(cfg, data, "test", cache) if test else ([], 0, [])
     return (x, t), (xv, val_labels), (xt, test_labels)
 
 
@@ -176,8 +176,8 @@ def within(seconds: float, data: Path | str, out: Path | str | None = None, *,
         log(f"{final.name}: {out} is finished")
         return []
     dev = resolve_device(device)
-    datasets.check_root(data, final.task_key)
-    norm = datasets.normalisation_for(chain[0], data)
+    training_data.check_root(data, final.task_key)
+    norm = training_data.normalisation_for(chain[0], data)
     (x, t), (xv, val_labels), _ = _sets(dataclasses.replace(chain[0], normalisation=norm),
                                         data, cache)
     # Each design's real step, timed.  A d4 probe needs a teacher: where the seg run is still

@@ -20,16 +20,16 @@ import numpy as np
 import torch
 import zstandard
 
-from segcodec.train import data as datasets
+from segcodec.train import data as training_data
 from segcodec.train import recipes, run
 
 
 def pack(task: str, root: Path, cache: Path | None = run.DEFAULT_CACHE) -> bytes:
     cfg = recipes.config(f"{task}-seg")
-    cfg = dataclasses.replace(cfg, normalisation=datasets.normalisation_for(cfg, root))
+    cfg = dataclasses.replace(cfg, normalisation=training_data.normalisation_for(cfg, root))
     arrays = {"normalisation": np.array(json.dumps(cfg.normalisation))}
     for split in ("fit", "val"):
-        x, t, full = datasets.cached_set(cfg, root, split, cache)
+        x, t, full = training_data.cached_set(cfg, root, split, cache)
         if task == "isic":
             norm = cfg.normalisation
             mean = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
