@@ -44,12 +44,12 @@ def test_a_run_past_its_deadline_stops_and_is_scored(tmp_path):
 def test_budget_plans_seg_then_d4_and_says_so_before_training(tmp_path):
     root = msd_folder(tmp_path / "Task99_Organ", n_train=6, n_test=2)
     runs = tmp_path / "runs"
-    args = ["train", "--data", str(root), "--budget", "40s", "--batch", "4", "--out",
+    args = ["train", "--data", str(root), "--budget", "25s", "--batch", "4", "--out",
             str(runs / "organ-d4"), "--cache", str(tmp_path / "cache")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    plan = next(i for i, line in enumerate(lines) if "the plan for 1 min" in line)
+    plan = next(i for i, line in enumerate(lines) if "the plan for 25 s" in line)
     assert plan < next(i for i, line in enumerate(lines) if re.search(r": step \d+/", line))
     planned = {name: int(n.replace(",", "")) for name, n in
                re.findall(r"(organ-seg|organ-d4) ([\d,]+) steps at", lines[plan])}
@@ -87,11 +87,11 @@ def test_a_run_stopped_midway_resumes_with_its_steps_and_only_its_rest_is_planne
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run.run(None, root, runs / "organ-seg", design="seg", steps=40, batch=2,
+        run.run(None, root, runs / "organ-seg", design="seg", steps=20, batch=2,
                 cache=tmp_path / "cache", progress=interrupt, log=lambda m: None)
-    summaries = run.within(60, root, runs / "organ-d4", batch=2, cache=tmp_path / "cache",
+    summaries = run.within(45, root, runs / "organ-d4", batch=2, cache=tmp_path / "cache",
                            log=lines.append)
     plan = next(line for line in lines if "the plan for" in line)
-    assert "organ-seg 40 steps at" in plan and "(from step 5)" in plan
+    assert "organ-seg 20 steps at" in plan and "(from step 5)" in plan
     assert [s["config"] for s in summaries] == ["organ-seg", "organ-d4"]
-    assert summaries[0]["steps"] == 40
+    assert summaries[0]["steps"] == 20

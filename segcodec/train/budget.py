@@ -104,5 +104,7 @@ def until(deadline: float, name: str, progress=None, log=print):
 
 
 def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     minutes = round(seconds / 60)
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
