@@ -44,12 +44,12 @@ def test_a_run_past_its_deadline_stops_and_is_scored(tmp_path):
 def test_budget_plans_seg_then_d4_and_says_so_before_training(tmp_path):
     root = msd_folder(tmp_path / "Task99_Organ", n_train=6, n_test=2)
     runs = tmp_path / "runs"
-    args = ["train", "--data", str(root), "--budget", "25s", "--batch", "4", "--out",
+    args = ["train", "--data", str(root), "--budget", "40s", "--batch", "4", "--out",
             str(runs / "organ-d4"), "--cache", str(tmp_path / "cache")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    plan = next(i for i, line in enumerate(lines) if "the plan for 25 s" in line)
+    plan = next(i for i, line in enumerate(lines) if "the plan for 40 s" in line)
     assert plan < next(i for i, line in enumerate(lines) if re.search(r": step \d+/", line))
     planned = {name: int(n.replace(",", "")) for name, n in
                re.findall(r"(organ-seg|organ-d4) ([\d,]+) steps at", lines[plan])}
