@@ -256,3 +256,38 @@ def test_cases_to_score_need_only_file_names(tmp_path):
     shutil.rmtree(root / "labelsTr")
     (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "a": [1, 2]}}))
     assert [c.name for c in datasets.cases(root)] == ["organ_002", "organ_003"]
+
+
+def test_own_data_sets_convert_with_held_out_videos_and_patients(tmp_path, monkeypatch):
+    """CVC-ClinicDB holds out the end of its frame order, ACDC whole patients."""
+    from conftest import FIXTURES
+    shared = tmp_path / "shared"
+    for sub in ("images", "masks"):
+        (shared / "cvc_clinicdb" / sub).mkdir(parents=True)
+    photo = sorted((FIXTURES / "isic").glob("ISIC_*[0-9].jpg"))[0]
+    for n in range(1, 13):  # numbered frames: 10 sorts after 9, as frame order does
+        shutil.copy(photo, shared / "cvc_clinicdb" / "images" / f"{n}.jpg")
+        Image.fromarray(((np.arange(64)[:, None] > 30) * 255).astype(np.uint8).repeat(
+            64, 1)).save(shared / "cvc_clinicdb" / "masks" / f"{n}.png")
+    acdc = shared / "acdc"
+    (acdc / "imagesTr").mkdir(parents=True)
+    (acdc / "labelsTr").mkdir()
+    (acdc / "dataset.json").write_text(json.dumps({
+        "name": "ACDC", "channel_names": {"0": "MRI"}, "file_ending": ".nii.gz",
+        "labels": {"background": 0, "RV": 1, "MYO": 2, "LV": 3}}))
+    rng = np.random.default_rng(0)
+    for patient in (1, 2, 7, 8, 11, 13, 19, 22):
+        for frame in (1, 2):
+            stem = f"patient{patient:03d}_frame{frame:02d}"
+            image, labels = phantom(rng, (16, 22, 16))
+            nib.save(nib.Nifti1Image(image, np.eye(4)), acdc / "imagesTr" / f"{stem}_0000.nii.gz")
+            nib.save(nib.Nifti1Image(labels, np.eye(4)), acdc / "labelsTr" / f"{stem}.nii.gz")
+    monkeypatch.setattr(convert, "CVC_TEST", 3)
+    assert convert.convert(shared, tmp_path / "out") == ["cvc", "acdc"]
+    cvc = datasets.open(tmp_path / "out" / "cvc")
+    assert [c.name for c in cvc.test] == ["cvc_010", "cvc_011", "cvc_012"]
+    assert len(cvc.training) == 9 and cvc.labels == ["background", "polyp"]
+    heart = datasets.open(tmp_path / "out" / "acdc")
+    held = {c.name.split("_")[0] for c in heart.test}
+    assert held == {"patient008", "patient022"}  # every fourth patient, both frames
+    assert len(heart.test) == 4 and not held & {c.name.split("_")[0] for c in heart.training}

@@ -1,4 +1,4 @@
-"""../shared/data's two data sets as data set folders in the MSD / nnU-Net raw layout.
+"""../shared/data's data sets as data set folders in the MSD / nnU-Net raw layout.
 
     python -m segcodec.train.convert ../shared/data datasets/
     segcodec train --data datasets/hippocampus --design seg
@@ -9,6 +9,12 @@ repo's train/test split, ``segcodec/train/hippocampus_split.json``), each with a
 ``dataset.json``.  Files are linked, not copied, unless ``copy=True``.  The named recipes
 (``isic-d4``, ``hippocampus-seg``...) read these folders to the same cases, in the same order
 and split, as ../shared/data itself.
+
+The two "your own data" sets get held-out test cases of their own, which neither source
+gives: ``OUT/cvc`` (CVC-ClinicDB) holds out its last ``CVC_TEST`` frames, the end of its
+frame order, so held-out frames share a video with training ones at most at the boundary (a
+random split would put a frame's neighbours in training); ``OUT/acdc`` holds out every fourth
+of its 30 patients by number (7), both of their frames.
 """
 from __future__ import annotations
 
@@ -44,10 +50,50 @@ def _write(out: Path, meta: dict, splits: dict, copy: bool) -> None:
     (out / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
+CVC_TEST = 120  # of 612 frames
+
+
+def _own_data(shared: Path, out: Path, copy: bool) -> list[str]:
+    """CVC-ClinicDB and ACDC, where ``shared`` has them, with held-out test cases."""
+    written = []
+    cvc = shared / "cvc_clinicdb"
+    if (cvc / "images").is_dir():
+        frames = sorted((p for p in (cvc / "images").glob("*.jpg")), key=lambda p: int(p.stem))
+        for i, image in enumerate(frames):
+            split = "Ts" if i >= len(frames) - CVC_TEST else "Tr"
+            name = f"cvc_{int(image.stem):03d}"
+            _place(image, out / "cvc" / f"images{split}" / f"{name}.jpg", copy)
+            _place(cvc / "masks" / f"{image.stem}.png", out / "cvc" / f"labels{split}" /
+                   f"{name}.png", copy)
+        meta = {"name": "cvc", "description": "CVC-ClinicDB polyp segmentation (colonoscopy)",
+                "channel_names": {"0": "R", "1": "G", "2": "B"},
+                "labels": {"background": 0, "polyp": 1}, "file_ending": ".jpg",
+                "numTraining": len(frames) - CVC_TEST, "numTest": min(CVC_TEST, len(frames))}
+        (out / "cvc" / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
+        written.append("cvc")
+    acdc = shared / "acdc"
+    if (acdc / "imagesTr").is_dir():
+        images = sorted((acdc / "imagesTr").glob("*_0000.nii.gz"))
+        patients = sorted({p.name.split("_")[0] for p in images})
+        held = set(patients[3::4])
+        for image in images:
+            split = "Ts" if image.name.split("_")[0] in held else "Tr"
+            label = image.name.replace("_0000", "")
+            _place(image, out / "acdc" / f"images{split}" / image.name, copy)
+            _place(acdc / "labelsTr" / label, out / "acdc" / f"labels{split}" / label, copy)
+        meta = json.loads((acdc / "dataset.json").read_text())
+        meta.update(name="acdc", numTraining=sum(p.name.split("_")[0] not in held
+                                                 for p in images),
+                    numTest=sum(p.name.split("_")[0] in held for p in images))
+        (out / "acdc" / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
+        written.append("acdc")
+    return written
+
+
 def convert(shared: Path, out: Path, copy: bool = False) -> list[str]:
     """Write the data sets found in ``shared`` under ``out``; returns their names."""
     shared, out = Path(shared), Path(out)
-    written = []
+    written = _own_data(shared, out, copy)
     for task in ("isic", "hippocampus"):
         if not (shared / data.FOLDERS[task]).is_dir():
             continue
@@ -62,15 +108,16 @@ def convert(shared: Path, out: Path, copy: bool = False) -> list[str]:
                                   "Ts": data.task_pairs(task, shared, "test")}, copy)
         written.append(task)
     if not written:
-        raise ValueError(f"{shared}: neither {data.FOLDERS['isic']}/ nor "
-                         f"{data.FOLDERS['hippocampus']}/ inside")
+        raise ValueError(f"{shared}: none of {data.FOLDERS['isic']}/, "
+                         f"{data.FOLDERS['hippocampus']}/, cvc_clinicdb/, acdc/ inside")
     return written
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m segcodec.train.convert",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("shared", type=Path, help="the folder holding isic2017/, msd_hippocampus/")
+    parser.add_argument("shared", type=Path, help="the folder holding isic2017/, "
+                        "msd_hippocampus/, cvc_clinicdb/, acdc/")
     parser.add_argument("out", type=Path)
     parser.add_argument("--copy", action="store_true", help="copy the files instead of linking")
     args = parser.parse_args(argv)
