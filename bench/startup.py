@@ -5,9 +5,11 @@ same run, and how big their install is.
 
 ``--help``, ``--version``, ``info``, ``models`` and ``encode`` (C in numpy) import neither
 torch nor numba; ``send`` encodes, uploads to a ``segcodec serve`` on loopback (started from
-this interpreter) and decodes the label stream.  ``--python`` runs the commands with another
-environment's interpreter, such as a fresh venv of ``pip install segcodec`` with no extra,
-whose site-packages size is reported.  Medians of ``--repeat`` fresh processes, alternated.
+this interpreter) and decodes the label stream, with numba's kernels where the environment has
+it and numpy's otherwise (``segcodec.labelkernels``).  ``--python`` runs the commands with
+another environment's interpreter, such as a fresh venv of ``pip install segcodec`` with no
+extra, whose site-packages size is reported beside a bare venv's (pip and setuptools).
+Medians of ``--repeat`` fresh processes, alternated.
 """
 from __future__ import annotations
 
@@ -35,6 +37,15 @@ def site_packages_mb(python: str) -> float:
             total += sum(os.path.getsize(os.path.join(root, f)) for f in files
                          if not os.path.islink(os.path.join(root, f)))
     return round(total / 1e6, 1)
+
+
+def bare_venv_mb(python: str) -> float:
+    """The site-packages of a fresh venv of ``python``'s interpreter before any install."""
+    base = subprocess.run([python, "-c", "import sys; print(sys._base_executable)"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([base, "-m", "venv", tmp], check=True, capture_output=True)
+        return site_packages_mb(str(Path(tmp) / "bin" / "python"))
 
 
 def _seconds(argv: list[str]) -> float:
@@ -69,6 +80,9 @@ def main(argv=None) -> dict:
                                                        "-o", f"{tmp}/b.sgc"],
                     "segcodec encode (a NIfTI volume)": cli + ["encode", str(volume), "-o",
                                                                f"{tmp}/c.sgc", "--force"],
+                    "segcodec send (a JPEG)": cli + [
+                        "send", str(image), "--remote", server.url, "-o",
+                        f"{tmp}/b.labels.png", "--force"],
                     "segcodec send (a NIfTI volume)": cli + [
                         "send", str(volume), "--remote", server.url, "-o",
                         f"{tmp}/c.labels.nii.gz", "--force"]}
@@ -76,18 +90,20 @@ def main(argv=None) -> dict:
         for _ in range(repeat):
             for name, args_ in commands.items():
                 times[name].append(_seconds(args_))
-        has_torch = subprocess.run([python, "-c", "import torch"],
-                                   capture_output=True).returncode == 0
+        has = {m: subprocess.run([python, "-c", f"import {m}"], capture_output=True).returncode
+               == 0 for m in ("torch", "numba")}
     base = statistics.median(times["python -c pass"])
     rows = [{"command": name, "median_s": round(statistics.median(t), 4),
              "ratio_to_python": round(statistics.median(t) / base, 2)}
             for name, t in times.items()]
     result = {"command": command("startup", argv), "machine": machine(), "repeat": repeat,
-              "rows": rows, "torch_installed": has_torch,
-              "site_packages_mb": site_packages_mb(python)}
+              "rows": rows, "torch_installed": has["torch"], "numba_installed": has["numba"],
+              "site_packages_mb": site_packages_mb(python), "bare_venv_mb": bare_venv_mb(python)}
     lines = ["# Start-up time", "", f"`{result['command']}`", "",
-             f"Environment: {python} ({'with' if has_torch else 'without'} torch; "
-             f"site-packages {result['site_packages_mb']} MB).", "",
+             f"Environment: {python} ({'with' if has['torch'] else 'without'} torch, "
+             f"{'with' if has['numba'] else 'without'} numba; site-packages "
+             f"{result['site_packages_mb']} MB, of which a bare venv's pip and setuptools are "
+             f"{result['bare_venv_mb']} MB).", "",
              "| command | median s | x `python -c pass` |", "|---|---|---|"]
     lines += [f"| {r['command']} | {r['median_s']:.3f} | {r['ratio_to_python']:.1f} |"
               for r in rows]

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import constriction
 import numpy as np
-from numba import njit
 
-from . import wire
+from . import labelkernels, wire
 from .container import SOURCE_KINDS, check_image_shape
 from .errors import InputError, SgcFormatError
 
@@ -23,8 +22,7 @@ MEDIA_TYPE = "application/x-segcodec-labels"  # the service's default answer
 MAGIC = b"SL"  # §7.1
 VERSION = 1
 MIN_BYTES = 12  # §7.1: fixed fields, two one-byte varints, empty payload, CRC
-ONE = 1 << 16  # probabilities are integers over 2^16 (§7.5)
-STEP, LIMIT = 32, 1 << 13  # count increment per symbol, and the total that halves a context
+ONE, LIMIT = labelkernels.ONE, labelkernels.LIMIT  # §7.5
 # §7.5: every count stays >= 1 and a row's total <= LIMIT, so each symbol but the likeliest
 # gets q >= 1 + (ONE - A) // LIMIT = 8 (A <= 256) and each position costs at least
 # -log2(1 - 8 (A - 1) / ONE) > (A - 1) / 8192 bits: a payload of N bytes holds at most
@@ -50,129 +48,43 @@ class LabelMap:
     source: str = "array"
 
 
-@njit(cache=True)
-def _rank(flat, p, deltas, v):
-    """v -> its index among the distinct neighbour values, else after them in value order."""
-    d = 0
-    less = 0
-    for t in range(deltas.size):
-        c = flat[p + deltas[t]]
-        new = True
-        for s in range(t):
-            if flat[p + deltas[s]] == c:
-                new = False
-                break
-        if new:
-            if c == v:
-                return d
-            if c < v:
-                less += 1
-            d += 1
-    return d + v - less
+class _Grid:
+    """The padded map of §7.3 (outside counts as 0), its wavefronts, and the coder's adaptive
+    counts (§7.5)."""
 
+    def __init__(self, shape, classes: int):
+        ndim = len(shape)
+        self.dims = ni, nj, nk = (1, *shape) if ndim == 2 else tuple(shape)
+        self.padded = np.zeros((ni + 2, nj + 2, nk + 2), dtype=np.uint8)
+        self.flat = self.padded.reshape(-1)
+        self.sj = nk + 2
+        self.si = (nj + 2) * self.sj
+        self.deltas = np.array([a * self.si + b * self.sj + c
+                                for a, b, c in NEIGHBOURS[ndim]])
+        self.wa, self.wb, _ = WEIGHTS[ndim]
+        self.fronts = self.wa * (ni - 1) + self.wb * (nj - 1) + nk if classes > 1 else 0
+        self.alphabet = min(classes, ESCAPE + 1)
+        self.counts = np.ones((BUCKETS << (len(self.deltas) - 1), self.alphabet), np.int64)
+        self.escapes = np.ones((1, max(1, classes - ESCAPE)), dtype=np.int64)
 
-@njit(cache=True)
-def _unrank(flat, p, deltas, r, seen):
-    d = 0
-    for t in range(deltas.size):
-        c = flat[p + deltas[t]]
-        new = True
-        for s in range(d):
-            if seen[s] == c:
-                new = False
-                break
-        if new:
-            if d == r:
-                return c
-            seen[d] = c
-            d += 1
-    seen[:d].sort()
-    v = r - d
-    for s in range(d):  # the (r - d)-th value that is no neighbour's
-        if seen[s] <= v:
-            v += 1
-    return v
-
-
-@njit(cache=True)
-def _wavefront(flat, dims, wa, wb, front, deltas, pos, ctx, sym, coding):
-    """Fill pos/ctx (and sym when coding) for wavefront ``front`` (§7.3-§7.4); return count."""
-    ni, nj, nk = dims
-    sj = nk + 2
-    si = (nj + 2) * sj
-    n = 0
-    for i in range(ni):
-        s = front - wa * i
-        if s < 0:
-            break
-        for j in range(max(0, -((nk - 1 - s) // wb)), min(nj - 1, s // wb) + 1):
-            p = (i + 1) * si + (j + 1) * sj + s - wb * j + 1
-            first = flat[p + deltas[0]]
-            pattern = 0
-            for t in range(1, deltas.size):
-                if flat[p + deltas[t]] == first:
-                    pattern |= 1 << (t - 1)
-            pos[n] = p
-            ctx[n] = pattern * 4 + min(first, 3)
-            if coding:
-                sym[n] = _rank(flat, p, deltas, flat[p])
-            n += 1
-    return n
-
-
-@njit(cache=True)
-def _place(flat, deltas, pos, ranks):
-    seen = np.empty(deltas.size, dtype=flat.dtype)
-    for t in range(pos.size):
-        flat[pos[t]] = _unrank(flat, pos[t], deltas, ranks[t], seen)
-
-
-@njit(cache=True)
-def _probabilities(counts, ctx):
-    """§7.5: each context's counts -> integers over 2^16 -> exact float64 rows, per pixel."""
-    contexts, a = counts.shape
-    table = np.empty((contexts, a))
-    for c in range(contexts):
-        total = counts[c].sum()
-        used, best = 0, 0
-        for s in range(a):
-            q = 1 + counts[c, s] * (ONE - a) // total
-            table[c, s] = q
-            used += q
-            if counts[c, s] > counts[c, best]:
-                best = s
-        table[c, best] += ONE - used
-    out = np.empty((ctx.size, a))
-    for t in range(ctx.size):
-        for s in range(a):
-            out[t, s] = table[ctx[t], s] / ONE  # an integer over a power of two: exact
-    return out
-
-
-@njit(cache=True)
-def _update(counts, ctx, sym):
-    """§7.5: count what a wavefront coded, then halve every context whose total is too big."""
-    for t in range(ctx.size):
-        counts[ctx[t], sym[t]] += STEP
-    for c in range(counts.shape[0]):
-        while counts[c].sum() > LIMIT:
-            for s in range(counts.shape[1]):
-                counts[c, s] = (counts[c, s] + 1) >> 1
-
-
-def _setup(shape, classes):
-    ndim = len(shape)
-    dims = (1, *shape) if ndim == 2 else tuple(shape)
-    padded = np.zeros(tuple(s + 2 for s in dims), dtype=np.uint8)  # outside counts as 0
-    sj = dims[2] + 2
-    si = (dims[1] + 2) * sj
-    deltas = np.array([a * si + b * sj + c for a, b, c in NEIGHBOURS[ndim]], dtype=np.int64)
-    wa, wb, _ = WEIGHTS[ndim]
-    fronts = wa * (dims[0] - 1) + wb * (dims[1] - 1) + dims[2]
-    most = min(dims[1], dims[2]) * dims[0]  # no wavefront holds more than one line per (i, j)
-    alphabet = min(classes, ESCAPE + 1)
-    return (padded, np.array(dims, dtype=np.int64), wa, wb, fronts, deltas, most,
-            np.ones((BUCKETS << (len(deltas) - 1), alphabet), dtype=np.int64), alphabet)
+    def wavefronts(self):
+        """Each wavefront's pixels as flat positions in ``padded``: (i, j, k) with
+        wa i + wb j + k = front, by i, then j (§7.3).  One at a time: memory in proportion
+        to a wavefront, not to the map."""
+        ni, nj, nk = self.dims
+        wa, wb = self.wa, self.wb
+        if ni == 1:  # 2D: one run of j per wavefront
+            for front in range(self.fronts):
+                j = np.arange(max(0, -((nk - 1 - front) // wb)), min(nj - 1, front // wb) + 1)
+                yield j * (self.sj - wb) + (self.si + self.sj + front + 1)
+            return
+        for front in range(self.fronts):
+            i = np.arange(min(ni - 1, front // wa) + 1)
+            k0 = front - wa * i  # k where j = 0
+            lo = np.maximum(0, -((nk - 1 - k0) // wb))  # the first j with k < nk
+            n = np.maximum(np.minimum(nj - 1, k0 // wb) - lo + 1, 0)
+            j = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n - lo, n)
+            yield (np.repeat((i + 1) * self.si + k0 + 1, n) + (j + 1) * self.sj - wb * j)
 
 
 def encode(labels, classes: int | None = None, *, affine=None, source: str = "array") -> bytes:
@@ -193,25 +105,23 @@ def encode(labels, classes: int | None = None, *, affine=None, source: str = "ar
         raise InputError(f"source must be one of {', '.join(SOURCE_KINDS)}")
     if affine is not None and (np.shape(affine) != (4, 4) or not np.isfinite(affine).all()):
         raise InputError("affine must be a finite 4x4 matrix")
-    padded, dims, wa, wb, fronts, deltas, most, counts, alphabet = _setup(labels.shape, classes)
-    padded[1:-1, 1:-1, 1:-1] = labels.reshape(tuple(dims))
-    flat = padded.reshape(-1)
-    pos, ctx, sym = (np.empty(most, dtype=np.int64) for _ in range(3))
-    escapes = np.ones((1, max(1, classes - ESCAPE)), dtype=np.int64)
+    grid = _Grid(labels.shape, classes)
+    grid.padded[1:-1, 1:-1, 1:-1] = labels.reshape(grid.dims)
+    alphabet, counts, escapes = grid.alphabet, grid.counts, grid.escapes
     encoder = constriction.stream.queue.RangeEncoder()
     model = wire.coder_model()
-    for front in range(fronts if classes > 1 else 0):
-        n = _wavefront(flat, dims, wa, wb, front, deltas, pos, ctx, sym, True)
-        c, s = ctx[:n], sym[:n]
+    k = labelkernels.fastest
+    for pos in grid.wavefronts():
+        c, s = k.contexts(grid.flat, pos, grid.deltas), k.ranks(grid.flat, pos, grid.deltas)
         main = np.minimum(s, ESCAPE) if alphabet < classes else s
-        encoder.encode(main.astype(np.int32), model, _probabilities(counts, c))
-        _update(counts, c, main)
+        encoder.encode(main.astype(np.int32), model, k.probabilities(counts, c))
+        k.update(counts, c, main)
         if alphabet < classes:
             esc = s[s >= ESCAPE] - ESCAPE
             if esc.size:
                 zeros = np.zeros_like(esc)
-                encoder.encode(esc.astype(np.int32), model, _probabilities(escapes, zeros))
-                _update(escapes, zeros, esc)
+                encoder.encode(esc.astype(np.int32), model, k.probabilities(escapes, zeros))
+                k.update(escapes, zeros, esc)
     payload = wire.coded_bytes(encoder)
     payload = payload[:len(payload) - min(3, len(payload) - len(payload.rstrip(b"\0")))]
     try:
@@ -270,29 +180,27 @@ def decode(data: bytes, max_voxels: int = 1 << 24) -> LabelMap:
     symbols = min(classes, ESCAPE + 1)  # the main alphabet (§7.4)
     if classes > 1 and voxels * (symbols - 1) > (8 * len(payload) + SLACK_BITS) * 8192:
         raise _bad(f"a payload of {len(payload)} bytes cannot hold {voxels} labels")
-    padded, dims, wa, wb, fronts, deltas, most, counts, alphabet = _setup(shape, classes)
-    flat = padded.reshape(-1)
+    grid = _Grid(shape, classes)
+    alphabet, counts, escapes = grid.alphabet, grid.counts, grid.escapes
     decoder = wire.decoder_for(payload)
     model = wire.coder_model()
-    pos, ctx = np.empty(most, dtype=np.int64), np.empty(most, dtype=np.int64)
-    escapes = np.ones((1, max(1, classes - ESCAPE)), dtype=np.int64)
+    k = labelkernels.fastest
     try:
-        for front in range(fronts if classes > 1 else 0):
-            n = _wavefront(flat, dims, wa, wb, front, deltas, pos, ctx, ctx, False)
-            c = ctx[:n]
-            sym = decoder.decode(model, _probabilities(counts, c)).astype(np.int64)
-            _update(counts, c, sym)
+        for pos in grid.wavefronts():
+            c = k.contexts(grid.flat, pos, grid.deltas)
+            sym = decoder.decode(model, k.probabilities(counts, c)).astype(np.int64)
+            k.update(counts, c, sym)
             if alphabet < classes:
                 hit = np.flatnonzero(sym == ESCAPE)
                 if hit.size:
                     zeros = np.zeros(hit.size, dtype=np.int64)
-                    esc = decoder.decode(model, _probabilities(escapes, zeros)).astype(np.int64)
-                    _update(escapes, zeros, esc)
+                    esc = decoder.decode(model, k.probabilities(escapes, zeros)).astype(np.int64)
+                    k.update(escapes, zeros, esc)
                     sym[hit] += esc
-            _place(flat, deltas, pos[:n], sym)
+            k.place(grid.flat, pos, grid.deltas, sym)
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise _bad(f"payload does not decode ({exc})") from exc
     if classes > 1 and not decoder.maybe_exhausted():  # no more than its symbols need
         raise _bad("payload is empty or longer than its labels")
-    labels = np.ascontiguousarray(padded[1:-1, 1:-1, 1:-1]).reshape(shape)
+    labels = np.ascontiguousarray(grid.padded[1:-1, 1:-1, 1:-1]).reshape(shape)
     return LabelMap(labels, classes, affine, source)

@@ -1,6 +1,8 @@
 """format_spec.md §7: label streams are lossless, small, self-describing and deterministic."""
 import hashlib
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -9,10 +11,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from segcodec import labelcodec, wire
+from segcodec import labelcodec, labelkernels, wire
 from segcodec.errors import InputError, SgcFormatError
 
 from conftest import HIPPO, ISIC, hippo_labels, hippo_volume, isic_mask
+
+
+@pytest.fixture(autouse=True, params=["numpy", "numba"])
+def kernels(request, monkeypatch):
+    """Every test runs with each kernel set: both must write and read the same streams."""
+    monkeypatch.setattr(labelkernels, "fastest", labelkernels.KERNELS[request.param])
+    return request.param
+
+
+@pytest.mark.parametrize("block, expected", [("", "numba numpy, fastest numba"),
+                                              ("sys.modules['numba'] = None; ",
+                                               "numpy, fastest numpy")])
+def test_numba_is_used_where_installed_and_numpy_where_not(block, expected):
+    code = (f"import sys; {block}from segcodec import labelkernels as k; "
+            "print(' '.join(sorted(k.KERNELS)) + ', fastest', "
+            "*[n for n, v in k.KERNELS.items() if v is k.fastest])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == expected
 
 
 def recrc(data: bytes) -> bytes:
@@ -196,7 +217,7 @@ def test_a_stream_must_be_used_up_and_not_empty(monkeypatch):
     # The fuzzer's slowest input: a strip of 65,535 one-pixel wavefronts and no payload,
     # decoded in full (1.4 s) before it was refused.
     strip = body[:5] + wire.varint(1) + wire.varint(65535) + body[7:]  # was 40 x 30
-    monkeypatch.setattr(labelcodec, "_wavefront", lambda *a: pytest.fail("decoded"))
+    monkeypatch.setattr(labelcodec, "_Grid", lambda *a: pytest.fail("decoded"))
     with pytest.raises(SgcFormatError, match="empty or longer than its labels"):
         labelcodec.decode(recrc(strip))
 
@@ -225,6 +246,6 @@ def test_a_payload_too_short_for_its_voxels_is_refused_before_decoding(monkeypat
     def no_decoding(*args):
         raise AssertionError("decoded before refusing")
 
-    monkeypatch.setattr(labelcodec, "_wavefront", no_decoding)
+    monkeypatch.setattr(labelcodec, "_Grid", no_decoding)
     with pytest.raises(SgcFormatError, match="a payload of 1 bytes cannot hold 1048576 labels"):
         labelcodec.decode(small)
