@@ -9,7 +9,8 @@ this interpreter) and decodes the label stream, with numba's kernels where the e
 it and numpy's otherwise (``segcodec.labelkernels``).  ``--python`` runs the commands with
 another environment's interpreter, such as a fresh venv of ``pip install segcodec`` with no
 extra, whose site-packages size is reported beside a bare venv's (pip and setuptools).
-Medians of ``--repeat`` fresh processes, alternated.
+Medians of ``--repeat`` fresh processes, alternated; and the label streams of the fixtures
+decoded in this process by each kernel set.
 """
 from __future__ import annotations
 
@@ -46,6 +47,38 @@ def bare_venv_mb(python: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([base, "-m", "venv", tmp], check=True, capture_output=True)
         return site_packages_mb(str(Path(tmp) / "bin" / "python"))
+
+
+def label_decoding(repeat: int) -> list[dict]:
+    """Milliseconds to decode the label streams of an ISIC mask and a hippocampus label
+    volume in this process, with each of ``segcodec.labelkernels``' kernel sets (medians)."""
+    import nibabel as nib
+    import numpy as np
+    from PIL import Image
+
+    from segcodec import labelcodec, labelkernels
+    maps = {"an ISIC mask": np.asarray(Image.open(FIXTURES / "isic"
+                                                  / "ISIC_0001769_segmentation.png")) > 0,
+            "a hippocampus label volume": np.asarray(nib.load(
+                FIXTURES / "hippocampus" / "hippocampus_019_labels.nii.gz").dataobj)}
+    rows, chosen = [], labelkernels.fastest
+    try:
+        for name, labels in maps.items():
+            stream = labelcodec.encode(labels.astype(np.uint8))
+            row = {"map": name, "shape": list(labels.shape), "bytes": len(stream)}
+            for kernels, fns in labelkernels.KERNELS.items():
+                labelkernels.fastest = fns
+                labelcodec.decode(stream)  # numba compiles (or loads its cache) once
+                times = []
+                for _ in range(repeat):
+                    t0 = time.perf_counter()
+                    labelcodec.decode(stream)
+                    times.append(time.perf_counter() - t0)
+                row[f"{kernels}_ms"] = round(1000 * statistics.median(times), 2)
+            rows.append(row)
+    finally:
+        labelkernels.fastest = chosen
+    return rows
 
 
 def _seconds(argv: list[str]) -> float:
@@ -98,7 +131,8 @@ def main(argv=None) -> dict:
             for name, t in times.items()]
     result = {"command": command("startup", argv), "machine": machine(), "repeat": repeat,
               "rows": rows, "torch_installed": has["torch"], "numba_installed": has["numba"],
-              "site_packages_mb": site_packages_mb(python), "bare_venv_mb": bare_venv_mb(python)}
+              "site_packages_mb": site_packages_mb(python), "bare_venv_mb": bare_venv_mb(python),
+              "label_decoding": label_decoding(repeat)}
     lines = ["# Start-up time", "", f"`{result['command']}`", "",
              f"Environment: {python} ({'with' if has['torch'] else 'without'} torch, "
              f"{'with' if has['numba'] else 'without'} numba; site-packages "
@@ -107,6 +141,13 @@ def main(argv=None) -> dict:
              "| command | median s | x `python -c pass` |", "|---|---|---|"]
     lines += [f"| {r['command']} | {r['median_s']:.3f} | {r['ratio_to_python']:.1f} |"
               for r in rows]
+    kernels = [k for k in result["label_decoding"][0] if k.endswith("_ms")]
+    lines += ["", "Decoding a label stream in this process (`segcodec.labelkernels`; ms, median):",
+              "", "| map | shape | bytes | " + " | ".join(kernels) + " |",
+              "|---" * (3 + len(kernels)) + "|"]
+    lines += [f"| {r['map']} | {'x'.join(map(str, r['shape']))} | {r['bytes']} | "
+              + " | ".join(f"{r[k]:.1f}" for k in kernels) + " |"
+              for r in result["label_decoding"]]
     write_outputs(args.out, "startup", result, "\n".join(lines) + "\n")
     return result
 

@@ -45,24 +45,33 @@ def _np_distinct(near):
 def _np_ranks(flat, pos, deltas):
     near = flat[pos[:, None] + deltas]
     values = flat[pos].astype(np.int64)
-    new, order = _np_distinct(near)
-    hit = new & (near == values[:, None])
-    beyond = new.sum(1) + values - (new & (near < values[:, None])).sum(1)
-    return np.where(hit.any(1), order[np.arange(len(pos)), hit.argmax(1)], beyond)
+    ranks = np.zeros(len(pos), dtype=np.int64)
+    other = np.flatnonzero(values != near[:, 0])  # rank 0: the first neighbour's value
+    if other.size:
+        near, values = near[other], values[other]
+        new, order = _np_distinct(near)
+        hit = new & (near == values[:, None])
+        beyond = new.sum(1) + values - (new & (near < values[:, None])).sum(1)
+        ranks[other] = np.where(hit.any(1), order[np.arange(len(near)), hit.argmax(1)],
+                                beyond)
+    return ranks
 
 
 def _np_place(flat, pos, deltas, ranks):
     near = flat[pos[:, None] + deltas]
-    if not ranks.any():  # the common wavefront: every pixel its first neighbour's value
-        flat[pos] = near[:, 0]
+    flat[pos] = near[:, 0]  # rank 0: the first neighbour's value
+    other = np.flatnonzero(ranks)
+    if not other.size:
         return
+    near, ranks = near[other], ranks[other]
     new, order = _np_distinct(near)
     is_rank = new & (order == ranks[:, None])
     v = ranks - new.sum(1)
     held = np.sort(np.where(new, near.astype(np.int64), 1 << 16), 1)
     for column in held.T:  # the (r - d)-th value that is no neighbour's
         v += column <= v
-    flat[pos] = np.where(is_rank.any(1), near[np.arange(len(pos)), is_rank.argmax(1)], v)
+    flat[pos[other]] = np.where(is_rank.any(1), near[np.arange(len(near)), is_rank.argmax(1)],
+                                v)
 
 
 def _np_probabilities(counts, ctx):

@@ -88,3 +88,4 @@ def test_startup_smoke(tmp_path):
     assert all(row["median_s"] > 0 for row in r["rows"])
     assert (tmp_path / "startup.md").exists()
     assert 0 < r["bare_venv_mb"] < r["site_packages_mb"] and r["numba_installed"]
+    assert all(row["numpy_ms"] > 0 and row["numba_ms"] > 0 for row in r["label_decoding"])
