@@ -204,8 +204,8 @@ def train(cfg: Recipe, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
     val_every = max(1, steps // 20)
     # Picks come after the rate ramp (or ``select_from`` x steps, where a fine-tune to a new
     # rate point needs time to reach it), so the pick codes at the run's rate.
-    selectable_from = (int(cfg.rate_steps()[1] if cfg.select_from is None
-                           else cfg.select_from * steps) if cfg.rate_weight else 0)
+    select_from = cfg.rate_ramp if cfg.select_from is None else cfg.select_from
+    selectable_from = int(select_from * steps) if cfg.rate_weight else 0
     folder.open_logs(step)
     start, last_save = time.time() - elapsed, time.time()
 
@@ -336,8 +336,7 @@ class _Parts:
         if self.rate is not None:
             l_cr = self.rate(p, z, n_pix)
             if cfg.rate_weight:
-                first, last = cfg.rate_steps()
-                ramp = min(1.0, max(0, step - first) / max(1.0, last - first))
+                ramp = min(1.0, step / max(1.0, cfg.rate_ramp * cfg.steps))
                 loss = loss + cfg.rate_weight * ramp * l_cr
         self.opt.zero_grad()
         loss.backward()

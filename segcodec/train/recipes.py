@@ -126,10 +126,8 @@ class Recipe:
     dice_weight: float
     distil_weight: float = 0.0
     # The staged start: for this fraction of the steps s stays the teacher (frozen, in eval
-    # mode), D and the rate loss are off, and C and g learn to reproduce the teacher's
-    # activations of the image at every level of s's encoder (``losses.loss_features``)
-    # besides the other terms.  (With the rate on from the start, the latents died: through
-    # the frozen s, C's first gradients are too weak to hold them against it.)
+    # mode) and D is off, while C and g learn to reproduce the teacher's activations of the
+    # image at every level of s's encoder (``losses.loss_features``) besides the other terms.
     frozen_segmentor: float = 0.0
     # The optimisation
     batch: int
@@ -169,12 +167,6 @@ class Recipe:
                  "within 0 and 1")):
             if not ok:
                 raise ValueError(f"config key {key!r}: {getattr(self, key)!r} is not {wanted}")
-
-    def rate_steps(self) -> tuple[int, float]:
-        """The steps over which the rate loss ramps in: ``rate_ramp`` of them, or of those
-        after a staged start (``frozen_segmentor``), which runs without it."""
-        first = int(self.frozen_segmentor * self.steps)
-        return first, first + self.rate_ramp * (self.steps - first)
 
     def resolve(self) -> dict:
         """The complete config: every field, defaults included, as plain JSON values."""
