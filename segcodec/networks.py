@@ -140,8 +140,8 @@ class Segmentor(nn.Module):
         self.head = _conv(ndim, widths[0], n_classes, k=1)
 
     def forward(self, f: torch.Tensor, features: list | None = None) -> torch.Tensor:
-        """Class logits; ``features``, when given, collects the activations of every level
-        of the encoder, the bottleneck's last (what distillation matches)."""
+        """Class logits; ``features``, when given, collects the bottleneck's activations
+        (what distillation matches)."""
         pool = F.max_pool2d if self.ndim == 2 else F.max_pool3d
         mode = "bilinear" if self.ndim == 2 else "trilinear"
         skips = []
@@ -152,7 +152,7 @@ class Segmentor(nn.Module):
             h = block(h)
             skips.append(h)
         if features is not None:
-            features.extend(skips)
+            features.append(h)
         for block, skip in zip(self.up, reversed(skips[:-1])):
             h = F.interpolate(h, size=skip.shape[2:], mode=mode, align_corners=False)
             h = block(torch.cat([h, skip], 1))

@@ -231,34 +231,6 @@ def test_isic_d4_is_taught_by_the_seg_run_and_keeps_its_best_validation_weights(
         assert torch.equal(picked.state_dict()[name], value), name
 
 
-def test_a_staged_run_keeps_s_as_its_teacher_and_d_idle_until_its_stage_ends(tmp_path):
-    seg_cfg = smoke_config("isic-seg", steps=3)
-    x, t, _ = fixture_set(seg_cfg)
-    loop.train(seg_cfg, x, t, tmp_path / "seg")
-    teacher = str(tmp_path / "seg" / "checkpoint.pt")
-    cfg = smoke_config("isic-d4", steps=4, init_segmentor=teacher, teacher=teacher,
-                       distil_weight=1.0, frozen_segmentor=0.5)
-    loop.train(dataclasses.replace(cfg, steps=2, frozen_segmentor=1.0), x, t,
-               tmp_path / "frozen")
-    seg, _ = loop.load_checkpoint(tmp_path / "seg" / "checkpoint.pt", best=True)
-    staged = loop.read_checkpoint(tmp_path / "frozen" / "checkpoint.pt")
-    first, _ = loop.network_of(staged)
-    # BN statistics included: s ran in eval mode, exactly the teacher's function.
-    for name, value in seg.state_dict().items():
-        assert torch.equal(value, first.segmentor.state_dict()[name]), name
-    assert not staged["d_opt"]["state"]  # D took no step
-    assert any(not torch.equal(a, b) for a, b in zip(
-        first.compressor.state_dict().values(),
-        loop.build_net(cfg).compressor.state_dict().values()))
-    loop.train(cfg, x, t, tmp_path / "staged")
-    after, _ = loop.load_checkpoint(tmp_path / "staged" / "checkpoint.pt")
-    assert any(not torch.equal(value, after.segmentor.state_dict()[name])
-               for name, value in seg.state_dict().items())
-    assert loop.read_checkpoint(tmp_path / "staged" / "checkpoint.pt")["d_opt"]["state"]
-    with pytest.raises(ValueError, match="frozen_segmentor"):
-        dataclasses.replace(cfg, distil_weight=0.0)
-
-
 def test_resuming_under_another_config_is_refused(tmp_path):
     cfg = smoke_config("isic-d2", steps=2)
     x, t, _ = fixture_set(cfg)

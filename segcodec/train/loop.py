@@ -27,7 +27,7 @@ from ..metrics import scores
 from ..networks import AutoEncoder, SegCodecNet, Segmentor
 from ..transforms import labels_from_logits
 from .critic import Critic
-from .losses import ContextRate, loss_dis, loss_distil, loss_features, loss_seg
+from .losses import ContextRate, loss_dis, loss_distil, loss_seg
 from .recipes import Recipe
 
 # A run resumes only under the config it started with: every field but these, which say where
@@ -306,11 +306,6 @@ class _Parts:
     def step(self, cfg: Recipe, xb, tb, step: int, n_pix: int, report: bool = True) -> dict:
         """One C+g+s step with D fixed, then one D step; with ``report``, the losses as
         log.csv's columns (reading them waits for a GPU: only on the steps logged)."""
-        # The staged start (``frozen_segmentor``): s stays the teacher, D waits.
-        frozen = step < cfg.frozen_segmentor * cfg.steps
-        if cfg.frozen_segmentor:
-            self.net.segmentor.requires_grad_(not frozen).train(not frozen)
-        critic = None if frozen else self.critic
         feats: list = []
         out_b, p, z = run_net(self.net, xb, features=feats)
         if cfg.target == "image":
@@ -324,14 +319,12 @@ class _Parts:
             t_feats: list = []
             with torch.no_grad():
                 t_logits = self.teacher(xb, t_feats)
-            l_distil = loss_distil(out_b, t_logits, feats[-1], t_feats[-1])
-            if frozen:
-                l_distil = l_distil + loss_features(feats, t_feats)
+            l_distil = loss_distil(out_b, t_logits, feats[0], t_feats[0])
             loss = loss + cfg.distil_weight * l_distil
-        if critic is not None:
-            critic.requires_grad_(False)  # D is fixed in this step; its own step follows
-            l_dis = loss_dis(critic, prob, tb)
-            critic.requires_grad_(True)
+        if self.critic is not None:
+            self.critic.requires_grad_(False)  # D is fixed in this step; its own step follows
+            l_dis = loss_dis(self.critic, prob, tb)
+            self.critic.requires_grad_(True)
             loss = loss + cfg.dis_weight * l_dis
         if self.rate is not None:
             l_cr = self.rate(p, z, n_pix)
@@ -342,8 +335,8 @@ class _Parts:
         loss.backward()
         self.opt.step()
         self.sched.step()
-        if critic is not None:  # D step: maximise loss_dis with C and s fixed
-            d_loss = -loss_dis(critic, prob.detach(), tb)
+        if self.critic is not None:  # D step: maximise loss_dis with C and s fixed
+            d_loss = -loss_dis(self.critic, prob.detach(), tb)
             self.d_opt.zero_grad()
             d_loss.backward()
             self.d_opt.step()

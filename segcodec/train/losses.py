@@ -32,14 +32,8 @@ def loss_distil(logits: torch.Tensor, teacher_logits: torch.Tensor, features: to
     """
     soft = F.mse_loss(torch.softmax(logits / temperature, 1),
                       torch.softmax(teacher_logits / temperature, 1))
-    return soft + feature_weight * loss_features([features], [teacher_features])
-
-
-def loss_features(features: list, teacher_features: list) -> torch.Tensor:
-    """The mean over levels of each level's squared distance to the teacher's activations,
-    relative to the teacher's energy there (scale-free across levels and tasks)."""
-    return torch.stack([F.mse_loss(f, t) / (t.pow(2).mean() + 1e-6)
-                        for f, t in zip(features, teacher_features)]).mean()
+    feat = F.mse_loss(features, teacher_features) / (teacher_features.pow(2).mean() + 1e-6)
+    return soft + feature_weight * feat
 
 
 def loss_dis(critic, prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -125,10 +125,6 @@ class Recipe:
     rate_ramp: float  # the fraction of the steps over which the rate loss ramps in
     dice_weight: float
     distil_weight: float = 0.0
-    # The staged start: for this fraction of the steps s stays the teacher (frozen, in eval
-    # mode) and D is off, while C and g learn to reproduce the teacher's activations of the
-    # image at every level of s's encoder (``losses.loss_features``) besides the other terms.
-    frozen_segmentor: float = 0.0
     # The optimisation
     batch: int
     lr: float
@@ -160,9 +156,6 @@ class Recipe:
                 ("dice_weight", self.dice_weight >= 0, "at least 0"),
                 ("distil_weight", self.distil_weight >= 0, "at least 0"),
                 ("rate_ramp", 0 <= self.rate_ramp <= 1, "within 0 and 1"),
-                ("frozen_segmentor", 0 <= self.frozen_segmentor <= 1
-                 and (not self.frozen_segmentor or self.distil_weight > 0),
-                 "within 0 and 1, and 0 without a teacher (distil_weight)"),
                 ("select_from", self.select_from is None or 0 <= self.select_from <= 1,
                  "within 0 and 1")):
             if not ok:
