@@ -3,9 +3,9 @@ install has, and compiled by numba where it is installed (the ``server`` extra).
 
 Both compute the same integers, so ``labelcodec`` writes and reads the same streams with
 either (tests/test_labelcodec.py codes the same maps with both).  The compiled kernels are
-10-20x faster on large 2D maps (a wavefront is a few hundred pixels there, and numpy's
-per-call cost dominates); the numpy ones spare the clinic's install numba and llvmlite
-(about 210 MB) and their import.
+several times faster (``python -m bench startup``): a wavefront is a few hundred pixels, so
+numpy's cost per call dominates.  The numpy ones spare the clinic's install numba and
+llvmlite (about 210 MB) and their import.
 
 Each set has the same five functions, over ``flat`` (the padded map, row-major), ``pos`` (flat
 positions of pixels, in coding order) and ``deltas`` (the causal neighbours' offsets, first
