@@ -22,11 +22,11 @@ MEDIA_TYPE = "application/x-segcodec-labels"  # the service's default answer
 MAGIC = b"SL"  # §7.1
 VERSION = 1
 MIN_BYTES = 12  # §7.1: fixed fields, two one-byte varints, empty payload, CRC
-ONE, LIMIT = labelkernels.ONE, labelkernels.LIMIT  # §7.5
-# §7.5: every count stays >= 1 and a row's total <= LIMIT, so each symbol but the likeliest
-# gets q >= 1 + (ONE - A) // LIMIT = 8 (A <= 256) and each position costs at least
-# -log2(1 - 8 (A - 1) / ONE) > (A - 1) / 8192 bits: a payload of N bytes holds at most
-# (8 N + SLACK_BITS) * 8192 / (A - 1) positions (SLACK_BITS: the coder's last words, trimmed).
+# §7.5 (ONE and LIMIT: labelkernels): every count stays >= 1 and a row's total <= LIMIT,
+# so each symbol but the likeliest gets q >= 1 + (ONE - A) // LIMIT = 8 (A <= 256) and each
+# position costs at least -log2(1 - 8 (A - 1) / ONE) > (A - 1) / 8192 bits: a payload of N
+# bytes holds at most (8 N + SLACK_BITS) * 8192 / (A - 1) positions (SLACK_BITS: the coder's
+# last words, trimmed).
 SLACK_BITS = 96
 ESCAPE = 8  # ranks >= ESCAPE share one symbol when there are more than 9 classes (§7.4)
 BUCKETS = 4  # the first neighbour's value, capped at 3, splits contexts (§7.4)

@@ -40,12 +40,15 @@ def _place(source: Path, target: Path, copy: bool) -> None:
         os.symlink(source.resolve(), target)
 
 
-def _write(out: Path, meta: dict, splits: dict, copy: bool) -> None:
+def _write(out: Path, meta: dict, splits: dict, copy: bool, rename=None) -> None:
+    """``splits`` ("Tr", "Ts": (image, labels) pairs) and ``meta`` as a data set folder;
+    ``rename`` gives an image's name there (default: its own)."""
     for suffix, pairs in splits.items():
         for image, label in pairs:
-            _place(image, out / f"images{suffix}" / image.name, copy)
-            stem = image.name.split(".")[0]
-            _place(label, out / f"labels{suffix}" / (stem + "".join(label.suffixes)), copy)
+            name = rename(image) if rename else image.name
+            _place(image, out / f"images{suffix}" / name, copy)
+            case = name.split(".")[0].removesuffix("_0000")  # nnU-Net: a case's first channel
+            _place(label, out / f"labels{suffix}" / (case + "".join(label.suffixes)), copy)
     meta = {**meta, "numTraining": len(splits["Tr"]), "numTest": len(splits["Ts"])}
     (out / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
 
@@ -58,34 +61,25 @@ def _own_data(shared: Path, out: Path, copy: bool) -> list[str]:
     written = []
     cvc = shared / "cvc_clinicdb"
     if (cvc / "images").is_dir():
-        frames = sorted((p for p in (cvc / "images").glob("*.jpg")), key=lambda p: int(p.stem))
-        for i, image in enumerate(frames):
-            split = "Ts" if i >= len(frames) - CVC_TEST else "Tr"
-            name = f"cvc_{int(image.stem):03d}"
-            _place(image, out / "cvc" / f"images{split}" / f"{name}.jpg", copy)
-            _place(cvc / "masks" / f"{image.stem}.png", out / "cvc" / f"labels{split}" /
-                   f"{name}.png", copy)
+        frames = sorted((cvc / "images").glob("*.jpg"), key=lambda p: int(p.stem))
+        pairs = [(image, cvc / "masks" / f"{image.stem}.png") for image in frames]
+        cut = max(0, len(pairs) - CVC_TEST)
         meta = {"name": "cvc", "description": "CVC-ClinicDB polyp segmentation (colonoscopy)",
                 "channel_names": {"0": "R", "1": "G", "2": "B"},
-                "labels": {"background": 0, "polyp": 1}, "file_ending": ".jpg",
-                "numTraining": len(frames) - CVC_TEST, "numTest": min(CVC_TEST, len(frames))}
-        (out / "cvc" / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
+                "labels": {"background": 0, "polyp": 1}, "file_ending": ".jpg"}
+        _write(out / "cvc", meta, {"Tr": pairs[:cut], "Ts": pairs[cut:]}, copy,
+               rename=lambda image: f"cvc_{int(image.stem):03d}.jpg")
         written.append("cvc")
     acdc = shared / "acdc"
     if (acdc / "imagesTr").is_dir():
         images = sorted((acdc / "imagesTr").glob("*_0000.nii.gz"))
-        patients = sorted({p.name.split("_")[0] for p in images})
-        held = set(patients[3::4])
+        held = set(sorted({p.name.split("_")[0] for p in images})[3::4])
+        splits = {"Tr": [], "Ts": []}
         for image in images:
-            split = "Ts" if image.name.split("_")[0] in held else "Tr"
-            label = image.name.replace("_0000", "")
-            _place(image, out / "acdc" / f"images{split}" / image.name, copy)
-            _place(acdc / "labelsTr" / label, out / "acdc" / f"labels{split}" / label, copy)
-        meta = json.loads((acdc / "dataset.json").read_text())
-        meta.update(name="acdc", numTraining=sum(p.name.split("_")[0] not in held
-                                                 for p in images),
-                    numTest=sum(p.name.split("_")[0] in held for p in images))
-        (out / "acdc" / "dataset.json").write_text(json.dumps(meta, indent=1) + "\n")
+            label = acdc / "labelsTr" / image.name.replace("_0000", "")
+            splits["Ts" if image.name.split("_")[0] in held else "Tr"].append((image, label))
+        meta = {**json.loads((acdc / "dataset.json").read_text()), "name": "acdc"}
+        _write(out / "acdc", meta, splits, copy)
         written.append("acdc")
     return written
 
