@@ -23,7 +23,7 @@ import os
 import re
 import struct
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,10 +31,11 @@ import numpy as np
 import torch
 
 import segcodec
-from segcodec import api, bits, container, entropy, labelcodec, modelfiles, zoo
+from segcodec import api, container, entropy, labelcodec, modelfiles, zoo
+from segcodec.coder import Coder
 from segcodec.train import data as training_data
-from segcodec.train import export, loop, recipes
-from segcodec.transforms import labels_from_logits, working_grid
+from segcodec.train import loop, recipes
+from segcodec.transforms import labels_from_logits
 
 from .common import (CHANNELS, LABELS, NDIM, REPO, RESULTS, ROOTS, Sample, Segmentor, checkpoint,
                      n_classes, untrained)
@@ -657,8 +658,9 @@ class AutoSeg(Codec):
     name, title = "autoseg", "Auto/Seg"
     output, segmentor = "labels", "seg"
 
-    def __init__(self, net=None, cfg=None, table=None, seg: Segmentor | None = None):
-        self.net, self.cfg, self.table, self.seg = net, cfg, table, seg
+    def __init__(self, coder: Coder | None = None, net=None, cfg=None,
+                 seg: Segmentor | None = None):
+        self.coder, self.net, self.cfg, self.seg = coder, net, cfg, seg
 
     def ready(self, setup):
         task, seg = setup.task, setup.segmentor
@@ -675,25 +677,20 @@ class AutoSeg(Codec):
                 print(f"note: {task}-autoseg and {task}-seg normalise differently; the seg "
                       f"net gets Auto/Seg's reconstruction as is", file=sys.stderr)
             x = training_data.cached_set(cfg, setup.data, "train", setup.cache)[0]
-        table = entropy.fit_table(export.training_latents(net, x), cfg.arch["ndim"])
-        return AutoSeg(net, cfg, table, seg)
+        coder = Coder.of_network(net, cfg.normalisation, cfg.arch)
+        table = entropy.fit_table(coder.batch_latents(x), cfg.arch["ndim"])
+        return AutoSeg(replace(coder, table=table), net, cfg, seg)
 
     def settings(self, smoke):
         return (self.cfg.name,)
 
-    @torch.no_grad()
     def encode(self, sample, setting):
-        x = working_grid(sample.chw, self.cfg.normalisation, self.cfg.arch["work_shape"])
-        z = bits.threshold(self.net.compressor(x)[0].numpy())
-        header = container.Header(model_id=bytes(container.MODEL_ID_BYTES),
-                                  shape=sample.truth.shape, channels=sample.chw.shape[0],
-                                  latent_shape=z.shape, affine=sample.affine)
-        return container.write(header, entropy.encode(z, self.table, self.cfg.arch["ndim"]))
+        return self.coder.encode(sample.chw, shape=sample.truth.shape,
+                                 channels=sample.chw.shape[0], affine=sample.affine)
 
     @torch.no_grad()
     def decode(self, data, sample):
-        header, payload = container.read(data)
-        z = entropy.decode(payload, self.table, header.latent_shape, self.cfg.arch["ndim"])
+        z = self.coder.read_latents(*container.read(data))
         return self.net.reconstructor(torch.from_numpy(z.astype(np.float32))[None])
 
     @torch.no_grad()

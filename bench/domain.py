@@ -26,6 +26,7 @@ from PIL import Image
 
 import segcodec
 from segcodec import api, domain, zoo
+from segcodec.coder import Coder
 from segcodec.train import data as training_data
 
 from .common import FIXTURES, RESULTS, command, machine, write_outputs
@@ -56,7 +57,8 @@ def _features(model: zoo.Model, image: np.ndarray) -> np.ndarray:
     """C's appearance features of one photograph, as ``api.compress`` computes them."""
     p = api.prepare(image, model=model, force=True)
     activations: list = []
-    model.compressor(api.working_grid(p), activations)
+    coder = Coder.of(model)
+    coder.latents(coder.grid(p.array), activations)
     return domain.appearance_features([a[None] for a in activations])[0]
 
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 import segcodec
-from segcodec import api, bits, container, entropy, transforms, zoo
+from segcodec import api, bits, transforms, zoo
+from segcodec.coder import Coder
 
 from .common import KIND, NDIM, RESULTS, command, machine, mean_dice, task_pairs, \
     write_outputs, Sample
@@ -37,10 +38,8 @@ def torch_latents(p: api.Prepared) -> np.ndarray:
 
 
 def _labels(p: api.Prepared, z: np.ndarray) -> np.ndarray:
-    header = container.Header(model_id=p.model.model_id, shape=p.shape, channels=p.channels,
-                              latent_shape=tuple(z.shape), affine=p.affine)
-    return segcodec.segment(container.write(header, entropy.encode(z, p.model.table,
-                                                                   p.model.ndim)), device="cpu")
+    data = Coder.of(p.model).write(z, shape=p.shape, channels=p.channels, affine=p.affine)
+    return segcodec.segment(data, device="cpu")
 
 
 def compare(task: str, model: zoo.Model, data: Path | None) -> dict:

@@ -35,7 +35,7 @@ from PIL import Image
 
 import segcodec
 from segcodec import api, bits, container, entropy, zoo
-from segcodec.transforms import labels_from_logits
+from segcodec.coder import ENCODE_STAGES, Coder
 
 from . import references
 from .codecs import by_name, peer_settings, peers
@@ -68,8 +68,7 @@ def operations(sample: Sample, settings: dict, files: dict[str, bytes]) -> dict:
     ops = {
         "segcodec encode": lambda: segcodec.encode(sample.array, kind=sample.kind, force=True),
         "segcodec segment": lambda: segcodec.segment(data, device="cpu"),
-        "segcodec entropy decode": lambda: entropy.decode(payload, model.table,
-                                                          header.latent_shape, header.ndim),
+        "segcodec entropy decode": lambda: Coder.of(model).read_latents(header, payload),
     }
     for p in peers():
         value, code = setting(p, settings), files[p.name]
@@ -110,58 +109,53 @@ def time_case(case: Sample, settings: dict, repeat: int) -> dict:
             "ratios": {k: round(median[a] / median[b], 4) for k, (a, b) in RATIOS.items()}}
 
 
-def stages(case: Sample, repeat: int) -> dict:
-    """segcodec's encode and segment, stage by stage, as api.encode / api.segment run them.
+def stage_medians(model: zoo.Model, run, repeat: int) -> dict[str, float]:
+    """Median seconds of each stage that ``model``'s coder runs in ``run(coder)``, as its
+    hook hears them over ``repeat`` runs."""
+    heard: dict[str, list[float]] = {}
+    coder = Coder.of(model, hook=lambda stage, s: heard.setdefault(stage, []).append(s))
+    for _ in range(repeat):
+        run(coder)
+    return {k: statistics.median(v) for k, v in heard.items()}
 
-    The trailing-byte trim of entropy.encode (computed, format_spec §4) is its time less
-    that of contexts and range coding.
+
+def stages(case: Sample, repeat: int) -> dict:
+    """segcodec's encode and segment, stage by stage: ``api.prepare`` (its checks are part of
+    what encode pays) and what the coder's hook hears in ``api.encode_prepared`` and
+    ``api.labels_of``, which ``api.encode`` and ``api.segment`` run.
+
+    The entropy coding stage is also split into its contexts and range coding; its
+    trailing-byte trim (format_spec §4) is the rest.
     """
     m = zoo.default_for(NDIM[case.task])
     data = segcodec.encode(case.array, kind=case.kind, force=True)
-    header, payload = container.read(data)
-    with torch.no_grad():
-        # encode's checks are part of what it pays, so they are timed too.
-        prep = lambda: api.working_grid(api.prepare(case.array, kind=case.kind, model=m,
-                                                    force=True))
-        x = prep()
-        logits = m.compressor(x)
-        z = bits.threshold(logits)
-        sym, ctx = bits.coding_order(z, header.ndim)
-        latents = torch.from_numpy(z.astype(np.float32))[None]
-        feature = m.net.reconstructor(latents)
-        class_logits = m.net.segmentor(feature)
-        enc = {
-            "validate + normalise + resample": prep,
-            "C (network)": lambda: m.compressor(x),  # numpy, as encode runs it
-            "threshold": lambda: bits.threshold(logits),
-            "contexts (bits.coding_order)": lambda: bits.coding_order(z, header.ndim),
-            "range coding": lambda: entropy.range_code(sym, ctx, m.table),
-            "entropy.encode (contexts + range coding + trim)":
-                lambda: entropy.encode(z, m.table, header.ndim),
-            "container": lambda: container.write(header, payload),
-        }
-        seg = {
-            "container + entropy decode": lambda: segcodec.decode(data),
-            "g (network)": lambda: m.net.reconstructor(latents),
-            "s (network)": lambda: m.net.segmentor(feature),
-            "upsample + argmax": lambda: labels_from_logits(class_logits, header.shape),
-        }
-        e = {k: median_seconds(f, repeat) for k, f in enc.items()}
-        s = {k: median_seconds(f, repeat) for k, f in seg.items()}
-        e["trim (computed)"] = max(0.0, e["entropy.encode (contexts + range coding + trim)"]
-                                        - e["contexts (bits.coding_order)"] - e["range coding"])
-        total = median_seconds(
-            lambda: segcodec.encode(case.array, kind=case.kind, force=True), repeat)
-    coding = e["threshold"] + e["entropy.encode (contexts + range coding + trim)"]
-    parts = e["validate + normalise + resample"] + e["C (network)"] + coding + e["container"]
+    header = container.read(data)[0]
+    prepare = lambda: api.prepare(case.array, kind=case.kind, model=m, force=True)
+    p = prepare()
+    decoded = segcodec.decode(data)
+    z = decoded.latents
+    sym, ctx = bits.coding_order(z, header.ndim)
+    e = {"validate (prepare)": median_seconds(prepare, repeat),
+         **stage_medians(m, lambda c: api.encode_prepared(p, coder=c), repeat)}
+    e["contexts (bits.coding_order)"] = median_seconds(
+        lambda: bits.coding_order(z, header.ndim), repeat)
+    e["range coding"] = median_seconds(lambda: entropy.range_code(sym, ctx, m.table), repeat)
+    e["trim (computed)"] = max(0.0, e["entropy coding"] - e["contexts (bits.coding_order)"]
+                                    - e["range coding"])
+    s = {"container + entropy decode": median_seconds(lambda: segcodec.decode(data), repeat),
+         **stage_medians(m, lambda c: api.labels_of([decoded], "cpu", c), repeat)}
+    total = median_seconds(lambda: segcodec.encode(case.array, kind=case.kind, force=True),
+                           repeat)
+    parts = sum(e[k] for k in ("validate (prepare)", *ENCODE_STAGES))
+    coding = e["threshold"] + e["entropy coding"]
     return {"case": case.name, "shape": list(case.array.shape),
             "encode_stage_ms": {k: round(1e3 * v, 4) for k, v in e.items()},
             "segment_stage_ms": {k: round(1e3 * v, 4) for k, v in s.items()},
             "encode_total_ms": round(1e3 * total, 4),
             "share_of_encode_stages": {
                 "bits + entropy coding": round(coding / parts, 4),
-                "C (network)": round(e["C (network)"] / parts, 4),
-                "preprocessing + container": round(1 - (coding + e["C (network)"]) / parts, 4)}}
+                "C (network)": round(e["C"] / parts, 4),
+                "preprocessing + container": round(1 - (coding + e["C"]) / parts, 4)}}
 
 
 # Scaling with input size

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, bits, container, domain, entropy, inputs, modelfiles, orientation, zoo
+from . import backend, container, domain, modelfiles, orientation, zoo
 from . import io as sgio
+from .coder import Coder
 from .container import Header
 from .destinations import default_sgc_path, labels_destination, not_the_input, sidecar_path
 from .errors import InputError, SgcFormatError, naming
@@ -109,14 +110,20 @@ def encode(image, *, model=None, kind: str | None = None, affine=None, geometry:
                           geometry=geometry, metadata=metadata, source=loaded.source,
                           force=force)
     p = prepare(image, model=model, kind=kind, affine=affine, force=force)
+    return encode_prepared(p, geometry=geometry, metadata=metadata, source=source)
+
+
+def encode_prepared(p: Prepared, *, geometry: bool = True, metadata: dict | None = None,
+                    source: str = "array", coder: Coder | None = None) -> bytes:
+    """``encode`` after ``prepare``: ``compress`` and the file.  ``coder``: ``p.model``'s,
+    with a hook (``bench speed`` times the stages so)."""
     if not geometry:
         _check_model_orientation(p.model, p.affine)
-    z = compress(p)
-    header = Header(model_id=p.model.model_id, shape=p.shape, channels=p.channels,
-                    latent_shape=tuple(z.shape), source=source,
-                    affine=p.affine if geometry else None, metadata=metadata or None)
+    coder = coder or Coder.of(p.model)
+    z = compress(p, coder)
     try:
-        return container.write(header, entropy.encode(z, p.model.table, p.model.ndim))
+        return coder.write(z, shape=p.shape, channels=p.channels, source=source,
+                           affine=p.affine if geometry else None, metadata=metadata or None)
     except (ValueError, TypeError) as exc:
         raise InputError(str(exc)) from exc
 
@@ -194,23 +201,17 @@ def _regular(affine: np.ndarray) -> bool:
     return bool(np.linalg.det(affine[:3, :3]) != 0)
 
 
-def working_grid(p: Prepared) -> np.ndarray:
-    """A prepared input normalised and resampled to the model's working grid: C's input,
-    (C, *work_shape) float64."""
-    return inputs.working_grid(p.array, p.model.manifest["normalisation"],
-                               p.model.manifest["architecture"]["work_shape"])
-
-
-def compress(p: Prepared) -> np.ndarray:
-    """C (in numpy: ``compressor``) and the threshold: a prepared input's binary latents
-    (uint8, (K, *grid)).  Unless forced, C's features must look like the training images'
-    (``domain.check_appearance``)."""
+def compress(p: Prepared, coder: Coder | None = None) -> np.ndarray:
+    """The working grid, C (in numpy: ``compressor``) and the threshold: a prepared input's
+    binary latents (uint8, (K, *grid)).  Unless forced, C's features must look like the
+    training images' (``domain.check_appearance``).  ``coder``: ``p.model``'s, with a hook."""
+    coder = coder or Coder.of(p.model)
     appearance = None if p.force else p.model.appearance
     activations = None if appearance is None else []
-    logits = p.model.compressor(working_grid(p), activations)
+    z = coder.latents(coder.grid(p.array), activations)
     if appearance is not None:
         domain.check_appearance([a[None] for a in activations], appearance, p.model.name)
-    return bits.threshold(logits)
+    return z
 
 
 # The 3D models whose manifests predate ``orientation`` (hippocampus-v0, -v1) code volumes as
@@ -273,7 +274,7 @@ def decode(data) -> Decoded:
         raise SgcFormatError("invalid .sgc: its geometry is singular (a voxel axis of length "
                              "0, or two along one line)")
     _orientation(m, header.affine, SgcFormatError)
-    return Decoded(header, entropy.decode(payload, m.table, header.latent_shape, header.ndim), m)
+    return Decoded(header, Coder.of(m).read_latents(header, payload), m)
 
 
 def resolve_device(device="auto"):
@@ -309,24 +310,16 @@ def labels_from_latents(decoded: Decoded, device: str = "auto") -> np.ndarray:
     return labels_of([decoded], device)[0]
 
 
-def labels_of(items: list[Decoded], device="auto") -> list[np.ndarray]:
+def labels_of(items: list[Decoded], device="auto", coder: Coder | None = None
+              ) -> list[np.ndarray]:
     """g and s on decoded files of one model, as one batch; each file's labels at its input's
-    shape, in its voxel order (format_spec.md §2.3)."""
+    shape, in its voxel order (format_spec.md §2.3).  ``coder``: their model's, with a hook."""
     dev = resolve_device(device)
-    import torch
-
-    from .transforms import labels_from_logits
-    net = items[0].model.net_on(dev)
-    with torch.no_grad():
-        z = torch.from_numpy(np.stack([d.latents for d in items]).astype(np.float32)).to(dev)
-        logits = net.decode_logits(z)
-    out = []
-    for i, d in enumerate(items):
-        ornt = _orientation(d.model, d.header.affine, SgcFormatError)
-        labels = labels_from_logits(logits[i:i + 1],
-                                    orientation.model_shape(d.header.shape, ornt))
-        out.append(orientation.to_input(labels, ornt))
-    return out
+    ornts = [_orientation(d.model, d.header.affine, SgcFormatError) for d in items]
+    labels = (coder or Coder.of(items[0].model)).labels(
+        [d.latents for d in items],
+        [orientation.model_shape(d.header.shape, o) for d, o in zip(items, ornts)], dev)
+    return [orientation.to_input(lab, o) for lab, o in zip(labels, ornts)]
 
 
 def segment(data, *, device: str = "auto") -> np.ndarray:

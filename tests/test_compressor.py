@@ -14,6 +14,7 @@ import torch
 
 import segcodec
 from segcodec import api, backend, inputs, modelfiles, transforms, zoo
+from segcodec.coder import Coder
 from segcodec.errors import SgcError
 
 from conftest import HIPPO, ISIC, hippo_volume, isic_image
@@ -140,7 +141,7 @@ def test_numpy_c_computes_what_torch_c_computes(name):
     else:
         volume, affine = hippo_volume(0)
         p = api.prepare(volume, model=m, affine=affine, force=True)
-    x = api.working_grid(p)
+    x = Coder.of(m).grid(p.array)
     features_numpy, features_torch = [], []
     ours = m.compressor(x, features_numpy)
     with torch.no_grad():

@@ -9,19 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import bits, domain, entropy, orientation
+from .. import domain, entropy, orientation
+from ..coder import Coder
 from ..networks import SegCodecNet, count_parameters
 from ..transforms import photo_intensities
 from ..zoo import write_model_file
 from . import data, loop
 from .recipes import Recipe
-
-
-@torch.no_grad()
-def training_latents(net: SegCodecNet, x: torch.Tensor, batch: int = 32):
-    for i in range(0, len(x), batch):
-        for logits in net.compressor(x[i:i + batch]):
-            yield bits.threshold(logits.numpy())
 
 
 @torch.no_grad()
@@ -60,7 +54,7 @@ def training_domain(cfg: Recipe, root: Path, net: SegCodecNet, x: torch.Tensor) 
 def build_model(net: SegCodecNet, cfg: Recipe, x: torch.Tensor, name: str, is_default: bool,
                 training: dict, domain_: dict | None = None):
     """(manifest, state_dict, table, latents) for a trained network and its training images."""
-    latents = list(training_latents(net, x))
+    latents = list(Coder.of_network(net, cfg.normalisation, cfg.arch).batch_latents(x))
     table = entropy.fit_table(latents, cfg.arch["ndim"])
     manifest = {
         "name": name, "task": cfg.task, "labels": cfg.labels,

@@ -43,16 +43,15 @@ def load_pack(task: str):
     import numpy as np
     import torch
     import zstandard
+    from pack import normalised
     raw = zstandard.ZstdDecompressor().decompress((PACKS / f"{task}.npz.zst").read_bytes(),
                                                   max_output_size=1 << 30)
     pack = np.load(io.BytesIO(raw))
     norm = json.loads(str(pack["normalisation"]))
     sets = {}
     for split in ("fit", "val"):
-        if task == "isic":
-            mean = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
-            std = torch.tensor(norm["std"]).view(1, 3, 1, 1)
-            x = (torch.from_numpy(pack[f"{split}_x_u8"]).float() / 255 - mean) / std
+        if norm["kind"] == "fixed":
+            x = normalised(torch.from_numpy(pack[f"{split}_x_u8"]), norm)
         else:
             x = torch.from_numpy(pack[f"{split}_x_f16"]).float()
         fg = torch.from_numpy(pack[f"{split}_t_u8"]).float() / 255
