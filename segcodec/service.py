@@ -164,6 +164,150 @@ def _render(kind: str, labels: np.ndarray, decoded: api.Decoded) -> bytes:
         return path.read_bytes()
 
 
+class _Server:
+    """What a running service holds (its models on the device, the inference thread, the I/O
+    executor, the admission slots, its limits) and how it answers a request."""
+
+    def __init__(self, device, token, max_body, max_queue, workers, max_batch, warm,
+                 body_timeout, max_output_voxels):
+        dev = api.resolve_device(device)  # InputError for cuda without a GPU: fail at start-up
+        self.models = zoo.installed()
+        for m in self.models.values():
+            m.net_on(dev)
+        if warm:  # compile the coders' kernels and touch every network before the first request
+            labelcodec.decode(labelcodec.encode(np.zeros((4, 4, 4), np.uint8), 2))
+            for m in self.models.values():
+                with torch.no_grad():
+                    m.net_on(dev).decode_logits(torch.zeros((1, *m.latent_shape), device=dev))
+        if max_batch is None:
+            max_batch = 8 if dev.type == "cuda" else 1
+        self.executor = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1),
+                                           thread_name_prefix="segcodec-io")
+        self.batcher = _Batcher(dev, max(1, max_batch))
+        self.admission = threading.BoundedSemaphore(max_queue)  # in flight, queued ones too
+        self.in_flight, self._counting = 0, threading.Lock()  # for /healthz
+        self.secret = token.encode() if token else None
+        self.max_body, self.max_queue, self.body_timeout = max_body, max_queue, body_timeout
+        self.max_output_voxels = max_output_voxels
+        self.config = {"device": str(dev),  # "cuda:1" stays on GPU 1
+                       "max_body": max_body, "max_queue": max_queue, "max_batch": max_batch,
+                       "token": bool(token), "body_timeout": body_timeout,
+                       "max_output_voxels": max_output_voxels}
+
+    async def close(self) -> None:
+        """Requests still queued get their answers first; then the threads end."""
+        await asyncio.to_thread(self.batcher.close, 30)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def health(self) -> dict:
+        return {"status": "ok", "models": len(self.models), "device": self.config["device"],
+                "in_flight": self.in_flight, "rss_bytes": _rss()}
+
+    def authorise(self, request: Request) -> None:
+        if self.secret is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                                 self.secret):
+            raise ServiceError(401, "unauthorized",
+                               "missing or wrong bearer token (send Authorization: Bearer ...)",
+                               {"WWW-Authenticate": "Bearer"})
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.max_body
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise ServiceError(400, "bad_request", f"bad Content-Length {length[:40]!r}")
+            if int(length) > limit:
+                raise ServiceError(413, "too_large", f"body of {int(length)} bytes is over the "
+                                                     f"limit of {limit} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ServiceError(413, "too_large", f"body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def decode_within_limit(self, body: bytes) -> api.Decoded:
+        header = api.container.read(body)[0]  # the declared size, before the work
+        voxels = int(np.prod(header.shape, dtype=np.int64))
+        if voxels > self.max_output_voxels:
+            raise ServiceError(413, "too_large", f"the file declares {voxels} voxels, over "
+                               f"this server's limit of {self.max_output_voxels}")
+        return api.decode(body)
+
+    async def segment(self, request: Request) -> Response:
+        """POST /v1/segment: the body read within its time before it takes an admission
+        slot, so slow uploads cannot hold them."""
+        self.authorise(request)
+        kind = _negotiate(request.headers.get("accept"))
+        if kind is None:
+            raise ServiceError(406, "not_acceptable", f"cannot answer in "
+                               f"{request.headers.get('accept')[:80]!r}; accept one of "
+                               f"{LABELS}, {NIFTI}, {PNG}, {NPY}")
+        try:
+            body = await asyncio.wait_for(self.read_body(request), self.body_timeout)
+        except asyncio.TimeoutError:
+            return _answer(ServiceError(408, "timeout", f"the body took over "
+                                        f"{self.body_timeout:g} s to arrive"))
+        except ClientDisconnect:  # gone mid-upload: nobody to answer, nothing to log
+            return Response(status_code=400)
+        if not self.admission.acquire(blocking=False):
+            return _answer(ServiceError(503, "busy", f"server busy: {self.max_queue} requests "
+                                        "in flight; retry later", {"Retry-After": "1"}))
+        self._count(+1)
+        try:
+            return await self._labels(body, kind)
+        except ServiceError as exc:
+            return _answer(exc)
+        except SgcFormatError as exc:
+            return _answer(ServiceError(400, "bad_sgc", str(exc)))
+        except UnknownModelError as exc:
+            return _answer(ServiceError(422, "unknown_model", str(exc)))
+        except (InputError, SgcError) as exc:
+            return _answer(ServiceError(400, "bad_request", str(exc)))
+        except Exception as exc:  # a bug: answer, log, and keep serving
+            log.exception("segment failed")
+            return _answer(ServiceError(500, "internal", f"internal error "
+                                        f"({type(exc).__name__}); see the server log"))
+        finally:
+            self._count(-1)
+            self.admission.release()
+
+    def _count(self, step: int) -> None:
+        with self._counting:
+            self.in_flight += step
+
+    async def _labels(self, body: bytes, kind: str) -> Response:
+        """An admitted file's labels, in ``kind``, with the headers every answer has."""
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        # Off the event loop, as all parsing is: a hostile file costs its own request time,
+        # never /healthz's or another request's.
+        decoded = await loop.run_in_executor(self.executor, self.decode_within_limit, body)
+        header = decoded.header
+        if kind == PNG and header.ndim != 2:
+            raise ServiceError(406, "not_acceptable", "PNG holds 2D labels; this file is "
+                               "3D: accept application/x-nifti or application/x-npy")
+        t1 = time.perf_counter()
+        labels = await asyncio.wrap_future(self.batcher.submit(decoded))
+        t2 = time.perf_counter()
+        content = await loop.run_in_executor(self.executor, _render, kind, labels, decoded)
+        t3 = time.perf_counter()
+        headers = {"X-Segcodec-Shape": ",".join(map(str, header.shape)),
+                   "X-Segcodec-Classes": str(len(decoded.model.labels)),
+                   "X-Segcodec-Model": header.model_id.hex(),
+                   "Server-Timing": f"decode;dur={1e3 * (t1 - t0):.3f}, "
+                                    f"segment;dur={1e3 * (t2 - t1):.3f}, "
+                                    f"encode;dur={1e3 * (t3 - t2):.3f}"}
+        if header.affine is not None:
+            headers["X-Segcodec-Affine"] = json.dumps(header.affine.tolist(),
+                                                      separators=(",", ":"))
+        return Response(content, media_type=kind, headers=headers)
+
+
 def create_app(device: str = "auto", token: str | None = None, max_body: int = MAX_BODY,
                max_queue: int = 64, workers: int | None = None, max_batch: int | None = None,
                warm: bool = True, body_timeout: float = 10.0,
@@ -178,70 +322,19 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
     hold them.  A file whose label map would exceed ``max_output_voxels`` (256³ by default)
     is answered 413 before g and s run: a 170-byte upload may declare a 406³ image.
     """
-    dev = api.resolve_device(device)  # InputError for cuda without a GPU: fail at start-up
-    device = str(dev)  # "cuda:1" stays on GPU 1
-    models = zoo.installed()
-    for m in models.values():
-        m.net_on(dev)
-    if warm:  # compile the coders' kernels and touch every network before the first request
-        labelcodec.decode(labelcodec.encode(np.zeros((4, 4, 4), np.uint8), 2))
-        for m in models.values():
-            with torch.no_grad():
-                m.net_on(dev).decode_logits(torch.zeros((1, *m.latent_shape), device=dev))
-    if max_batch is None:
-        max_batch = 8 if dev.type == "cuda" else 1
-    executor = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1),
-                                  thread_name_prefix="segcodec-io")
-    batcher = _Batcher(dev, max(1, max_batch))
-    admission = threading.BoundedSemaphore(max_queue)  # requests in flight, queued ones too
-    in_flight, counting = 0, threading.Lock()  # for /healthz; admission is the semaphore's
-    secret = token.encode() if token else None
+    server = _Server(device, token, max_body, max_queue, workers, max_batch, warm,
+                     body_timeout, max_output_voxels)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
-        # Shutdown: requests still queued get their answers first; then the threads end.
-        await asyncio.to_thread(batcher.close, 30)
-        executor.shutdown(wait=False, cancel_futures=True)
+        await server.close()
 
     app = FastAPI(title="segcodec", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None, lifespan=lifespan)
     app.add_middleware(_HeaderLimit, limit=MAX_HEADER_BYTES)
-    app.state.batcher, app.state.executor = batcher, executor
-    app.state.config = {"device": device, "max_body": max_body, "max_queue": max_queue,
-                        "max_batch": max_batch, "token": bool(token),
-                        "body_timeout": body_timeout, "max_output_voxels": max_output_voxels}
-
-    def authorise(request: Request) -> None:
-        if secret is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), secret):
-            raise ServiceError(401, "unauthorized",
-                               "missing or wrong bearer token (send Authorization: Bearer ...)",
-                               {"WWW-Authenticate": "Bearer"})
-
-    async def read_body(request: Request) -> bytes:
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                raise ServiceError(400, "bad_request", f"bad Content-Length {length[:40]!r}")
-            if int(length) > max_body:
-                raise ServiceError(413, "too_large", f"body of {int(length)} bytes is over the "
-                                                     f"limit of {max_body} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body:
-                raise ServiceError(413, "too_large", f"body is over the limit of {max_body} "
-                                                     f"bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def count(step: int) -> None:
-        nonlocal in_flight
-        with counting:
-            in_flight += step
+    app.state.batcher, app.state.executor = server.batcher, server.executor
+    app.state.config = server.config
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError):
@@ -253,83 +346,18 @@ def create_app(device: str = "auto", token: str | None = None, max_body: int = M
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "models": len(models), "device": device,
-                "in_flight": in_flight, "rss_bytes": _rss()}
+        return server.health()
 
     @app.get("/v1/models")
     async def list_models(request: Request):
-        authorise(request)
+        server.authorise(request)
         keep = ("id", "name", "task", "ndim", "input_channels", "labels", "default",
                 "latent_shape")
         return {"models": [{k: d[k] for k in keep} for d in api.list_models()]}
 
-    def decode_within_limit(body: bytes) -> api.Decoded:
-        header = api.container.read(body)[0]  # the declared size, before the work
-        voxels = int(np.prod(header.shape, dtype=np.int64))
-        if voxels > max_output_voxels:
-            raise ServiceError(413, "too_large", f"the file declares {voxels} voxels, over "
-                               f"this server's limit of {max_output_voxels}")
-        return api.decode(body)
-
     @app.post("/v1/segment")
     async def segment(request: Request):
-        authorise(request)
-        kind = _negotiate(request.headers.get("accept"))
-        if kind is None:
-            raise ServiceError(406, "not_acceptable", f"cannot answer in "
-                               f"{request.headers.get('accept')[:80]!r}; accept one of "
-                               f"{LABELS}, {NIFTI}, {PNG}, {NPY}")
-        try:
-            body = await asyncio.wait_for(read_body(request), body_timeout)
-        except asyncio.TimeoutError:
-            return _answer(ServiceError(408, "timeout", f"the body took over {body_timeout:g} s "
-                                        "to arrive"))
-        except ClientDisconnect:  # gone mid-upload: nobody to answer, nothing to log
-            return Response(status_code=400)
-        if not admission.acquire(blocking=False):
-            return _answer(ServiceError(503, "busy", f"server busy: {max_queue} requests in "
-                                        "flight; retry later", {"Retry-After": "1"}))
-        count(+1)
-        loop = asyncio.get_running_loop()
-        try:
-            t0 = time.perf_counter()
-            # Off the event loop, as all parsing is: a hostile file costs its own request
-            # time, never /healthz's or another request's.
-            decoded = await loop.run_in_executor(executor, decode_within_limit, body)
-            if kind == PNG and decoded.header.ndim != 2:
-                raise ServiceError(406, "not_acceptable", "PNG holds 2D labels; this file is "
-                                   "3D: accept application/x-nifti or application/x-npy")
-            t1 = time.perf_counter()
-            labels = await asyncio.wrap_future(batcher.submit(decoded))
-            t2 = time.perf_counter()
-            content = await loop.run_in_executor(executor, _render, kind, labels, decoded)
-            t3 = time.perf_counter()
-        except ServiceError as exc:
-            return _answer(exc)
-        except SgcFormatError as exc:
-            return _answer(ServiceError(400, "bad_sgc", str(exc)))
-        except UnknownModelError as exc:
-            return _answer(ServiceError(422, "unknown_model", str(exc)))
-        except (InputError, SgcError) as exc:
-            return _answer(ServiceError(400, "bad_request", str(exc)))
-        except Exception as exc:  # a bug: answer, log, and keep serving
-            log.exception("segment failed")
-            return _answer(ServiceError(500, "internal", f"internal error "
-                                        f"({type(exc).__name__}); see the server log"))
-        finally:
-            count(-1)
-            admission.release()
-        header = decoded.header
-        headers = {"X-Segcodec-Shape": ",".join(map(str, header.shape)),
-                   "X-Segcodec-Classes": str(len(decoded.model.labels)),
-                   "X-Segcodec-Model": header.model_id.hex(),
-                   "Server-Timing": f"decode;dur={1e3 * (t1 - t0):.3f}, "
-                                    f"segment;dur={1e3 * (t2 - t1):.3f}, "
-                                    f"encode;dur={1e3 * (t3 - t2):.3f}"}
-        if header.affine is not None:
-            headers["X-Segcodec-Affine"] = json.dumps(header.affine.tolist(),
-                                                      separators=(",", ":"))
-        return Response(content, media_type=kind, headers=headers)
+        return await server.segment(request)
 
     return app
 
