@@ -7,6 +7,8 @@ import sys
 
 from .errors import SgcError
 
+__all__ = ["MissingExtra", "has_torch", "require_torch", "THREADS_ENV", "set_threads"]
+
 
 class MissingExtra(SgcError):
     """A command needs a package this install does not have; the message names the extra."""

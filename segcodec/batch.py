@@ -31,8 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import destinations, modelfiles, read_header
+from .destinations import expand, holds_inputs, is_hidden  # re-exported: a batch's inputs
 from . import io as sgio
 from .errors import SgcError, os_error
+
+__all__ = ["Result", "encode_many", "segment_many", "expand", "holds_inputs", "is_hidden"]
 
 MAX_FILES_PER_TASK = 16
 

@@ -14,6 +14,8 @@ from distributed import Client, LocalCluster, WorkerPlugin
 
 from .errors import InputError, SgcError
 
+__all__ = ["connect", "THREADS_PER_WORKER"]
+
 THREADS_PER_WORKER = 1  # torch threads in a worker process: the cluster spreads the work
 CONNECT_TIMEOUT = "20s"
 

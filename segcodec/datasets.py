@@ -29,6 +29,8 @@ from . import io as sgio
 from . import orientation
 from .errors import InputError
 
+__all__ = ["Case", "DataSet", "is_dataset", "open", "cases", "read_truth", "read_case"]
+
 _MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 
 

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+__all__ = ["SgcError", "SgcFormatError", "UnknownModelError", "InputError", "os_error",
+           "naming"]
+
 
 class SgcError(Exception):
     """Base class: a user-facing error with a one-line message."""

@@ -23,6 +23,8 @@ from . import api, datasets, metrics, zoo
 from . import io as sgio
 from .errors import InputError, SgcError
 
+__all__ = ["score_case", "run"]
+
 
 def score_case(model: zoo.Model, image: Path, label: Path, *, force: bool = False,
                device: str = "auto") -> dict:

@@ -22,6 +22,10 @@ import numpy as np
 from . import container, labelcodec
 from .errors import SgcError, SgcFormatError, UnknownModelError, naming
 
+__all__ = ["RemoteError", "ServerUnreachableError", "RemoteFormatError",
+           "RemoteUnknownModelError", "RemoteLabels", "Client", "report", "segment_file",
+           "send_file"]
+
 
 class RemoteError(SgcError):
     """The server answered with an error; ``status`` is its HTTP status (None: no answer)."""

@@ -48,6 +48,9 @@ from . import __version__, api, labelcodec, zoo
 from . import io as sgio
 from .errors import InputError, SgcError, SgcFormatError, UnknownModelError
 
+__all__ = ["LABELS", "NIFTI", "PNG", "NPY", "MAX_BODY", "ServiceError", "create_app",
+           "uvicorn_options"]
+
 LABELS = labelcodec.MEDIA_TYPE
 NIFTI = "application/x-nifti"
 PNG = "image/png"

@@ -28,7 +28,11 @@ from . import modelfiles
 
 if TYPE_CHECKING:
     from .networks import SegCodecNet
-from .modelfiles import _NAME, BUILTIN_DIR, PATH_ENV, SUFFIX, model_dirs, model_files  # noqa: F401 (re-exported)
+from .modelfiles import (_NAME, BUILTIN_DIR, PATH_ENV, SUFFIX, is_builtin,  # noqa: F401 (re-exported)
+                         model_dirs, model_files, read_index)
+
+__all__ = ["Model", "installed", "broken", "get", "find", "default_for", "reload", "read_index",
+           "model_files", "is_builtin", "PATH_ENV"]
 
 
 @dataclass

@@ -14,8 +14,7 @@ from pathlib import Path
 import click
 
 import segcodec
-from segcodec import batch, destinations, modelfiles
-from segcodec import io as sgio
+from segcodec import batch
 from segcodec.errors import os_error
 
 from .common import device_option, fail, need_torch, threads_option
@@ -150,7 +149,7 @@ def encode(paths, output, model, no_geometry, meta, volume, kind, force, skip_ex
     last = paths[-1]
     if dest is None and len(paths) > 1 and (
             last.suffix.lower() == ".sgc"
-            or last.is_dir() and not destinations.holds_inputs(last)):
+            or last.is_dir() and not batch.holds_inputs(last)):
         dest = paths.pop()
     elif dest is None and len(paths) > 1 and last.is_dir() and not quiet:
         # as gzip takes it; but `encode DIR OUT/` reads as cp, so say which it was
@@ -162,7 +161,7 @@ def encode(paths, output, model, no_geometry, meta, volume, kind, force, skip_ex
         if not sep or not key:
             fail(f"--meta takes KEY=VALUE, got {item!r}")
         metadata[key] = value
-    sources = [p for src in paths for p in destinations.expand(src)]
+    sources = [p for src in paths for p in batch.expand(src)]
     _check_resume(force, skip_existing)
     _batch(lambda client, progress: batch.encode_many(
                sources, dest, model=model, geometry=not no_geometry,
@@ -200,13 +199,13 @@ def segment(sgc_files, output, device, force, skip_existing, scheduler, workers,
         need_torch("segment (g and s; or --remote URL)")
     sources = []
     for src in sgc_files:
-        found = sorted(p for p in src.glob("*.sgc") if not destinations.is_hidden(p)) \
+        found = sorted(p for p in src.glob("*.sgc") if not batch.is_hidden(p)) \
             if src.is_dir() else [src]
         if not found:
             fail(f"{src}: no .sgc files in this folder")
         sources += found
     _check_resume(force, skip_existing)
-    as_seg = output is not None and sgio.suffix(output) == ".dcm"
+    as_seg = output is not None and output.name.lower().endswith(".dcm")
     if (overlay is not None or as_seg) and (len(sources) != 1 or remote or scheduler or workers):
         fail("--overlay and a .dcm output take one local .sgc file")
     if source is not None and overlay is None and not as_seg:
@@ -269,27 +268,27 @@ def models(as_json):
     if as_json:
         click.echo(json.dumps(_run(segcodec.list_models), indent=1))
         return
-    index = modelfiles.read_index()  # the built-in models, without loading torch
+    from segcodec import zoo
+    index = zoo.read_index()  # the built-in models, without loading them
     defaults = set(index["defaults"].values())
     for name, m in sorted(index["models"].items()):
         tags = ["default"] * (name in defaults) + ["deprecated"] * (name in index["deprecated"])
         click.echo(f"{m['id']}  {name:<24} {m['ndim']}D  {m['task']}"
                    + (f"  ({', '.join(tags)})" if tags else ""))
         click.echo(f"{'':14}labels: {', '.join(m['labels'])}")
-    extra = [p for p in modelfiles.model_files() if not modelfiles.is_builtin(p)]
+    extra = [p for p in zoo.model_files() if not zoo.is_builtin(p)]
     if extra:  # models of one's own: their manifests are inside, so they are loaded
-        from segcodec import zoo
         loaded = {m.path: m for m in zoo.installed().values()}
         for path in extra:
             if path not in loaded:
-                click.echo(f"{'':14}{path} (from ${modelfiles.PATH_ENV}), not used: "
+                click.echo(f"{'':14}{path} (from ${zoo.PATH_ENV}), not used: "
                            f"{zoo.broken().get(path, 'not loadable')}")
                 continue
             m = loaded[path]
             click.echo(f"{m.model_id.hex()}  {m.name:<24} {m.ndim}D  {m.manifest['task']}  "
-                       f"(from ${modelfiles.PATH_ENV})")
+                       f"(from ${zoo.PATH_ENV})")
             click.echo(f"{'':14}labels: {', '.join(m.labels)}")
-    if not index["models"] and not modelfiles.model_files():
+    if not index["models"] and not zoo.model_files():
         click.echo("no models installed")
 
 

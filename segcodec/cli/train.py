@@ -97,8 +97,7 @@ def train(config, data, design, rate_point, out, steps, seed, batch, teacher, pa
                  + ", ".join(clash))
     try:
         if budget is not None:
-            from segcodec.train import budget as budgets
-            summaries = run.within(budgets.parse(budget), data, out, design=design,
+            summaries = run.within(budget, data, out, design=design,
                                    teacher=teacher, batch=batch, seed=seed, threads=threads,
                                    device=device,
                                    cache=cache, progress_for=progress_for,

@@ -17,6 +17,8 @@ from ..zoo import write_model_file
 from . import data, loop
 from .recipes import Recipe
 
+__all__ = ["export"]
+
 
 @torch.no_grad()
 def appearance(net: SegCodecNet, x: torch.Tensor, batch: int = 100):

@@ -20,6 +20,8 @@ from ..api import resolve_device
 from . import data as training_data
 from . import budget, export, loop, recipes
 
+__all__ = ["DEFAULT_CACHE", "run", "within", "reproduce"]
+
 DEFAULT_CACHE = Path.home() / ".cache" / "segcodec"
 
 # name -> (recipe, default for its kind): what ``reproduce`` trains and exports, in order.
@@ -150,18 +152,20 @@ def _sets(cfg: recipes.Recipe, data: Path, cache: Path | None):
     return (x, t), (xv, val_labels), (xt, test_labels)
 
 
-def within(seconds: float, data: Path | str, out: Path | str | None = None, *,
+def within(seconds: float | str, data: Path | str, out: Path | str | None = None, *,
            design: str = "d4", teacher: Path | None = None, batch: int | None = None,
            seed: int | None = None, threads: int = 1,
            device: str = "cpu", cache: Path | None = DEFAULT_CACHE, progress_for=None,
            log=print) -> list[dict]:
     """Train ``design`` (planned for the data set folder ``data``, with ``batch`` and ``seed``
     where given) and, for a compressed design without ``teacher``, its seg reference first,
-    all within ``seconds`` of wall-clock time from now: each run's steps come from its speed
-    measured here (``budget``).  A run already finished (its summary.json) is kept; one
-    stopped midway resumes with the steps it was planned with.  ``progress_for(name)`` gives
-    each run's progress callback.  Returns the summaries of the runs trained."""
+    all within ``seconds`` of wall-clock time from now (or a duration such as "2h" or
+    "90min"): each run's steps come from its speed measured here (``budget``).  A run
+    already finished (its summary.json) is kept; one stopped midway resumes with the steps
+    it was planned with.  ``progress_for(name)`` gives each run's progress callback.
+    Returns the summaries of the runs trained."""
     t_start = time.time()
+    seconds = budget.parse(seconds) if isinstance(seconds, str) else seconds
     data = Path(data)
     given = {k: v for k, v in (("batch", batch), ("seed", seed)) if v is not None}
     final = dataclasses.replace(recipes.for_dataset(data, design), **given)
