@@ -30,7 +30,7 @@ DESIGNS = [  # (recipe suffix, what it is, how rate.json names its row)
 
 def shipped() -> dict[str, zoo.Model]:
     """Recipe -> the installed model exported from it (the newest, where several were)."""
-    return {m.manifest.get("training", {}).get("recipe"): m
+    return {m.manifest.training.get("recipe"): m
             for m in sorted(zoo.installed().values(), key=lambda m: m.name)}
 
 
@@ -49,7 +49,7 @@ def table(rate: dict, runs: Path) -> list[dict]:
             if row is None and not summary:
                 continue
             if model is not None and row is not None:  # its own training, not a later run
-                trained = model.manifest.get("training", {})
+                trained = model.manifest.training
                 summary = {"steps": trained.get("steps"),
                            "train_seconds": trained.get("train_seconds")}
             out.append({"task": task, "design": suffix, "what": what,

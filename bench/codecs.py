@@ -750,7 +750,7 @@ def model_labels(models: list[zoo.Model]) -> dict[str, str]:
     """Model id -> its training recipe (e.g. ``isic-d4-r2``) where that is a recipe name and
     unique among ``models``, else the model's name."""
     def recipe(m):
-        r = str(m.manifest.get("training", {}).get("recipe", ""))
+        r = str(m.manifest.training.get("recipe", ""))
         try:
             recipes.config(r)
             return r
@@ -779,7 +779,7 @@ def peer_settings(rate_path: Path = RESULTS / "rate.json") -> dict:
         ours = [r for r in result["rows"] if r["task"] == task and r["codec"] == "segcodec"]
         # rate.json names a model by its training recipe or its name; without the default's
         # row nothing is matched (another model's Dice would be a wrong target)
-        ours = [r for r in ours if r["setting"] in (m.name, m.manifest.get("training", {})
+        ours = [r for r in ours if r["setting"] in (m.name, m.manifest.training
                                                     .get("recipe"))]
         out[task] = {}
         for peer in peers():

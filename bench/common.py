@@ -207,7 +207,7 @@ def untrained(recipe: str, normalisation: dict):
 def smoke_normalisation(task: str) -> dict:
     """Normalisation for untrained networks, which have no training set to fit one on: the
     shipped 2D model's for ISIC, z-score for volumes."""
-    return zoo.default_for(2).manifest["normalisation"] if task == "isic" else {"kind": "zscore"}
+    return zoo.default_for(2).manifest.normalisation if task == "isic" else {"kind": "zscore"}
 
 
 def untrained_segmentor(task: str, name: str) -> Segmentor:

@@ -31,8 +31,8 @@ DEFAULTS = {"isic": "isic-lesion-v4", "hippocampus": "hippocampus-v5"}
 def torch_latents(p: api.Prepared) -> np.ndarray:
     """C as the models were trained: float32 torch."""
     m = p.model
-    x = transforms.working_grid(p.array, m.manifest["normalisation"],
-                                m.manifest["architecture"]["work_shape"])
+    x = transforms.working_grid(p.array, m.manifest.normalisation,
+                                m.manifest.architecture.work_shape)
     with torch.no_grad():
         return bits.threshold(m.net.compressor(x)[0].numpy())
 

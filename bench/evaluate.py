@@ -25,7 +25,7 @@ from .common import RESULTS, command, from_chw, machine, median_seconds
 
 def compressor_cost(model: zoo.Model, shape) -> dict:
     """Parameters and FLOPs of C for one input of ``shape`` (resampled to the working grid)."""
-    arch = model.manifest["architecture"]
+    arch = model.manifest.architecture.to_json()
     x = torch.zeros((1, arch["in_channels"], *arch["work_shape"]))
     # With gradients on, 3D convolutions take PyTorch's own operator, the one FlopCounterMode
     # counts (at inference networks.Conv3d calls oneDNN's directly).

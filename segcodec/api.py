@@ -145,12 +145,12 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
     the model (its intensity convention, domain and size), in the model's orientation."""
     array, ndim = _as_image(image, kind)
     m = _pick_model(model, ndim)
-    if m.manifest["normalisation"].get("kind") == "fixed":
+    if m.manifest.normalisation["kind"] == "fixed":
         array = photo_intensities(array, f"model {m.name}")
     affine = _checked_affine(affine)
     shape = tuple(array.shape[1:])
     ornt = _orientation(m, affine)
-    if m.ndim == 3 and not m.manifest.get("orientation"):
+    if m.ndim == 3 and not m.manifest.orientation:
         _check_model_orientation(m, affine)  # coded as stored: it must be stored as trained
     array = orientation.to_model(array, ornt)
     if why := domain.oversize(shape, m.manifest, m.bounds):  # first: force does not lift it
@@ -162,7 +162,7 @@ def prepare(image, *, model=None, kind: str | None = None, affine=None,
         # order it gives.  A volume's domain reads no values, and zscore copies it once.)
         array = np.ascontiguousarray(array)
     if not force:
-        domain.check(array, orientation.model_spacing(affine, ornt), m.manifest)
+        domain.check(array, orientation.model_spacing(affine, ornt), m.manifest.domain, m.name)
     channels = array.shape[0]
     if channels != m.in_channels:
         if channels == 1 and m.in_channels == 3:
@@ -223,7 +223,7 @@ def _check_model_orientation(m: zoo.Model, affine, where: str = "the volume") ->
     """InputError unless a volume with ``affine`` is stored in the orientation ``m`` codes
     volumes in: what a volume coded, or a source read, without the file's geometry must be,
     and any volume given to a model that does not reorient."""
-    codes = m.manifest.get("orientation")
+    codes = m.manifest.orientation
     if m.ndim != 3 or affine is None or (codes and _orientation(m, affine) is None):
         return
     stored = orientation.codes(affine)
@@ -248,7 +248,7 @@ def reoriented(image, affine, *, model=None, kind: str | None = None):
     array, ndim = _as_image(image, kind)
     m = _pick_model(model, ndim)
     ornt = None if ndim != 3 else orientation.transform(
-        _checked_affine(affine), m.manifest.get("orientation") or LEGACY_ORIENTATION)
+        _checked_affine(affine), m.manifest.orientation or LEGACY_ORIENTATION)
     if ornt is None:
         return image, affine, lambda labels: labels
     moved = orientation.to_model(array, ornt)[0]
@@ -300,7 +300,7 @@ def _orientation(m: zoo.Model, affine, error=InputError) -> np.ndarray | None:
     if m.ndim != 3:
         return None
     try:
-        return orientation.transform(affine, m.manifest.get("orientation"))
+        return orientation.transform(affine, m.manifest.orientation)
     except ValueError as exc:
         raise error(str(exc)) from exc
 
@@ -480,7 +480,7 @@ def label_sidecar(model_id: bytes) -> dict:
     entry = modelfiles.index_entry(model_id)
     if entry is None:
         m = zoo.get(model_id)
-        entry = {"name": m.name, "task": m.manifest["task"], "labels": m.labels,
+        entry = {"name": m.name, "task": m.manifest.task, "labels": m.labels,
                  "colours": zoo.label_colours(len(m.labels))}
     return {"model": entry["name"], "model_id": model_id.hex(), "task": entry["task"],
             "labels": [{"value": i, "name": name, "colour": colour}

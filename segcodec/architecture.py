@@ -1,7 +1,7 @@
 """A model's architecture (format_spec.md §6): the one place its keys, their bounds and what an
 absent optional key means are written.
 
-    arch = Architecture.from_json(manifest["architecture"])   # SgcError if implausible
+    arch = Architecture.from_json(d["architecture"])   # SgcError if implausible
     arch.downsample, arch.latent_shape, arch.to_json()
 
 A manifest is checked here before any network is built, so a crafted file cannot make a

@@ -45,8 +45,8 @@ class Coder:
     def of(cls, model, hook=None) -> Coder:
         """A shipped or installed model's coder (``zoo.Model``): numpy's C, so encoding needs
         no torch."""
-        return cls(model.ndim, model.manifest["normalisation"],
-                   tuple(model.manifest["architecture"]["work_shape"]), model.table,
+        return cls(model.ndim, model.manifest.normalisation,
+                   model.manifest.architecture.work_shape, model.table,
                    model.compressor, model.model_id, model.net_on, hook)
 
     @classmethod

@@ -168,29 +168,29 @@ def describe_volumes(shapes, spacings) -> dict:
                                  for lo, hi in zip(fov.min(0), fov.max(0))]}
 
 
-def max_voxels(manifest: dict) -> int | None:
-    """The most voxels a ``.sgc`` file for this model may declare; None where its domain sets
-    no size (photographs, models without a domain)."""
-    domain = manifest.get("domain") or {}
+def max_voxels(domain: dict | None) -> int | None:
+    """The most voxels a ``.sgc`` file for a model of this domain may declare; None where it
+    sets no size (photographs, models without a domain)."""
+    domain = domain or {}
     if "field_of_view_mm" not in domain:
         return None
     finest = domain["voxel_size_mm"][0]
     return math.prod(math.ceil(hi / finest) for _, hi in domain["field_of_view_mm"])
 
 
-def oversize(shape, manifest: dict, bounds: dict | None = None) -> str | None:
+def oversize(shape, manifest, bounds: dict | None = None) -> str | None:
     """Why a file of this shape may not be coded for this model, even forced; None if it may.
     (Checked from a ``.sgc`` header before any decoding work.)  ``bounds``: what the built-in
     index gives a model whose manifest predates its domain (``zoo.Model.bounds``)."""
     bounds = bounds or {}
-    limit = max_voxels(manifest) or bounds.get("max_voxels")
+    limit = max_voxels(manifest.domain) or bounds.get("max_voxels")
     voxels = math.prod(shape)
     if limit is not None and voxels > limit:
         return (f"shape {tuple(shape)} ({voxels} voxels) is more than model "
-                f"{manifest['name']} takes ({limit})")
-    aspect = (manifest.get("domain") or {}).get("max_aspect") or bounds.get("max_aspect")
+                f"{manifest.name} takes ({limit})")
+    aspect = (manifest.domain or {}).get("max_aspect") or bounds.get("max_aspect")
     if aspect is not None and max(shape) > aspect * min(shape):
-        return (f"shape {tuple(shape)} is longer than model {manifest['name']} takes (at most "
+        return (f"shape {tuple(shape)} is longer than model {manifest.name} takes (at most "
                 f"{aspect:g} times as long as wide)")
     return None
 
@@ -253,13 +253,13 @@ def _refuse(model_name: str, problems: list[str]):
                      + "; force=True (--force) codes it anyway")
 
 
-def check(image: np.ndarray, spacing: np.ndarray | None, manifest: dict) -> None:
-    """InputError naming the first mismatch between an input and the model's domain.
+def check(image: np.ndarray, spacing: np.ndarray | None, domain: dict | None,
+          model_name: str) -> None:
+    """InputError naming the first mismatch between an input and a model's ``domain``.
 
     ``image`` is channels first, in the model's orientation and intensity scale; ``spacing``
     its voxel sizes in that orientation (None without an affine).
     """
-    domain = manifest.get("domain")
     if not domain:
         return
     problems = []
@@ -289,4 +289,4 @@ def check(image: np.ndarray, spacing: np.ndarray | None, manifest: dict) -> None
                                 f"{lo:g}..{hi:g} mm" + ("" if spacing is not None else
                                                           " (1 mm voxels assumed: no affine)"))
     if problems:
-        _refuse(manifest["name"], problems)
+        _refuse(model_name, problems)

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import architecture, domain, entropy
-from .compressor import Compressor, latent_shape
+from . import entropy
+from .compressor import Compressor
 from .container import MODEL_ID_BYTES
 from .errors import SgcError, UnknownModelError
+from .manifest import Manifest
 
 from . import modelfiles
 
@@ -41,7 +42,7 @@ class Model:
     which is all encoding needs; C, g and s in torch (``net``), built on first use."""
     model_id: bytes
     path: Path
-    manifest: dict
+    manifest: Manifest
     table: np.ndarray
     weights: dict  # state-dict name -> read-only numpy array
     compressor: Compressor
@@ -50,19 +51,19 @@ class Model:
 
     @property
     def name(self) -> str:
-        return self.manifest["name"]
+        return self.manifest.name
 
     @property
     def ndim(self) -> int:
-        return self.manifest["architecture"]["ndim"]
+        return self.manifest.architecture.ndim
 
     @property
     def in_channels(self) -> int:
-        return self.manifest["architecture"]["in_channels"]
+        return self.manifest.architecture.in_channels
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        return latent_shape(self.manifest["architecture"])
+        return self.manifest.architecture.latent_shape
 
     @property
     def net(self) -> "SegCodecNet":
@@ -74,7 +75,7 @@ class Model:
 
     @property
     def labels(self) -> list[str]:
-        return self.manifest["labels"]
+        return list(self.manifest.labels)
 
     @functools.cached_property
     def bounds(self) -> dict:
@@ -88,7 +89,7 @@ class Model:
     def appearance(self) -> dict | None:
         """The domain's ``appearance`` entry with its numbers as arrays: converted once, since
         every encode compares against them (``domain.check_appearance``)."""
-        entry = (self.manifest.get("domain") or {}).get("appearance")
+        entry = (self.manifest.domain or {}).get("appearance")
         return None if entry is None else {
             k: np.asarray(v) if isinstance(v, list) else v for k, v in entry.items()}
 
@@ -104,12 +105,12 @@ class Model:
             return self._on_device[device]
 
     def describe(self) -> dict:
-        return {"id": self.model_id.hex(), "name": self.name, "task": self.manifest["task"],
+        return {"id": self.model_id.hex(), "name": self.name, "task": self.manifest.task,
                 "ndim": self.ndim, "input_channels": self.in_channels,
                 "labels": self.labels,
                 "default": default_for(self.ndim).model_id == self.model_id,
-                "normalisation": self.manifest["normalisation"],
-                "work_shape": self.manifest["architecture"]["work_shape"],
+                "normalisation": self.manifest.normalisation,
+                "work_shape": list(self.manifest.architecture.work_shape),
                 "latent_shape": list(self.latent_shape), "file": str(self.path)}
 
 
@@ -122,7 +123,7 @@ def _network(m: Model) -> "SegCodecNet":
 
     from .networks import SegCodecNet
     try:
-        net = SegCodecNet(m.manifest["architecture"])
+        net = SegCodecNet(m.manifest.architecture.to_json())
         net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in m.weights.items()})
     except Exception as exc:  # key and shape errors alike
         raise _invalid(m.path, exc) from exc
@@ -141,12 +142,6 @@ def _copy_to(net: "SegCodecNet", device) -> "SegCodecNet":
     return clone.to(device).eval()
 
 
-def check_architecture(arch) -> dict:
-    """``arch`` with every optional key filled in; SgcError unless it is a plausible
-    ``SegCodecNet`` architecture (``segcodec.architecture``)."""
-    return architecture.filled(arch)
-
-
 def load_file(path: Path) -> Model:
     """Read, hash-check, validate and build one model file; SgcError for anything wrong."""
     path = Path(path)
@@ -158,18 +153,14 @@ def load_file(path: Path) -> Model:
                        " it is corrupted or misnamed")
     try:
         content = modelfiles.read_content(blob)
-        manifest = json.loads(content["manifest"])
-        arch = manifest["architecture"] = check_architecture(manifest["architecture"])
-        domain.validate(manifest.get("domain"), arch)
-        if not isinstance(manifest.get("name"), str) or not isinstance(manifest.get("labels"),
-                                                                        list):
-            raise SgcError("manifest lacks a name or labels")
-        table = entropy.check_table(content["tables"], arch["latent_channels"], arch["ndim"])
+        manifest = Manifest.from_json(json.loads(content["manifest"]))
+        arch = manifest.architecture
+        table = entropy.check_table(content["tables"], arch.latent_channels, arch.ndim)
         weights = content["state_dict"]
         if not isinstance(weights, dict) or not all(
                 isinstance(k, str) and isinstance(v, np.ndarray) for k, v in weights.items()):
             raise SgcError("state_dict is not a dict of tensors")
-        compressor = Compressor(arch, weights)  # g and s are checked where they are built
+        compressor = Compressor(arch.to_json(), weights)  # g and s: where they are built
     except Exception as exc:  # pickle, zip, key, type and shape errors alike
         raise _invalid(path, exc) from exc
     model = Model(bytes.fromhex(digest[:2 * MODEL_ID_BYTES]), path, manifest, table, weights,
@@ -301,12 +292,14 @@ def default_for(ndim: int) -> Model:
     return _defaults[ndim]
 
 
-def write_model_file(out_dir: Path, manifest: dict, state_dict: dict,
+def write_model_file(out_dir: Path, manifest: dict | Manifest, state_dict: dict,
                      table: np.ndarray) -> Path:
-    """Serialise a model into ``out_dir/<name>-<sha8>.sgm`` and return the path."""
-    arch = check_architecture(manifest["architecture"])  # never write what the loader refuses
-    table = entropy.check_table(table, arch["latent_channels"], arch["ndim"])
-    domain.validate(manifest.get("domain"), arch)  # never write a file the loader refuses
+    """Serialise a model into ``out_dir/<name>-<sha8>.sgm`` and return the path; SgcError
+    for a manifest or table the loader would refuse."""
+    checked = manifest if isinstance(manifest, Manifest) else Manifest.from_json(manifest)
+    manifest = checked.to_json() if isinstance(manifest, Manifest) else manifest
+    arch = checked.architecture
+    table = entropy.check_table(table, arch.latent_channels, arch.ndim)
     import torch
     buf = io.BytesIO()
     torch.save({"manifest": json.dumps(manifest, sort_keys=True),
@@ -315,15 +308,15 @@ def write_model_file(out_dir: Path, manifest: dict, state_dict: dict,
     blob = buf.getvalue()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{manifest['name']}-{hashlib.sha256(blob).hexdigest()[:8]}{SUFFIX}"
+    path = out_dir / f"{checked.name}-{hashlib.sha256(blob).hexdigest()[:8]}{SUFFIX}"
     path.write_bytes(blob)
     index = modelfiles.read_index(out_dir)
-    index["models"][manifest["name"]] = {
+    index["models"][checked.name] = {
         "file": path.name, "id": hashlib.sha256(blob).hexdigest()[:2 * MODEL_ID_BYTES],
-        "task": manifest["task"], "ndim": arch["ndim"],
-        "labels": manifest["labels"], "colours": label_colours(len(manifest["labels"]))}
-    if manifest.get("default"):
-        index["defaults"][f"{arch['ndim']}d"] = manifest["name"]
+        "task": checked.task, "ndim": arch.ndim,
+        "labels": list(checked.labels), "colours": label_colours(len(checked.labels))}
+    if checked.default:
+        index["defaults"][f"{arch.ndim}d"] = checked.name
     modelfiles.write_index(index, out_dir)
     return path
 

@@ -51,8 +51,8 @@ def test_decode_gives_the_latents_the_encoder_made(rgb):
     from segcodec import bits
     from segcodec.transforms import working_grid
     with torch.no_grad():
-        x = working_grid(np.moveaxis(rgb, -1, 0), m.manifest["normalisation"],
-                         m.manifest["architecture"]["work_shape"])
+        x = working_grid(np.moveaxis(rgb, -1, 0), m.manifest.normalisation,
+                         m.manifest.architecture.work_shape)
         z = bits.threshold(m.net.compressor(x)[0].numpy())
     np.testing.assert_array_equal(decoded.latents, z)
 
@@ -322,7 +322,7 @@ def test_errors_keep_their_cause_and_a_renamed_error_its_attributes(tmp_path):
 
 def test_fixed_normalisation_is_the_three_roundings_and_leaves_the_input_alone():
     """normalise works in place on its own copy only: never on a caller's float32 array."""
-    spec = zoo.default_for(2).manifest["normalisation"]
+    spec = zoo.default_for(2).manifest.normalisation
     mean = torch.tensor(spec["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(spec["std"], dtype=torch.float32).view(1, -1, 1, 1)
     rgb = np.moveaxis(isic_image(0), -1, 0)
@@ -339,7 +339,7 @@ def test_zscore_normalisation_is_the_float32_volume_in_float64_bit_for_bit():
     """normalise ('zscore') copies a volume once, straight to float64 where float32 holds its
     values (else rounded to float32 first), and scales it in place: the same tensor as
     (x64 - mean) / std of the float32 copy, in any dtype or layout, the input untouched."""
-    spec = zoo.default_for(3).manifest["normalisation"]
+    spec = zoo.default_for(3).manifest.normalisation
     assert spec["kind"] == "zscore"
 
     def earlier(image):

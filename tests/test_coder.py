@@ -45,7 +45,8 @@ def test_a_coder_alone_writes_what_encode_writes():
 
 def test_a_torch_networks_batched_latents_are_its_latents_one_at_a_time():
     m = zoo.find("isic-lesion-v4")
-    coder = Coder.of_network(m.net, m.manifest["normalisation"], m.manifest["architecture"])
+    coder = Coder.of_network(m.net, m.manifest.normalisation,
+                             m.manifest.architecture.to_json())
     x = np.stack([coder.grid(np.moveaxis(isic_image(i), -1, 0)) for i in range(3)])
     batched = list(coder.batch_latents(torch.from_numpy(x).float(), batch=2))
     one_by_one = [coder.latents(xi) for xi in x]

@@ -120,7 +120,7 @@ def test_a_model_file_with_bad_g_or_s_weights_is_set_aside_where_torch_runs(tmp_
     m = zoo.find("isic-lesion-v4")
     weights = {k: torch.from_numpy(np.array(v)) for k, v in m.weights.items()
                if not k.startswith("reconstructor.")}
-    manifest = dict(m.manifest, name="no-g", default=False)
+    manifest = dict(m.manifest.to_json(), name="no-g", default=False)
     path = zoo.write_model_file(tmp_path, manifest, weights, m.table)
     monkeypatch.setenv(modelfiles.PATH_ENV, str(tmp_path))
     zoo.reload()
@@ -135,7 +135,7 @@ def test_a_model_file_with_bad_g_or_s_weights_is_set_aside_where_torch_runs(tmp_
 @pytest.mark.parametrize("name", sorted({m.name for m in zoo.installed().values()}))
 def test_numpy_c_computes_what_torch_c_computes(name):
     m = zoo.find(name)
-    arch = m.manifest["architecture"]
+    arch = m.manifest.architecture.to_json()
     if m.ndim == 2:
         p = api.prepare(isic_image(0), model=m, force=True)
     else:

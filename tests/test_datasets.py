@@ -126,9 +126,9 @@ def test_a_planned_data_set_trains_exports_encodes_segments_and_evaluates(tmp_pa
     try:
         m = zoo.find("organ-v1")
         assert m.labels == ["background", "organ left", "organ right"]
-        assert m.manifest["normalisation"]["kind"] == "ct"
-        assert m.manifest["orientation"] == "RAS"
-        assert m.manifest["training"]["recipe"] == "organ-d4"
+        assert m.manifest.normalisation["kind"] == "ct"
+        assert m.manifest.orientation == "RAS"
+        assert m.manifest.training["recipe"] == "organ-d4"
         # The LPS-stored training case segments in its own voxel order.
         case = root / "imagesTr" / "organ_001.nii.gz"
         labels = segcodec.segment(segcodec.encode(case, model="organ-v1"))

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segcodec import zoo
+from segcodec import architecture, zoo
 from segcodec.errors import SgcError
 from segcodec.networks import Conv3d, Reconstructor, SegCodecNet
 
@@ -47,14 +47,14 @@ def test_a_short_g_interpolates_its_map_to_the_working_grid():
 
 
 def test_a_g_that_upsamples_past_the_working_grid_is_refused():
-    zoo.check_architecture(ARCH)
+    architecture.filled(ARCH)
     with pytest.raises(SgcError, match="g_widths"):
-        zoo.check_architecture({**ARCH, "g_widths": [8, 8, 8, 8]})
+        architecture.filled({**ARCH, "g_widths": [8, 8, 8, 8]})
 
 
 def test_a_strided_first_convolution_keeps_c_off_the_full_grid():
     arch = {**ARCH, "c_widths": [8, 8], "c_first_stride": 2}  # the same latent grid as ARCH's C
-    zoo.check_architecture(arch)
+    architecture.filled(arch)
     net = SegCodecNet(arch).eval()
     assert net.latent_shape() == SegCodecNet(ARCH).latent_shape() == (2, 4, 6, 4)
     x = torch.randn(1, 1, 16, 24, 16)
@@ -68,28 +68,29 @@ def test_a_strided_first_convolution_keeps_c_off_the_full_grid():
     assert [tuple(a.shape[2:]) for a in grids] == [(8, 12, 8), (4, 6, 4), (4, 6, 4)]
     for stride in (3, 0, True, 2.0):
         with pytest.raises(SgcError, match="c_first_stride"):
-            zoo.check_architecture({**arch, "c_first_stride": stride})
-    zoo.check_architecture({**arch, "g_widths": [8, 8, 8]})  # up 4x: back on the grid
+            architecture.filled({**arch, "c_first_stride": stride})
+    architecture.filled({**arch, "g_widths": [8, 8, 8]})  # up 4x: back on the grid
     with pytest.raises(SgcError, match="g_widths"):  # ...which unstrided C's 2x is not
-        zoo.check_architecture({**arch, "c_first_stride": 1, "g_widths": [8, 8, 8]})
+        architecture.filled({**arch, "c_first_stride": 1, "g_widths": [8, 8, 8]})
     with pytest.raises(SgcError, match="work_shape.*multiples of 4"):
-        zoo.check_architecture({**arch, "work_shape": [16, 22, 16]})
+        architecture.filled({**arch, "work_shape": [16, 22, 16]})
 
 
 def test_an_architecture_states_what_its_absent_keys_meant_and_refuses_unknown_ones():
     from segcodec.architecture import OPTIONAL, Architecture
     old = {k: v for k, v in ARCH.items() if k not in OPTIONAL}  # as the v0 models wrote it
-    filled = zoo.check_architecture(old)
+    filled = architecture.filled(old)
     assert {k: filled[k] for k in OPTIONAL} == OPTIONAL and SegCodecNet(old).arch == filled
     assert Architecture.from_json(filled).to_json() == filled
     with pytest.raises(SgcError, match="'g_chanels' is unknown"):
-        zoo.check_architecture({**ARCH, "g_chanels": 3})
+        architecture.filled({**ARCH, "g_chanels": 3})
     with pytest.raises(SgcError, match="s_norm"):
-        zoo.check_architecture({**ARCH, "s_norm": 1})
+        architecture.filled({**ARCH, "s_norm": 1})
 
 
 def test_export_never_writes_an_architecture_the_loader_refuses(tmp_path):
     manifest = {"name": "bad", "task": "t", "labels": ["a", "b"],
+                "normalisation": {"kind": "zscore"},
                 "architecture": {**ARCH, "latent_channels": 99}}
     with pytest.raises(SgcError, match="latent_channels"):
         zoo.write_model_file(tmp_path, manifest, {}, np.zeros((1,), np.int32))

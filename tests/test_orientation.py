@@ -16,11 +16,11 @@ from conftest import HIPPO, dice, hippo_labels
 def oriented_model(tmp_path_factory):
     """The default 3D model, declaring RAS+ as its orientation when it does not already."""
     model = zoo.default_for(3)
-    if model.manifest.get("orientation") == "RAS":
+    if model.manifest.orientation == "RAS":
         yield model
         return
     folder = tmp_path_factory.mktemp("models")
-    manifest = {**model.manifest, "name": model.name + "-ras", "default": False,
+    manifest = {**model.manifest.to_json(), "name": model.name + "-ras", "default": False,
                 "orientation": "RAS"}
     path = zoo.write_model_file(folder, manifest, model.net.state_dict(), model.table)
     mp = pytest.MonkeyPatch()
@@ -75,7 +75,7 @@ def test_models_without_an_orientation_code_as_before_what_is_stored_as_they_wer
     array, affine = volume
     flipped = affine @ np.diag([-1.0, 1.0, 1.0, 1.0])
     model = next(m for m in zoo.installed().values() if m.name == "hippocampus-v1")
-    assert "orientation" not in model.manifest
+    assert model.manifest.orientation is None
     data = segcodec.encode(array, affine=affine, model=model)
     assert segcodec.encode(array, affine=affine @ np.diag([1.0, 1.0, 2.0, 1.0]), model=model,
                            geometry=False) == segcodec.encode(array, model=model)

@@ -30,8 +30,8 @@ def test_the_parent_holds_the_models_networks_and_its_tables_as_rate_counts(seed
     assert written["init"] == runs / "isic-d4" / "checkpoint.pt"
     ck = torch.load(written["init"], weights_only=True)
     net, cfg = loop.network_of(ck, best=True)
-    assert cfg.arch == model.manifest["architecture"] and cfg.design == "d4"
-    assert cfg.normalisation == model.manifest["normalisation"]
+    assert cfg.arch == model.manifest.architecture.to_json() and cfg.design == "d4"
+    assert cfg.normalisation == model.manifest.normalisation
     assert "critic" not in ck  # D starts afresh
     for name, value in model.net.state_dict().items():
         assert torch.equal(net.state_dict()[name], value), name

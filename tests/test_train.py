@@ -529,8 +529,8 @@ def test_lighten_distils_a_narrower_c_and_g_to_fine_tune_or_export(tmp_path, mon
     zoo.reload()
     try:
         model = zoo.find("light")
-        assert model.manifest["architecture"]["g_widths"] == [16, 8]
-        assert model.manifest["training"]["recipe"] == "isic-d4-light"
+        assert model.manifest.architecture.g_widths == (16, 8)
+        assert model.manifest.training["recipe"] == "isic-d4-light"
         data = segcodec.encode(isic_image(0), model="light", force=True)
         assert segcodec.segment(data).shape == isic_image(0).shape[:2]
     finally:

@@ -285,7 +285,7 @@ def models(as_json):
                            f"{zoo.broken().get(path, 'not loadable')}")
                 continue
             m = loaded[path]
-            click.echo(f"{m.model_id.hex()}  {m.name:<24} {m.ndim}D  {m.manifest['task']}  "
+            click.echo(f"{m.model_id.hex()}  {m.name:<24} {m.ndim}D  {m.manifest.task}  "
                        f"(from ${zoo.PATH_ENV})")
             click.echo(f"{'':14}labels: {', '.join(m.labels)}")
     if not index["models"] and not zoo.model_files():

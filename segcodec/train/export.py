@@ -11,6 +11,7 @@ import torch
 
 from .. import domain, entropy, orientation
 from ..coder import Coder
+from ..manifest import Manifest
 from ..networks import SegCodecNet, count_parameters
 from ..transforms import photo_intensities
 from ..zoo import write_model_file
@@ -58,7 +59,7 @@ def build_model(net: SegCodecNet, cfg: Recipe, x: torch.Tensor, name: str, is_de
     """(manifest, state_dict, table, latents) for a trained network and its training images."""
     latents = list(Coder.of_network(net, cfg.normalisation, cfg.arch).batch_latents(x))
     table = entropy.fit_table(latents, cfg.arch["ndim"])
-    manifest = {
+    manifest = Manifest.from_json({
         "name": name, "task": cfg.task, "labels": cfg.labels,
         "normalisation": cfg.normalisation, "architecture": cfg.arch,
         # Volumes are reoriented to the training data's axes before C (format_spec.md §2.3).
@@ -68,7 +69,7 @@ def build_model(net: SegCodecNet, cfg: Recipe, x: torch.Tensor, name: str, is_de
         "parameters": {"C": count_parameters(net.compressor),
                        "g": count_parameters(net.reconstructor),
                        "s": count_parameters(net.segmentor)},
-    }
+    })
     return manifest, net.state_dict(), table, latents
 
 
@@ -96,4 +97,4 @@ def export(checkpoint: Path, root: Path, name: str, out: Path = Path("models"),
     mean_bits = sum(entropy.ideal_bits(z, table, cfg.arch["ndim"])
                     for z in latents) / len(latents)
     return {"file": str(path), "mean_ideal_payload_bits_train": round(mean_bits, 1),
-            **manifest["parameters"]}
+            **manifest.parameters}

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import architecture, zoo
+from .. import architecture
 from ..errors import SgcError
 from ..networks import downsample
 from . import data as training_data
@@ -47,7 +47,7 @@ def lighten(parent: Path, arch: dict, data: Path, out: Path, *, name: str | None
     teacher, cfg = loop.network_of(ck, best=True)
     child_cfg = dataclasses.replace(cfg, arch={**cfg.arch, **arch}, init=str(parent),
                                     name=name or f"{cfg.name}-light")
-    zoo.check_architecture(child_cfg.arch)  # what export and the loader will ask of it
+    architecture.filled(child_cfg.arch)  # what export and the loader will ask of it
     if downsample(child_cfg.arch) != downsample(cfg.arch):
         raise SgcError(f"C must keep the parent's latent grid (the child downsamples by "
                        f"{downsample(child_cfg.arch)}, the parent by {downsample(cfg.arch)})")

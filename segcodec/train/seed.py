@@ -43,15 +43,16 @@ from ..errors import SgcError
 from ..networks import downsample
 from . import loop, recipes
 from .losses import ContextRate
+from ..manifest import Manifest
 
 
-def task_key(manifest: dict) -> str:
+def task_key(manifest: Manifest) -> str:
     """The shipped task (``recipes.TASKS``) a model was trained for, by its manifest's task."""
     for key, task in recipes.TASKS.items():
-        if task["task"] == manifest["task"]:
+        if task["task"] == manifest.task:
             return key
-    raise ValueError(f"model {manifest['name']!r} is not of a shipped task "
-                     f"({', '.join(recipes.TASKS)}): {manifest['task']!r}")
+    raise ValueError(f"model {manifest.name!r} is not of a shipped task "
+                     f"({', '.join(recipes.TASKS)}): {manifest.task!r}")
 
 
 def rate_counts(table: np.ndarray, arch: dict, batch: int, decay: float) -> dict:
@@ -69,17 +70,17 @@ def parent_checkpoint(model: zoo.Model) -> dict:
     """The D4 checkpoint of ``model``'s networks (see the module's docstring)."""
     manifest = model.manifest
     cfg = recipes.config(f"{task_key(manifest)}-d4")
-    cfg = dataclasses.replace(cfg, name=manifest["name"], arch=dict(manifest["architecture"]),
-                              normalisation=manifest["normalisation"],
+    cfg = dataclasses.replace(cfg, name=manifest.name, arch=manifest.architecture.to_json(),
+                              normalisation=manifest.normalisation,
                               init_segmentor=None, teacher=None)
     net = loop.build_net(cfg)
     net.load_state_dict(model.net.state_dict())
     rate = ContextRate(cfg.arch["latent_channels"], cfg.arch["ndim"])
     rate.load_state_dict(rate_counts(model.table, cfg.arch, cfg.batch, rate.decay))
-    training = manifest.get("training", {})
+    training = manifest.training
     return {"net": net.state_dict(), "rate": rate.state_dict(), "config": cfg.resolve(),
             "step": training.get("steps", 0), "elapsed": float(training.get("train_seconds", 0)),
-            "hardware": f"seeded from model {manifest['name']} ({model.model_id.hex()})"}
+            "hardware": f"seeded from model {manifest.name} ({model.model_id.hex()})"}
 
 
 def teacher_checkpoint(reference: Path) -> dict:
