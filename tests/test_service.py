@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import segcodec
-from segcodec import container, labelcodec, service, zoo
+from segcodec import container, labelcodec, remote, service, zoo
 from segcodec.cli import service as cli_service
 from segcodec.remote import (Client, RemoteError, RemoteFormatError, RemoteUnknownModelError,
                              ServerUnreachableError)
@@ -132,6 +132,29 @@ def test_remote_labels_equal_local_labels_exactly(files, url):
                 assert got.affine is None
             else:
                 np.testing.assert_array_equal(got.affine, header.affine)
+
+
+def test_labels_sent_as_png_or_nifti_equal_the_label_streams(files, url):
+    with Client(url) as client:
+        for name, data in files:
+            header = segcodec.read_header(data)
+            form = remote.PNG if header.ndim == 2 else remote.NIFTI
+            stream, other = client.fetch(data, remote.LABELS), client.fetch(data, form)
+            np.testing.assert_array_equal(other.labels, stream.labels, err_msg=name)
+            assert other.labels.dtype == np.uint8 and other.classes == stream.classes
+            assert other.source == stream.source == header.source
+            if header.affine is None:
+                assert other.affine is None
+            else:
+                np.testing.assert_array_equal(other.affine, header.affine)
+
+
+def test_without_numba_the_client_asks_for_what_compiled_decoders_read(monkeypatch):
+    from segcodec import labelkernels
+    if "numba" in labelkernels.KERNELS:
+        assert remote.preferred_answer(2) == remote.preferred_answer(3) == remote.LABELS
+    monkeypatch.setattr(labelkernels, "fastest", labelkernels.KERNELS["numpy"])
+    assert (remote.preferred_answer(2), remote.preferred_answer(3)) == (remote.PNG, remote.NIFTI)
 
 
 def test_client_refuses_an_answer_larger_than_its_cap(files, url):
