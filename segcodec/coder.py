@@ -4,8 +4,8 @@ Encoding: ``grid`` (the manifest's normalisation and the resampling to the worki
 ``latents`` (C, then the threshold), ``write`` (entropy coding, then the container).
 Segmenting: ``read_latents`` (entropy decoding of a read container), ``labels`` (g, s, then
 class logits to labels at the input's shape).  ``api`` adds the checks around them (the
-input's format and domain, the file's model and geometry); the bench's peers and stage
-timings, export's latents and the GPU packs call the same stages, so nothing they measure or
+input's format and domain, the file's model and geometry); the bench's Auto/Seg peer and
+stage timings and export's table fitting call the same stages, so nothing they measure or
 fit can drift from what ships.  ``hook(stage, seconds)``, where given, hears each stage's
 time.
 """
