@@ -59,15 +59,30 @@ def as_grid4(z: np.ndarray) -> np.ndarray:
 
 
 def coding_order(z: np.ndarray, ndim: int):
-    """All bits of z in §5.1 order with their §5.2 contexts: (symbols, contexts)."""
+    """All bits of z in §5.1 order with their §5.2 contexts: (symbols, contexts).
+
+    What ``phase_contexts`` gives phase by phase, for every channel at once: the encoder
+    knows all of z (the decoder, which learns it phase by phase, calls ``phase_contexts``)."""
     z4 = as_grid4(z)
+    nk, nd, nh, nw = z4.shape
+    flat = z4.reshape(nk, -1)
+    d, h, w = np.ogrid[:nd, :nh, :nw]
+    parity = ((d + h + w) % 2).reshape(-1)
+    a = np.zeros(flat.shape, dtype=np.int32)
+    a[1:] += flat[:-1]
+    a[2:] += 2 * flat[:-2].astype(np.int32)
+    sums = np.stack([_neighbour_sums(plane, ndim).reshape(-1) for plane in z4])
+    # Phase 0 takes its neighbour count from the channel before (none for the first).
+    before = np.concatenate([np.zeros_like(sums[:1]), sums[:-1]])
+    span = 2 * ndim + 1
+    k = np.arange(nk, dtype=np.int32)[:, None]
     symbols, contexts = [], []
-    for k in range(z4.shape[0]):
-        for phase in (0, 1):
-            pos, ctx = phase_contexts(z4, k, phase, ndim)
-            symbols.append(z4[k].reshape(-1)[pos])
-            contexts.append(ctx)
-    return np.concatenate(symbols), np.concatenate(contexts)
+    for phase, n in ((0, before), (1, sums)):
+        pos = np.flatnonzero(parity == phase)
+        symbols.append(flat[:, pos])
+        contexts.append(((2 * k + phase) * 4 + a[:, pos]) * span + n[:, pos])
+    return (np.concatenate(symbols, axis=1).reshape(-1),
+            np.concatenate(contexts, axis=1).reshape(-1).astype(np.int32))
 
 
 def latent_digest(z: np.ndarray) -> str:

@@ -69,7 +69,7 @@ class Compressor:
             for w, b, stride, act in self.layers:
                 x = _conv(x, w, b, stride)
                 if act:
-                    x = np.where(x >= 0, x, LEAK * x)
+                    np.maximum(x, LEAK * x, out=x)  # LeakyReLU, as LEAK < 1
                     if features is not None:
                         features.append(x)
         return x

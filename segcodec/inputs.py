@@ -78,7 +78,6 @@ def _affine(spec: dict, x: np.ndarray) -> tuple:
     raise ValueError(f"unknown normalisation {spec['kind']!r}")
 
 
-@functools.lru_cache(maxsize=64)
 def _taps(size_in: int, size_out: int, antialias: bool) -> tuple:
     """Per output index along one axis, (first input index, weights of the consecutive
     inputs it takes), as PyTorch's linear resampling with ``align_corners=False`` computes
@@ -104,11 +103,27 @@ def _taps(size_in: int, size_out: int, antialias: bool) -> tuple:
     return tuple(taps)
 
 
+@functools.lru_cache(maxsize=64)
+def _band(size_in: int, size_out: int, antialias: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``_taps`` as two arrays: the input index of each output's j-th tap, (size_out, taps),
+    and its weight (0 past an output's last tap, whose index then repeats the last one)."""
+    taps = _taps(size_in, size_out, antialias)
+    width = max(w.size for _, w in taps)
+    index = np.empty((size_out, width), dtype=np.intp)
+    weight = np.zeros((size_out, width))
+    for i, (lo, w) in enumerate(taps):
+        index[i] = np.minimum(np.arange(lo, lo + width), lo + w.size - 1)
+        weight[i, :w.size] = w
+    index.flags.writeable = weight.flags.writeable = False
+    return index, weight
+
+
 def resample(x: np.ndarray, shape) -> np.ndarray:
     """Linear resampling of (C, *spatial), any real dtype, to ``shape`` (float64);
     antialiased when shrinking in 2D.
     Each output row is the weighted sum of the few input rows its taps name, so a large
-    photograph costs its pixels, not its pixels times the grid."""
+    photograph costs its pixels, not its pixels times the grid; the sum runs over the taps,
+    every output row at once."""
     shape = tuple(int(s) for s in shape)
     if tuple(x.shape[1:]) == shape:
         return x.astype(np.float64)
@@ -117,10 +132,17 @@ def resample(x: np.ndarray, shape) -> np.ndarray:
         for axis, size in enumerate(shape, start=1):
             if x.shape[axis] != size or antialias:
                 moved = np.moveaxis(x, axis, 0)
-                out = np.empty((size, *moved.shape[1:]))
-                for i, (lo, w) in enumerate(_taps(moved.shape[0], size, antialias)):
-                    out[i] = np.tensordot(w, moved[lo:lo + w.size], axes=(0, 0))
-                x = np.moveaxis(out, 0, axis)
+                index, weight = _band(moved.shape[0], size, antialias)
+                rest = moved.shape[1:]
+                out = np.empty((size, 1, int(np.prod(rest))))
+                # Output rows in chunks of about 2^21 gathered input values: a photograph's
+                # every row is read once, never all of them as float64 at once.
+                step = max(1, (1 << 21) // max(1, index.shape[1] * out.shape[2]))
+                for lo in range(0, size, step):
+                    rows = moved[index[lo:lo + step]].reshape(-1, index.shape[1], out.shape[2])
+                    np.matmul(weight[lo:lo + step, None, :], rows.astype(np.float64, copy=False),
+                              out=out[lo:lo + step])
+                x = np.moveaxis(out.reshape(size, *rest), 0, axis)
     return x
 
 

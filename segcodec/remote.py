@@ -12,12 +12,13 @@ server (503) is retried with exponential backoff; everything else fails at once 
 """
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 
 from . import container, labelcodec
@@ -77,7 +78,7 @@ def preferred_answer(ndim: int) -> str:
     return PNG if ndim == 2 else NIFTI
 
 
-def _read_answer(kind: str, response: httpx.Response, header):
+def _read_answer(kind: str, response: Answer, header):
     """(labels, classes, affine, source) of a server's answer to the file with ``header``;
     where the answer is not a label stream, the affine from the exact ``X-Segcodec-Affine``
     header and the source from the file's."""
@@ -116,8 +117,29 @@ def _server_timing(value: str) -> dict:
     return out
 
 
+@dataclass
+class Answer:
+    """A server's answer, its body read whole; header names are case-insensitive."""
+    status_code: int
+    reason_phrase: str
+    headers: http.client.HTTPMessage
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.content)
+
+
 class Client:
-    """A connection to one segcodec server (or a load balancer in front of several)."""
+    """A connection to one segcodec server (or a load balancer in front of several), kept
+    alive between requests.
+
+    The standard library's ``http.client`` speaks HTTP/1.1 here: the clinic's install has no
+    HTTP package to carry (issue 24's 150 MB).
+    """
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
                  retries: int = 4, backoff: float = 0.25,
@@ -128,11 +150,18 @@ class Client:
         self.retries, self.backoff = retries, backoff
         # A server (or whatever answers at its address) cannot make us buffer without end.
         self.max_response_bytes = max_response_bytes
-        headers = {"User-Agent": "segcodec"}
+        parts = urlsplit(self.url)
+        try:
+            parts.port
+        except ValueError as exc:
+            raise RemoteError(f"{url!r}: {exc}") from None
+        if not parts.hostname:
+            raise RemoteError(f"{url!r} names no host")
+        self._parts, self._base = parts, parts.path.rstrip("/")
+        self._headers = {"User-Agent": "segcodec"}
         if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=self.url, headers=headers,
-                                  timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._conn: http.client.HTTPConnection | None = None
 
     def __enter__(self):
         return self
@@ -141,19 +170,38 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
-    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """The kept-alive connection and True, or a new one (connected within at most 10 s,
+        then ``timeout`` for each read) and False."""
+        if self._conn is not None and self._conn.sock is not None:
+            return self._conn, True
+        self.close()
+        host, port = self._parts.hostname, self._parts.port
+        connect = min(self.timeout, 10.0)
+        if self._parts.scheme == "https":
+            import ssl
+            conn = http.client.HTTPSConnection(host, port, timeout=connect,
+                                               context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=connect)
+        conn.connect()
+        conn.sock.settimeout(self.timeout)
+        self._conn = conn
+        return conn, False
+
+    def _request(self, method: str, path: str, **kwargs) -> Answer:
         delay = self.backoff
         for attempt in range(self.retries + 1):
             try:
                 response = self._bounded(method, path, **kwargs)
-            except httpx.TimeoutException as exc:
+            except TimeoutError as exc:
                 raise ServerUnreachableError(f"{self.url}: no answer within {self.timeout:g} s"
                                              ) from exc
-            except httpx.DecodingError as exc:
-                raise RemoteError(f"{self.url}: answer cannot be decoded ({exc})") from exc
-            except httpx.TransportError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 raise ServerUnreachableError(f"cannot reach a segcodec server at {self.url} "
                                              f"({type(exc).__name__}: "
                                              f"{' '.join(str(exc).split())})") from exc
@@ -165,24 +213,42 @@ class Client:
             raise self._error(response)
         return response
 
-    def _bounded(self, method: str, path: str, **kwargs) -> httpx.Response:
-        """The response, its body read up to ``max_response_bytes`` (RemoteError beyond)."""
-        with self._http.stream(method, path, **kwargs) as response:
+    def _bounded(self, method: str, path: str, content: bytes | None = None,
+                 headers: dict | None = None) -> Answer:
+        """The answer, its body read up to ``max_response_bytes`` (RemoteError beyond).  A
+        kept-alive connection the server has closed meanwhile is opened again, once."""
+        headers = {**self._headers, **(headers or {})}
+        while True:
+            conn, reused = self._connection()
+            try:
+                conn.request(method, self._base + path, body=content, headers=headers)
+                response = conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.close()
+                if reused:
+                    continue
+                raise
+            except BaseException:
+                self.close()
+                raise
+            break
+        try:
             body, size = [], 0
-            for chunk in response.iter_bytes():
+            while chunk := response.read(1 << 16):
                 size += len(chunk)
                 if size > self.max_response_bytes:
                     raise RemoteError(f"{self.url}: answer larger than "
                                       f"{self.max_response_bytes} bytes; not reading it")
                 body.append(chunk)
-            # iter_bytes() has already undone any Content-Encoding: say so, or httpx decodes
-            # the body a second time.
-            headers = [(k, v) for k, v in response.headers.items()
-                       if k.lower() not in ("content-encoding", "content-length")]
-            return httpx.Response(response.status_code, headers=headers,
-                                  content=b"".join(body), request=response.request)
+        except BaseException:
+            self.close()  # the rest of the body would be read as the next answer
+            raise
+        if response.headers.get("content-encoding", "identity") != "identity":
+            raise RemoteError(f"{self.url}: answer in content encoding "
+                              f"{response.headers['content-encoding']}, which was not asked for")
+        return Answer(response.status, response.reason, response.headers, b"".join(body))
 
-    def _error(self, response: httpx.Response) -> RemoteError:
+    def _error(self, response: Answer) -> RemoteError:
         try:
             message = str(response.json()["message"])
         except (ValueError, KeyError, TypeError):

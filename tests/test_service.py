@@ -329,6 +329,65 @@ def test_unreachable_and_silent_servers_are_clear_errors(files):
     sock.close()
 
 
+class RawServer:
+    """A loopback server that answers each request with the next of ``answers`` (raw HTTP
+    bytes) and then closes the connection, whatever the answer said about keeping it."""
+
+    def __init__(self, answers: list[bytes]):
+        self.answers, self.connections = list(answers), 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while self.answers:
+            conn, _ = self.sock.accept()
+            with conn:
+                self.connections += 1
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(4096)
+                conn.sendall(self.answers.pop(0))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+        self.thread.join(5)
+
+
+def answer(body: bytes, *headers: str) -> bytes:
+    head = "".join(f"{h}\r\n" for h in headers)
+    return (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            f"{len(body)}\r\n{head}\r\n").encode() + body
+
+
+def test_a_kept_alive_connection_the_server_closed_is_opened_again():
+    """The server says nothing of closing, then closes: the next request reconnects once."""
+    healthy = answer(b'{"status": "ok", "models": 1}')
+    with RawServer([healthy, healthy]) as server, Client(server.url, retries=0) as client:
+        assert client.health()["status"] == "ok"
+        assert client.health()["status"] == "ok"
+    assert server.connections == 2
+
+
+def test_an_answer_in_an_encoding_not_asked_for_is_refused():
+    body = gzip.compress(b'{"status": "ok"}')
+    with RawServer([answer(body, "Content-Encoding: gzip")]) as server:
+        with Client(server.url) as client, pytest.raises(RemoteError, match="gzip"):
+            client.health()
+
+
+def test_a_server_url_must_name_a_host_and_a_valid_port():
+    for url in ("http://", "http://127.0.0.1:99999", "ftp://host"):
+        with pytest.raises(RemoteError):
+            Client(url)
+
+
 def recrc(data: bytes) -> bytes:
     return data[:-4] + struct.pack("<I", zlib.crc32(data[:-4]))
 
