@@ -616,3 +616,22 @@ def test_a_widened_run_starts_as_its_parents_function(tmp_path):
     narrow_cfg = dataclasses.replace(parent_cfg, arch={**parent_cfg.arch, "latent_channels": 2})
     with pytest.raises(ValueError, match="does not fit"):
         loop.load_grown(loop.build_net(narrow_cfg), parent.state_dict())
+
+
+def test_a_run_may_start_its_c_from_a_shipped_model(tmp_path):
+    """``init_compressor``: C starts as the model's C (the latents of the model's numpy C on
+    the same input); a C of another shape is refused by name."""
+    model = zoo.find("isic-lesion-v4")
+    cfg = smoke_config("isic-d4", arch={**recipes.config("isic-d4").arch,
+                                        "c_widths": list(model.manifest.architecture.c_widths),
+                                        "latent_channels": 4, "c_first_stride": 1},
+                       init_compressor="isic-lesion-v4")
+    parts = loop._Parts.build(cfg, "cpu")
+    parts.start_from_parents(cfg, "cpu")
+    x = np.random.default_rng(0).normal(size=(3, 64, 64))
+    with torch.no_grad():
+        ours = parts.net.compressor(torch.as_tensor(x, dtype=torch.float32)[None])[0].numpy()
+    assert np.array_equal(ours > 0, model.compressor(x) > 0)
+    other = dataclasses.replace(cfg, arch={**cfg.arch, "c_widths": [8, 16, 24]})
+    with pytest.raises(ValueError, match="c_widths"):
+        loop._Parts.build(other, "cpu").start_from_parents(other, "cpu")

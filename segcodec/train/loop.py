@@ -32,7 +32,7 @@ from .recipes import Recipe
 
 # A run resumes only under the config it started with: every field but these, which say where
 # its parent runs are (a runs folder may move).
-RESUME_IGNORES = ("init", "init_segmentor", "teacher")
+RESUME_IGNORES = ("init", "init_segmentor", "teacher", "init_compressor")
 LOG_COLUMNS = ["step", "elapsed_s", "loss", "loss_seg", "loss_dis", "loss_cr_bpp", "loss_distil",
                "dice"]
 VAL_COLUMNS = ["step", "val_dice", "val_dice_classes", "val_bpp_estimate"]
@@ -306,6 +306,24 @@ class _Parts:
         elif cfg.init_segmentor:
             seg = load_checkpoint(Path(cfg.init_segmentor), best=True)[0]
             self.net.segmentor.load_state_dict(seg.state_dict())
+        if cfg.init_compressor and not cfg.init:
+            self.net.compressor.load_state_dict(model_compressor(cfg.init_compressor, cfg.arch))
+
+
+def model_compressor(name: str, arch: dict) -> dict:
+    """The C weights of a model (name, id or .sgm file) as a state dict for this recipe's C;
+    ValueError where its C is not the one ``arch`` builds."""
+    from .. import zoo
+    from ..architecture import Architecture
+    model = zoo.load_file(Path(name)) if name.endswith(".sgm") else zoo.find(name)
+    theirs, ours = model.manifest.architecture, Architecture.from_json(architecture.filled(arch))
+    for key in ("ndim", "in_channels", "latent_channels", "c_widths", "c_first_stride"):
+        if getattr(theirs, key) != getattr(ours, key):
+            raise ValueError(f"{model.name}'s C has {key} {getattr(theirs, key)}, this recipe's "
+                             f"{getattr(ours, key)}: its weights cannot start this run's C")
+    prefix = "compressor."
+    return {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in model.weights.items()
+            if k.startswith(prefix)}
 
     def step(self, cfg: Recipe, xb, tb, step: int, n_pix: int, report: bool = True) -> dict:
         """One C+g+s step with D fixed, then one D step; with ``report``, the losses as

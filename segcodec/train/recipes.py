@@ -137,6 +137,9 @@ class Recipe:
     init: str | None = None  # a d4 run whose weights a rate point fine-tunes
     init_segmentor: str | None = None  # a seg run whose s this run starts from
     teacher: str | None = None  # a seg run whose s on the image teaches s on g(latents)
+    # A model (name, id or .sgm file) whose C this run's C starts from: one trained long on
+    # another task's images, for a data set too small or a machine too slow to learn C anew.
+    init_compressor: str | None = None
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
