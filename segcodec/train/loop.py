@@ -309,22 +309,6 @@ class _Parts:
         if cfg.init_compressor and not cfg.init:
             self.net.compressor.load_state_dict(model_compressor(cfg.init_compressor, cfg.arch))
 
-
-def model_compressor(name: str, arch: dict) -> dict:
-    """The C weights of a model (name, id or .sgm file) as a state dict for this recipe's C;
-    ValueError where its C is not the one ``arch`` builds."""
-    from .. import zoo
-    from ..architecture import Architecture
-    model = zoo.load_file(Path(name)) if name.endswith(".sgm") else zoo.find(name)
-    theirs, ours = model.manifest.architecture, Architecture.from_json(architecture.filled(arch))
-    for key in ("ndim", "in_channels", "latent_channels", "c_widths", "c_first_stride"):
-        if getattr(theirs, key) != getattr(ours, key):
-            raise ValueError(f"{model.name}'s C has {key} {getattr(theirs, key)}, this recipe's "
-                             f"{getattr(ours, key)}: its weights cannot start this run's C")
-    prefix = "compressor."
-    return {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in model.weights.items()
-            if k.startswith(prefix)}
-
     def step(self, cfg: Recipe, xb, tb, step: int, n_pix: int, report: bool = True) -> dict:
         """One C+g+s step with D fixed, then one D step; with ``report``, the losses as
         log.csv's columns (reading them waits for a GPU: only on the steps logged)."""
@@ -385,6 +369,22 @@ def model_compressor(name: str, arch: dict) -> dict:
                 self.net.train()
                 self.rate.train()
         return float(np.mean(scores_["dice"])), scores_["dice"], bpp
+
+
+def model_compressor(name: str, arch: dict) -> dict:
+    """The C weights of a model (name, id or .sgm file) as a state dict for this recipe's C;
+    ValueError where its C is not the one ``arch`` builds."""
+    from .. import zoo
+    from ..architecture import Architecture
+    model = zoo.load_file(Path(name)) if name.endswith(".sgm") else zoo.find(name)
+    theirs, ours = model.manifest.architecture, Architecture.from_json(architecture.filled(arch))
+    for key in ("ndim", "in_channels", "latent_channels", "c_widths", "c_first_stride"):
+        if getattr(theirs, key) != getattr(ours, key):
+            raise ValueError(f"{model.name}'s C has {key} {getattr(theirs, key)}, this recipe's "
+                             f"{getattr(ours, key)}: its weights cannot start this run's C")
+    prefix = "compressor."
+    return {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in model.weights.items()
+            if k.startswith(prefix)}
 
 
 class RunFolder:
