@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 
@@ -138,7 +138,8 @@ class Client:
     alive between requests.
 
     The standard library's ``http.client`` speaks HTTP/1.1 here: the clinic's install has no
-    HTTP package to carry (issue 24's 150 MB).
+    HTTP package to carry (issue 24's 150 MB).  It goes to the server directly (proxy
+    variables are not read) and checks https against the system's certificate store.
     """
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
@@ -157,10 +158,14 @@ class Client:
             raise RemoteError(f"{url!r}: {exc}") from None
         if not parts.hostname:
             raise RemoteError(f"{url!r} names no host")
-        self._parts, self._base = parts, parts.path.rstrip("/")
+        self._parts = parts
+        self._base = quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=")
         self._headers = {"User-Agent": "segcodec"}
         if token:
+            if not token.isprintable() or not token.isascii():
+                raise RemoteError("a bearer token is one line of printable ASCII")
             self._headers["Authorization"] = f"Bearer {token}"
+        self._stale = (http.client.RemoteDisconnected, ConnectionError)
         self._conn: http.client.HTTPConnection | None = None
 
     def __enter__(self):
@@ -180,12 +185,16 @@ class Client:
         if self._conn is not None and self._conn.sock is not None:
             return self._conn, True
         self.close()
-        host, port = self._parts.hostname, self._parts.port
+        https = self._parts.scheme == "https"
+        # The port always: http.client would read "::1" as host ":" and port 1.
+        host, port = self._parts.hostname, self._parts.port or (443 if https else 80)
         connect = min(self.timeout, 10.0)
-        if self._parts.scheme == "https":
+        if https:
             import ssl
             conn = http.client.HTTPSConnection(host, port, timeout=connect,
                                                context=ssl.create_default_context())
+            # Writing to a TLS connection the server has closed ends in this one.
+            self._stale = (http.client.RemoteDisconnected, ConnectionError, ssl.SSLEOFError)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=connect)
         conn.connect()
@@ -223,7 +232,7 @@ class Client:
             try:
                 conn.request(method, self._base + path, body=content, headers=headers)
                 response = conn.getresponse()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            except self._stale:
                 self.close()
                 if reused:
                     continue
@@ -243,6 +252,10 @@ class Client:
         except BaseException:
             self.close()  # the rest of the body would be read as the next answer
             raise
+        if response.length:  # fewer bytes than Content-Length said: read() does not raise
+            self.close()
+            raise ServerUnreachableError(f"{self.url}: the connection closed {response.length} "
+                                         f"bytes before the end of the answer")
         if response.headers.get("content-encoding", "identity") != "identity":
             raise RemoteError(f"{self.url}: answer in content encoding "
                               f"{response.headers['content-encoding']}, which was not asked for")
@@ -283,7 +296,7 @@ class Client:
                               f"{accept}", response.status_code)
         try:
             labels, classes, affine, source = _read_answer(kind, response, header)
-        except (SgcError, ValueError, OSError) as exc:
+        except (SgcError, ValueError, OSError, KeyError, EOFError) as exc:
             raise RemoteError(f"server {self.url} sent bad labels ({kind}): "
                               f"{' '.join(str(exc).split())[:200]}") from exc
         return RemoteLabels(labels, classes, affine, source,

@@ -382,10 +382,20 @@ def test_an_answer_in_an_encoding_not_asked_for_is_refused():
             client.health()
 
 
-def test_a_server_url_must_name_a_host_and_a_valid_port():
+def test_an_answer_cut_short_is_an_error_not_a_shorter_answer():
+    body = b'{"status": "ok", "models": 1}'
+    cut = answer(body)[:-10]  # Content-Length promises 10 bytes more, then the socket closes
+    with RawServer([cut]) as server, Client(server.url, retries=0) as client:
+        with pytest.raises(ServerUnreachableError, match="10 bytes before the end"):
+            client.health()
+
+
+def test_a_server_url_and_token_are_checked_before_any_request():
     for url in ("http://", "http://127.0.0.1:99999", "ftp://host"):
         with pytest.raises(RemoteError):
             Client(url)
+    with pytest.raises(RemoteError, match="one line"):
+        Client("http://127.0.0.1:8080", token="a\nb")
 
 
 def recrc(data: bytes) -> bytes:
