@@ -101,7 +101,10 @@ class Reconstructor(nn.Module):
             h = up(F.interpolate(h, scale_factor=2, mode=mode, align_corners=False))
         h = self.out(h)
         if self.out_shape is not None:
-            h = F.interpolate(h, size=self.out_shape, mode=mode, align_corners=False)
+            size = self.out_shape
+            if self.ndim == 2 and (z.shape[2] > z.shape[3]) != (size[0] > size[1]):
+                size = size[::-1]  # latents of a quarter-turned image (training's flips)
+            h = F.interpolate(h, size=size, mode=mode, align_corners=False)
         return h
 
 

@@ -95,9 +95,7 @@ def run_net(net: nn.Module, x: torch.Tensor, stochastic: bool = True,
 
 
 def augment(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator, kind: str = "flips"):
-    """Flips and (2D) quarter turns; lesions have no preferred orientation.  A grid that is
-    not square turns by half turns only: a quarter turn would train on frames of a shape the
-    images never have (and a g that ends by interpolating to the working grid cannot follow).
+    """Flips and (2D) quarter turns; lesions have no preferred orientation.
 
     ``kind="affine"`` adds, per case, a random similarity transform (2D: any angle, scale
     within 15%, shift within 10%; 3D: an in-plane turn within 0.15 rad, scale within 10%, shift
@@ -109,8 +107,6 @@ def augment(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator, kind: str = 
         raise ValueError(f"unknown augmentation {kind!r}")
     if x.ndim == 4:
         k = int(torch.randint(4, (1,), generator=gen))
-        if x.shape[2] != x.shape[3]:
-            k &= 2  # 0 or 2, from the same draw: a square grid's runs draw as before
         x, t = torch.rot90(x, k, (2, 3)), torch.rot90(t, k, (2, 3))
         dims = [2, 3]
     else:
