@@ -85,6 +85,12 @@ class Architecture:
         return self.c_first_stride * 2 ** (len(self.c_widths) - 1)
 
     @property
+    def compressor(self) -> dict:
+        """What C's weights depend on: two architectures with the same C can share them."""
+        return {k: getattr(self, k) for k in ("ndim", "in_channels", "latent_channels",
+                                               "c_widths", "c_first_stride")}
+
+    @property
     def latent_shape(self) -> tuple[int, ...]:
         """(K, *grid): the binary latents of one input."""
         return (self.latent_channels, *(s // self.downsample for s in self.work_shape))

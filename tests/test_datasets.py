@@ -177,6 +177,9 @@ def test_images_and_masks_folder_plans_a_photograph_task(tmp_path):
     assert x.shape[1] == 3 and torch.allclose(pixels[0], pixels[1], atol=1e-5)
     with pytest.raises(ValueError, match="rate points"):
         recipes.for_dataset(root, "seg", 2)
+    # Photographs' C starts from the default 2D model's, whose C the plan builds; s does not.
+    assert recipes.for_dataset(root, "d4").init_compressor == zoo.default_for(2).name
+    assert recipes.for_dataset(root, "seg").init_compressor is None
 
 
 def shared_data_tree(root):

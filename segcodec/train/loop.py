@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import pickle
 import signal
@@ -308,37 +309,42 @@ class _Parts:
     def step(self, cfg: Recipe, xb, tb, step: int, n_pix: int, report: bool = True) -> dict:
         """One C+g+s step with D fixed, then one D step; with ``report``, the losses as
         log.csv's columns (reading them waits for a GPU: only on the steps logged)."""
-        feats: list = []
-        out_b, p, z = run_net(self.net, xb, features=feats)
-        if cfg.target == "image":
-            l_seg, prob = F.mse_loss(out_b, xb), None
-        else:
-            prob = torch.softmax(out_b, 1)
-            l_seg = loss_seg(prob, tb, cfg.dice_weight)
-        loss = l_seg
-        l_dis = l_cr = l_distil = torch.zeros(())
-        if self.teacher is not None:
-            t_feats: list = []
-            with torch.no_grad():
-                t_logits = self.teacher(xb, t_feats)
-            l_distil = loss_distil(out_b, t_logits, feats[0], t_feats[0])
-            loss = loss + cfg.distil_weight * l_distil
-        if self.critic is not None:
-            self.critic.requires_grad_(False)  # D is fixed in this step; its own step follows
-            l_dis = loss_dis(self.critic, prob, tb)
-            self.critic.requires_grad_(True)
-            loss = loss + cfg.dis_weight * l_dis
-        if self.rate is not None:
-            l_cr = self.rate(p, z, n_pix)
-            if cfg.rate_weight:
-                ramp = min(1.0, step / max(1.0, cfg.rate_ramp * cfg.steps))
-                loss = loss + cfg.rate_weight * ramp * l_cr
+        # Forward passes in the recipe's precision; backward follows them, outside autocast.
+        forward = functools.partial(torch.autocast, xb.device.type, torch.bfloat16,
+                                    enabled=cfg.precision == "bf16")
+        with forward():
+            feats: list = []
+            out_b, p, z = run_net(self.net, xb, features=feats)
+            if cfg.target == "image":
+                l_seg, prob = F.mse_loss(out_b, xb), None
+            else:
+                prob = torch.softmax(out_b.float(), 1)
+                l_seg = loss_seg(prob, tb, cfg.dice_weight)
+            loss = l_seg
+            l_dis = l_cr = l_distil = torch.zeros(())
+            if self.teacher is not None:
+                t_feats: list = []
+                with torch.no_grad():
+                    t_logits = self.teacher(xb, t_feats)
+                l_distil = loss_distil(out_b, t_logits, feats[0], t_feats[0])
+                loss = loss + cfg.distil_weight * l_distil
+            if self.critic is not None:
+                self.critic.requires_grad_(False)  # D is fixed in this step; its own follows
+                l_dis = loss_dis(self.critic, prob, tb)
+                self.critic.requires_grad_(True)
+                loss = loss + cfg.dis_weight * l_dis
+            if self.rate is not None:
+                l_cr = self.rate(p.float(), z, n_pix)
+                if cfg.rate_weight:
+                    ramp = min(1.0, step / max(1.0, cfg.rate_ramp * cfg.steps))
+                    loss = loss + cfg.rate_weight * ramp * l_cr
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
         self.sched.step()
         if self.critic is not None:  # D step: maximise loss_dis with C and s fixed
-            d_loss = -loss_dis(self.critic, prob.detach(), tb)
+            with forward():
+                d_loss = -loss_dis(self.critic, prob.detach(), tb)
             self.d_opt.zero_grad()
             d_loss.backward()
             self.d_opt.step()
@@ -373,11 +379,12 @@ def model_compressor(name: str, arch: dict) -> dict:
     from .. import zoo
     from ..architecture import Architecture
     model = zoo.load_file(Path(name)) if name.endswith(".sgm") else zoo.find(name)
-    theirs, ours = model.manifest.architecture, Architecture.from_json(architecture.filled(arch))
-    for key in ("ndim", "in_channels", "latent_channels", "c_widths", "c_first_stride"):
-        if getattr(theirs, key) != getattr(ours, key):
-            raise ValueError(f"{model.name}'s C has {key} {getattr(theirs, key)}, this recipe's "
-                             f"{getattr(ours, key)}: its weights cannot start this run's C")
+    theirs = model.manifest.architecture.compressor
+    ours = Architecture.from_json(arch).compressor
+    for key in theirs:
+        if theirs[key] != ours[key]:
+            raise ValueError(f"{model.name}'s C has {key} {theirs[key]}, this recipe's "
+                             f"{ours[key]}: its weights cannot start this run's C")
     prefix = "compressor."
     return {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in model.weights.items()
             if k.startswith(prefix)}

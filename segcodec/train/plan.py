@@ -127,4 +127,16 @@ def task(fp: dict) -> dict:
         arch["g_channels"] = fp["channels"]
     return {**template, "task": f"{fp['name']} ({fp['modality']}, {fp['ndim']}D)",
             "labels": fp["labels"], "normalisation": normalisation(fp),
-            "orientation": fp["orientation"], "arch": arch, "fingerprint": fp}
+            "orientation": fp["orientation"], "arch": arch, "fingerprint": fp,
+            "init_compressor": compressor_to_start_from(arch)}
+
+
+def compressor_to_start_from(arch: dict) -> str | None:
+    """The default model of ``arch``'s dimensionality where its C is the C ``arch`` builds:
+    a C trained long on many images is a better start for a small data set's run on a CPU
+    than a random one (README: "What each lever gave")."""
+    from .. import zoo
+    from ..architecture import Architecture
+    model = zoo.default_for(arch["ndim"])
+    same = model.manifest.architecture.compressor == Architecture.from_json(arch).compressor
+    return model.name if same else None

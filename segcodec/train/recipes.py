@@ -91,6 +91,9 @@ _NAME = re.compile(r"^(?P<task>[a-z]+)-(?P<design>seg|d[1-4]|autoseg)(?:-r(?P<po
 
 TARGETS = ("labels", "image")  # what the decoder is trained to give: label maps, or autoseg's image
 AUGMENTATIONS = ("flips", "affine")  # loop.augment's kinds
+# The arithmetic of a training step's forward passes: float32, or bfloat16 autocast (the
+# optimiser's weights and steps stay float32), which CPUs with AVX512-BF16 run much faster.
+PRECISIONS = ("fp32", "bf16")
 # Keys the first version wrote that nothing reads any more: dropped when a config is loaded.
 RETIRED = ("critic_clip",)
 
@@ -131,6 +134,7 @@ class Recipe:
     steps: int
     seed: int
     augment: str = "flips"  # one of AUGMENTATIONS
+    precision: str = "fp32"  # one of PRECISIONS
     # The fraction of the steps from which weights are picked; None: where the rate ramp ends.
     select_from: float | None = None
     # Parent runs: recipe names, or checkpoint paths once a run resolves them (``run.prepare``)
@@ -151,6 +155,7 @@ class Recipe:
                 ("design", self.design in DESIGNS, "one of " + ", ".join(DESIGNS)),
                 ("target", self.target in TARGETS, "one of " + ", ".join(TARGETS)),
                 ("augment", self.augment in AUGMENTATIONS, "one of " + ", ".join(AUGMENTATIONS)),
+                ("precision", self.precision in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
                 ("steps", self.steps >= 1, "at least 1"),
                 ("batch", self.batch >= 1, "at least 1"),
                 ("lr", self.lr >= 0, "at least 0"),
@@ -269,7 +274,8 @@ def build(key: str, task: dict, design_name: str, point: int = 1) -> Recipe:
         batch=task["batch"], lr=task["lr"], steps=steps, seed=0,
         augment=task["augment"]["seg" if design_name == "seg" else "other"],
         init_segmentor=f"{key}-seg" if taught else None,
-        teacher=f"{key}-seg" if taught else None)
+        teacher=f"{key}-seg" if taught else None,
+        init_compressor=task.get("init_compressor") if design["compress"] else None)
     if point != 1:
         # Picked from the second half: the first steps still code at the parent's rate.
         recipe = dataclasses.replace(
