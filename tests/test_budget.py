@@ -95,3 +95,23 @@ def test_a_run_stopped_midway_resumes_with_its_steps_and_only_its_rest_is_planne
     assert "organ-seg 20 steps at" in plan and "(from step 5)" in plan
     assert [s["config"] for s in summaries] == ["organ-seg", "organ-d4"]
     assert summaries[0]["steps"] == 20
+
+
+def test_budget_plans_and_trains_in_the_precision_given(tmp_path, monkeypatch):
+    root = msd_folder(tmp_path / "Task99_Organ", n_train=6, n_test=2)
+    probed, real = [], budget.seconds_per_step
+
+    def timed(cfg, *args, **kwargs):
+        real(cfg, *args, **kwargs)  # the probe still runs, in its precision
+        probed.append(cfg.precision)
+        return {"fp32": 2.0, "bf16": 1.0}[cfg.precision]
+
+    monkeypatch.setattr(budget, "seconds_per_step", timed)
+    for given, wanted in ((None, "fp32"), ("bf16", "bf16")):
+        out, lines, probed[:] = tmp_path / f"organ-seg-{given}", [], []
+        run.within(30, root, out, design="seg", batch=2, precision=given,
+                   cache=tmp_path / "cache", log=lines.append)
+        assert probed == [wanted]
+        assert f"steps at {1 if wanted == 'bf16' else 2:.2f} s a step ({wanted})" in \
+            next(line for line in lines if "the plan for" in line)
+        assert json.loads((out / "config.json").read_text())["precision"] == wanted

@@ -39,6 +39,10 @@ from .common import fail, need_torch
                    "seg reference first where a compressed design has no --teacher; the "
                    "steps are planned from the speed measured on this machine, and the plan "
                    "is printed before training starts.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]),
+              help="The forward passes' arithmetic: float32, or bfloat16 autocast (about "
+                   "1.8x the steps on CPUs with AVX512-BF16 or AMX).  Default: the recipe's "
+                   "(fp32).")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True,
               help="cpu, cuda, cuda:N or auto; on a GPU the training set is held in its memory.")
@@ -46,7 +50,7 @@ from .common import fail, need_torch
               default=Path.home() / ".cache" / "segcodec", show_default=True,
               help="Where the resampled training set is kept between runs.")
 def train(config, data, design, rate_point, out, steps, seed, batch, teacher, parent, budget,
-          threads, device, cache):
+          precision, threads, device, cache):
     """Train on a data set folder (planned from its fingerprint), or a recipe (e.g. isic-d4,
     hippocampus-seg) or JSON config; pick its weights on a seeded validation split of the
     training cases and score them on the test cases (imagesTs/ + labelsTs/) where there are any.
@@ -98,14 +102,16 @@ def train(config, data, design, rate_point, out, steps, seed, batch, teacher, pa
     try:
         if budget is not None:
             summaries = run.within(budget, data, out, design=design,
-                                   teacher=teacher, batch=batch, seed=seed, threads=threads,
+                                   teacher=teacher, batch=batch, seed=seed,
+                                   precision=precision, threads=threads,
                                    device=device,
                                    cache=cache, progress_for=progress_for,
                                    log=lambda m: click.echo(m, err=True))
         else:
             summaries = [run.run(config, data, out, design=design, point=rate_point,
                                  steps=steps, seed=seed, batch=batch, teacher=teacher,
-                                 parent=parent, threads=threads, device=device, cache=cache,
+                                 parent=parent, precision=precision, threads=threads,
+                                 device=device, cache=cache,
                                  progress=progress_for(config or design),
                                  log=lambda m: click.echo(m, err=True))]
     except (ValueError, OSError, KeyError) as exc:
