@@ -352,7 +352,7 @@ def test_affine_augmentation_moves_image_and_targets_together(ndim):
 
 # Keys configs gained after the first version; an older run's config lacks some of them.
 NEWER_KEYS = ("fingerprint", "orientation", "distil_weight", "augment", "select_from", "init",
-              "init_segmentor", "teacher")
+              "init_segmentor", "teacher", "precision", "init_compressor")
 
 
 def written_before(ck_path, keys=NEWER_KEYS):
@@ -403,7 +403,7 @@ CHANGED = {"name": "isic-d3b", "task_key": "lesions", "design": "d4", "task": "a
            "target": "image", "critic_widths": [8, 8, 8], "dis_weight": 0.2,
            "rate_weight": 0.1, "rate_ramp": 0.25, "dice_weight": 0.5, "distil_weight": 1.0,
            "batch": 2, "lr": 1e-3, "steps": 3, "seed": 1, "augment": "flips",
-           "select_from": 0.5}
+           "precision": "bf16", "select_from": 0.5}
 
 
 def test_resume_compares_every_field_but_the_parent_runs():
