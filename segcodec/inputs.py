@@ -98,7 +98,6 @@ def _taps(size_in: int, size_out: int, antialias: bool) -> tuple:
             lo = int(src)
             frac = src - lo
             w = np.array([1.0 - frac, frac]) if lo + 1 < size_in else np.array([1.0])
-        w.flags.writeable = False
         taps.append((lo, w))
     return tuple(taps)
 

@@ -165,7 +165,6 @@ class Client:
             if not token.isprintable() or not token.isascii():
                 raise RemoteError("a bearer token is one line of printable ASCII")
             self._headers["Authorization"] = f"Bearer {token}"
-        self._stale = (http.client.RemoteDisconnected, ConnectionError)
         self._conn: http.client.HTTPConnection | None = None
 
     def __enter__(self):
@@ -186,6 +185,8 @@ class Client:
             return self._conn, True
         self.close()
         https = self._parts.scheme == "https"
+        # What a request on a connection the server has closed meanwhile ends in.
+        self._stale = (http.client.RemoteDisconnected, ConnectionError)
         # The port always: http.client would read "::1" as host ":" and port 1.
         host, port = self._parts.hostname, self._parts.port or (443 if https else 80)
         connect = min(self.timeout, 10.0)
@@ -193,8 +194,7 @@ class Client:
             import ssl
             conn = http.client.HTTPSConnection(host, port, timeout=connect,
                                                context=ssl.create_default_context())
-            # Writing to a TLS connection the server has closed ends in this one.
-            self._stale = (http.client.RemoteDisconnected, ConnectionError, ssl.SSLEOFError)
+            self._stale += (ssl.SSLEOFError,)  # writing to a closed TLS connection
         else:
             conn = http.client.HTTPConnection(host, port, timeout=connect)
         conn.connect()

@@ -188,9 +188,17 @@ def within(seconds: float | str, data: Path | str, out: Path | str | None = None
     norm = training_data.normalisation_for(chain[0], data)
     (x, t), (xv, val_labels), _ = _sets(dataclasses.replace(chain[0], normalisation=norm),
                                         data, cache)
-    # Each design's real step, timed.  A d4 probe needs a teacher: where the seg run is still
-    # to be trained, its probe's weights stand in.
-    per_step, per_val, chosen = {}, {}, {}
+    # Runs stopped midway keep their planned steps and precision; the rest run in the one
+    # given, else the recipe's.  bfloat16 ran CVC's D4 step 1.8x faster on a Zen 4 core, but
+    # its Dice did not clearly follow (README): not the default.
+    saved = {cfg.name: json.loads((folders[cfg.name] / "config.json").read_text())
+             for cfg in todo if (folders[cfg.name] / "config.json").exists()
+             and (folders[cfg.name] / "checkpoint.pt").exists()}
+    chosen = {cfg.name: saved[cfg.name].get("precision", "fp32") if cfg.name in saved
+              else precision or cfg.precision for cfg in todo}
+    # Each design's real step, timed in that precision.  A d4 probe needs a teacher: where
+    # the seg run is still to be trained, its probe's weights stand in.
+    per_step, per_val = {}, {}
     given = Path(teacher) if teacher else folders[chain[0].name]
     probe_teacher = given / "checkpoint.pt" if given.is_dir() or not given.suffix else given
     with tempfile.TemporaryDirectory(prefix="segcodec-probe-") as tmp:
@@ -200,9 +208,6 @@ def within(seconds: float | str, data: Path | str, out: Path | str | None = None
                 cfg = dataclasses.replace(cfg, teacher=str(probe_teacher),
                                           init_segmentor=str(probe_teacher))
             probe = Path(tmp) / cfg.design
-            # Timed in the precision it will run in.  bfloat16 ran CVC's D4 step 1.8x faster
-            # on a Zen 4 core, but its Dice did not clearly follow (README): not the default.
-            chosen[cfg.name] = precision or cfg.precision
             per_step[cfg.name] = budget.seconds_per_step(
                 dataclasses.replace(cfg, precision=chosen[cfg.name]), x, t, probe,
                 threads=threads, device=dev)
@@ -210,13 +215,11 @@ def within(seconds: float | str, data: Path | str, out: Path | str | None = None
                                                           threads=threads, device=dev)
             if cfg.design == "seg":
                 probe_teacher = probe / "checkpoint.pt"
-    # Runs stopped midway keep their planned steps; the rest of the time is shared out.
+    # The rest of the time is shared out among the runs not yet started.
     steps, done, left = {}, {}, seconds - (time.time() - t_start)
     for cfg in todo:
-        config = folders[cfg.name] / "config.json"
-        if config.exists() and (folders[cfg.name] / "checkpoint.pt").exists():
-            steps[cfg.name] = json.loads(config.read_text())["steps"]
-            chosen[cfg.name] = json.loads(config.read_text()).get("precision", "fp32")
+        if cfg.name in saved:
+            steps[cfg.name] = saved[cfg.name]["steps"]
             done[cfg.name] = loop.read_checkpoint(folders[cfg.name] / "checkpoint.pt")["step"]
             left -= (steps[cfg.name] - done[cfg.name]) * per_step[cfg.name]
     if left <= 0:
