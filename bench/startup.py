@@ -9,8 +9,10 @@ this interpreter) and decodes the label stream, with numba's kernels where the e
 it and numpy's otherwise (``segcodec.labelkernels``).  ``--python`` runs the commands with
 another environment's interpreter, such as a fresh venv of ``pip install segcodec`` with no
 extra, whose site-packages size is reported beside a bare venv's (pip and setuptools).
-Medians of ``--repeat`` fresh processes, alternated; and the label streams of the fixtures
-decoded in this process by each kernel set.
+Medians of ``--repeat`` fresh processes, alternated, after one untimed round; and the label
+streams of the fixtures decoded in this process by each kernel set.  The commands run with
+Python's bytecode caches, as ``pip install`` writes them: a ``PYTHONDONTWRITEBYTECODE`` in
+this environment would otherwise have every process compile segcodec's sources again.
 """
 from __future__ import annotations
 
@@ -82,8 +84,9 @@ def label_decoding(repeat: int) -> list[dict]:
 
 
 def _seconds(argv: list[str]) -> float:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     t0 = time.perf_counter()
-    subprocess.run(argv, check=True, capture_output=True)
+    subprocess.run(argv, check=True, capture_output=True, env=env)
     return time.perf_counter() - t0
 
 
@@ -120,9 +123,11 @@ def main(argv=None) -> dict:
                         "send", str(volume), "--remote", server.url, "-o",
                         f"{tmp}/c.labels.nii.gz", "--force"]}
         times = {name: [] for name in commands}
-        for _ in range(repeat):
+        for round_ in range(repeat + 1):
             for name, args_ in commands.items():
-                times[name].append(_seconds(args_))
+                seconds = _seconds(args_)
+                if round_:  # the first writes the bytecode caches
+                    times[name].append(seconds)
         has = {m: subprocess.run([python, "-c", f"import {m}"], capture_output=True).returncode
                == 0 for m in ("torch", "numba")}
     base = statistics.median(times["python -c pass"])

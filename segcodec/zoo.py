@@ -153,7 +153,7 @@ def load_file(path: Path) -> Model:
                        " it is corrupted or misnamed")
     try:
         content = modelfiles.read_content(blob)
-        manifest = Manifest.from_json(json.loads(content["manifest"]))
+        manifest = Manifest.from_json(json.loads(content["manifest"]), fresh=True)
         arch = manifest.architecture
         table = entropy.check_table(content["tables"], arch.latent_channels, arch.ndim)
         weights = content["state_dict"]
