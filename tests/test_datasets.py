@@ -182,6 +182,16 @@ def test_images_and_masks_folder_plans_a_photograph_task(tmp_path):
     assert recipes.for_dataset(root, "seg").init_compressor is None
 
 
+def test_a_planned_volume_task_builds_the_default_3d_model_s_c_and_starts_from_its_weights(
+        tmp_path):
+    cfg = recipes.for_dataset(msd_folder(tmp_path / "Task99_Organ"), "d4")
+    shipped = zoo.default_for(3).manifest.architecture
+    assert (cfg.arch["c_widths"], cfg.arch["c_first_stride"], cfg.arch["latent_channels"]) == \
+        (list(shipped.c_widths), shipped.c_first_stride, shipped.latent_channels)
+    assert cfg.init_compressor == zoo.default_for(3).name
+    assert cfg.arch["g_widths"] == recipes.TASKS["hippocampus"]["arch"]["g_widths"]
+
+
 def shared_data_tree(root):
     """../shared/data's layout in miniature: isic2017/{train,val}/{images,masks} and
     msd_hippocampus/{imagesTr,labelsTr}, from the fixtures."""

@@ -11,8 +11,10 @@ training cases of a data set folder (``segcodec.datasets``) once and derives:
 - the normalisation, by modality: CT clipped to the foreground's 0.5 and 99.5 percentiles and
   z-scored with the data set's foreground mean and std; photographs (RGB, or grey 2D images)
   scaled by fixed channel statistics; MRI and anything else z-scored per image;
-- the rest of the recipe (network widths, batch, steps, loss weights, augmentation) from the
-  shipped task of the same dimensionality.
+- C as the default model of the same dimensionality has it, starting from that model's
+  weights where the input channels match (a C trained long on many images);
+- the rest of the recipe (g's and s's widths, batch, steps, loss weights, augmentation) from
+  the shipped task of the same dimensionality.
 
 The fingerprint is written into every run's config, so a run records what it was planned from.
 The model's domain (what ``encode`` accepts) is described from the same cases at export.
@@ -120,7 +122,7 @@ def task(fp: dict) -> dict:
     """A task entry, as ``recipes.TASKS`` holds for the shipped ones, for a fingerprint."""
     from .recipes import TASKS
     template = TASKS["isic" if fp["ndim"] == 2 else "hippocampus"]
-    arch = dict(template["arch"])
+    arch = {**template["arch"], **shipped_compressor(fp["ndim"])}
     arch.update(in_channels=fp["channels"], n_classes=len(fp["labels"]),
                 work_shape=work_shape(fp["median_shape"], int(np.prod(arch["work_shape"]))))
     if "g_channels" in arch:
@@ -129,6 +131,16 @@ def task(fp: dict) -> dict:
             "labels": fp["labels"], "normalisation": normalisation(fp),
             "orientation": fp["orientation"], "arch": arch, "fingerprint": fp,
             "init_compressor": compressor_to_start_from(arch)}
+
+
+def shipped_compressor(ndim: int) -> dict:
+    """C's layout (widths, first stride, latent channels) as the default model of ``ndim``
+    has it: the C measured best on the shipped tasks, and one whose weights a run of the
+    same input channels can start from (``compressor_to_start_from``)."""
+    from .. import zoo
+    arch = zoo.default_for(ndim).manifest.architecture
+    return {"c_widths": list(arch.c_widths), "c_first_stride": arch.c_first_stride,
+            "latent_channels": arch.latent_channels}
 
 
 def compressor_to_start_from(arch: dict) -> str | None:
