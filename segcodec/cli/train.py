@@ -25,7 +25,8 @@ from .common import fail, need_torch
               help="Without CONFIG: d4 fine-tuned from the d4 run with 3^(N-1) times its "
                    "rate weight.")
 @click.option("--out", type=click.Path(path_type=Path),
-              help="Run folder (default runs/NAME); an existing run resumes.")
+              help="Run folder (default runs/NAME); an existing run resumes. With "
+                   "--budget, the last run's: the seg reference goes beside it.")
 @click.option("--steps", type=click.IntRange(1), help="Override the recipe's number of steps.")
 @click.option("--seed", type=int, help="Override the recipe's seed (0).")
 @click.option("--batch", type=click.IntRange(1), help="Override the recipe's batch size.")
