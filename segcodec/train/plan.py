@@ -122,7 +122,8 @@ def task(fp: dict) -> dict:
     """A task entry, as ``recipes.TASKS`` holds for the shipped ones, for a fingerprint."""
     from .recipes import TASKS
     template = TASKS["isic" if fp["ndim"] == 2 else "hippocampus"]
-    arch = {**template["arch"], **shipped_compressor(fp["ndim"])}
+    layout, start = shipped_compressor(fp["ndim"], fp["channels"])
+    arch = {**template["arch"], **layout}
     arch.update(in_channels=fp["channels"], n_classes=len(fp["labels"]),
                 work_shape=work_shape(fp["median_shape"], int(np.prod(arch["work_shape"]))))
     if "g_channels" in arch:
@@ -130,25 +131,18 @@ def task(fp: dict) -> dict:
     return {**template, "task": f"{fp['name']} ({fp['modality']}, {fp['ndim']}D)",
             "labels": fp["labels"], "normalisation": normalisation(fp),
             "orientation": fp["orientation"], "arch": arch, "fingerprint": fp,
-            "init_compressor": compressor_to_start_from(arch)}
+            "init_compressor": start}
 
 
-def shipped_compressor(ndim: int) -> dict:
+def shipped_compressor(ndim: int, channels: int) -> tuple[dict, str | None]:
     """C's layout (widths, first stride, latent channels) as the default model of ``ndim``
-    has it: the C measured best on the shipped tasks, and one whose weights a run of the
-    same input channels can start from (``compressor_to_start_from``)."""
+    has it, the C measured best on the shipped tasks; and that model's name where a run of
+    ``channels`` input channels can start from its C's weights, as a C trained long on many
+    images is a better start for a small data set's run on a CPU than a random one (README:
+    "What each lever gave")."""
     from .. import zoo
-    arch = zoo.default_for(ndim).manifest.architecture
-    return {"c_widths": list(arch.c_widths), "c_first_stride": arch.c_first_stride,
-            "latent_channels": arch.latent_channels}
-
-
-def compressor_to_start_from(arch: dict) -> str | None:
-    """The default model of ``arch``'s dimensionality where its C is the C ``arch`` builds:
-    a C trained long on many images is a better start for a small data set's run on a CPU
-    than a random one (README: "What each lever gave")."""
-    from .. import zoo
-    from ..architecture import Architecture
-    model = zoo.default_for(arch["ndim"])
-    same = model.manifest.architecture.compressor == Architecture.from_json(arch).compressor
-    return model.name if same else None
+    model = zoo.default_for(ndim)
+    arch = model.manifest.architecture
+    layout = {"c_widths": list(arch.c_widths), "c_first_stride": arch.c_first_stride,
+              "latent_channels": arch.latent_channels}
+    return layout, model.name if arch.in_channels == channels else None
