@@ -29,10 +29,6 @@ def test_steps_fill_the_share_less_validation_and_margin():
     assert budget.steps_within(1, 2.0, 2.0) == budget.PROBE_STEPS  # never a run of nothing
     assert budget.shares(["seg", "d4"]) == pytest.approx({"seg": 0.4, "d4": 0.6})
     assert budget.shares(["d4"]) == {"d4": 1.0}
-    # The staged start: the recipe's steps, or those that fit in a tenth of the share.
-    assert budget.stage_steps(1500, 1000, 0.2) == 500
-    assert budget.stage_steps(300, 1000, 0.2) == 300
-    assert budget.stage_steps(0, 1000, 0.2) == 0
 
 
 def test_a_run_past_its_deadline_stops_and_is_scored(tmp_path):
@@ -64,11 +60,6 @@ def test_budget_plans_seg_then_d4_and_says_so_before_training(tmp_path):
         assert config["steps"] == planned[name] >= budget.PROBE_STEPS
     d4 = json.loads((runs / "organ-d4" / "config.json").read_text())
     assert d4["teacher"] == str(runs / "organ-seg" / "checkpoint.pt") and d4["batch"] == 4
-    # D4's staged start has its share of the plan; the seg reference has none.
-    staged = re.search(r"organ-d4 [\d,]+ steps at [\d.]+ s a step \(fp32\) after a staged start "
-                       r"of ([\d,]+) steps", lines[plan])
-    assert staged and int(staged[1].replace(",", "")) == d4["reconstruct_steps"] > 0
-    assert json.loads((runs / "organ-seg" / "config.json").read_text())["reconstruct_steps"] == 0
     assert all("test" in s for s in summaries)
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0 and "is finished" in again.output

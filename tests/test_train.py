@@ -10,7 +10,6 @@ import torch
 
 import segcodec
 from segcodec import bits, entropy, zoo
-from segcodec.networks import latent_bits
 from segcodec.train import data, export, loop, recipes
 from segcodec.train.critic import Critic
 from segcodec.train.losses import ContextRate, context_index, loss_dis
@@ -95,9 +94,8 @@ def test_smoke_training_losses_finite_and_falling(name, tmp_path):
     assert (tmp_path / "losses.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("staged", [0, 6])
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path, staged):
-    cfg = smoke_config("isic-d4", steps=8, reconstruct_steps=staged)
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    cfg = smoke_config("isic-d4", steps=8)
     x, t, _ = fixture_set(cfg)
     loop.train(cfg, x, t, tmp_path / "straight", log_every=1)
 
@@ -354,7 +352,7 @@ def test_affine_augmentation_moves_image_and_targets_together(ndim):
 
 # Keys configs gained after the first version; an older run's config lacks some of them.
 NEWER_KEYS = ("fingerprint", "orientation", "distil_weight", "augment", "select_from", "init",
-              "init_segmentor", "teacher", "precision", "init_compressor", "reconstruct_steps")
+              "init_segmentor", "teacher", "precision", "init_compressor")
 
 
 def written_before(ck_path, keys=NEWER_KEYS):
@@ -405,7 +403,7 @@ CHANGED = {"name": "isic-d3b", "task_key": "lesions", "design": "d4", "task": "a
            "target": "image", "critic_widths": [8, 8, 8], "dis_weight": 0.2,
            "rate_weight": 0.1, "rate_ramp": 0.25, "dice_weight": 0.5, "distil_weight": 1.0,
            "batch": 2, "lr": 1e-3, "steps": 3, "seed": 1, "augment": "flips",
-           "precision": "bf16", "select_from": 0.5, "reconstruct_steps": 5}
+           "precision": "bf16", "select_from": 0.5}
 
 
 def test_resume_compares_every_field_but_the_parent_runs():
@@ -630,39 +628,3 @@ def test_a_run_may_start_its_c_from_a_shipped_model(tmp_path):
     other = dataclasses.replace(cfg, arch={**cfg.arch, "c_widths": [8, 16, 24]})
     with pytest.raises(ValueError, match="c_widths"):
         loop._Parts.build(other, "cpu").start_from_parents(other, "cpu")
-
-
-def test_the_staged_start_teaches_c_and_g_to_give_back_the_image_before_the_first_step(tmp_path):
-    """``reconstruct_steps``: C and g learn the image on pixel MSE (s untouched) before step 1,
-    and the run's checkpoint holds them from step 0, so a resumed run does not redo it."""
-    cfg = smoke_config("isic-d4", steps=2, reconstruct_steps=60, batch=2)
-    x, t, _ = fixture_set(cfg)
-    net = loop.build_net(cfg)
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-
-    def mse(net):
-        with torch.no_grad():
-            _, z = latent_bits(net.compressor, x, stochastic=False)
-            return float(torch.nn.functional.mse_loss(net.reconstructor(z), x))
-
-    start = mse(net)
-    loop.reconstruct(net, cfg, x, t, torch.Generator().manual_seed(0))
-    assert mse(net) < 0.85 * start
-    after = net.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("segmentor."))
-    assert not torch.equal(before["reconstructor.out.weight"], after["reconstructor.out.weight"])
-
-    def stop(step, total):
-        raise KeyboardInterrupt
-
-    lines = []
-    with pytest.raises(KeyboardInterrupt):
-        loop.train(cfg, x, t, tmp_path, progress=stop, log=lines.append)
-    assert any("staged start, 60 steps" in line for line in lines)
-    lines.clear()
-    loop.train(cfg, x, t, tmp_path, log=lines.append)
-    assert not any("staged start" in line for line in lines)
-    assert any("resuming" in line for line in lines)
-    with pytest.raises(ValueError, match="no staged start"):
-        loop.reconstruct(net, dataclasses.replace(cfg, arch={**cfg.arch, "g_channels": 1}),
-                         x, t, torch.Generator())

@@ -25,7 +25,6 @@ from .recipes import Recipe
 SHARES = {"seg": 0.4, "d4": 0.6}
 PROBE_STEPS = 12  # timed from the fourth: the first steps pay for allocation and caches
 VALIDATIONS = 20  # loop.train scores the validation cases 20 times a run
-STAGE_SHARE = 0.1  # the staged start (loop.reconstruct) takes at most this much of its share
 MARGIN = 0.9  # the planned steps fill 90% of a share: checkpoints, the test score, noise
 OVERRUN = 1.1  # a run still going at 110% of its share stops there
 
@@ -50,22 +49,10 @@ def seconds_per_step(cfg: Recipe, x, t, out: Path, *, threads: int = 1, device="
     """The wall-clock time of one step of ``cfg`` on these training tensors, measured by a
     throwaway run of ``PROBE_STEPS`` into ``out``.  ``cfg``'s parent runs must exist."""
     marks = {}
-    loop.train(dataclasses.replace(cfg, steps=PROBE_STEPS, reconstruct_steps=0), x, t, out,
-               threads=threads, device=device, save_every_s=1e9,
+    loop.train(dataclasses.replace(cfg, steps=PROBE_STEPS), x, t, out, threads=threads,
+               device=device, save_every_s=1e9,
                progress=lambda step, total: marks.setdefault(step, time.perf_counter()))
     return (marks[PROBE_STEPS] - marks[3]) / (PROBE_STEPS - 3)
-
-
-def reconstruct_seconds(cfg: Recipe, x, t, *, threads: int = 1, device="cpu") -> float:
-    """The wall-clock time of one step of the staged start (``loop.reconstruct``)."""
-    import torch
-    torch.set_num_threads(threads)
-    net, gen = loop.build_net(cfg).to(device).train(), torch.Generator().manual_seed(0)
-    x, t = x.to(device), t.to(device)
-    loop.reconstruct(net, cfg, x, t, gen, steps=3)  # allocation and caches
-    t0 = time.perf_counter()
-    loop.reconstruct(net, cfg, x, t, gen, steps=PROBE_STEPS - 3)
-    return (time.perf_counter() - t0) / (PROBE_STEPS - 3)
 
 
 def validation_seconds(cfg: Recipe, val, *, threads: int = 1, device="cpu") -> float:
@@ -90,12 +77,6 @@ def steps_within(seconds: float, per_step: float, per_validation: float) -> int:
     (at least ``PROBE_STEPS``)."""
     usable = seconds * MARGIN - VALIDATIONS * per_validation
     return max(PROBE_STEPS, int(usable / per_step))
-
-
-def stage_steps(wanted: int, share: float, per_step: float) -> int:
-    """The staged start's steps within a run's ``share`` of seconds: the recipe's ``wanted``,
-    or as many as fit in ``STAGE_SHARE`` of the share."""
-    return min(wanted, int(STAGE_SHARE * share / per_step)) if wanted else 0
 
 
 def shares(designs) -> dict[str, float]:

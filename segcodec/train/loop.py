@@ -25,7 +25,7 @@ from torch import nn
 
 from .. import architecture
 from ..metrics import scores
-from ..networks import AutoEncoder, SegCodecNet, Segmentor, latent_bits
+from ..networks import AutoEncoder, SegCodecNet, Segmentor
 from ..transforms import labels_from_logits
 from .critic import Critic
 from .losses import ContextRate, loss_dis, loss_distil, loss_seg
@@ -199,14 +199,6 @@ def train(cfg: Recipe, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
     if folder.resumed is None:
         parts.start_from_parents(cfg, device)
         step, elapsed, best = 0, 0.0, None
-        if cfg.reconstruct_steps:
-            t0 = time.time()
-            mse = reconstruct(parts.net, cfg, x, t, gen)
-            elapsed = time.time() - t0
-            if log:
-                log(f"{cfg.name}: staged start, {cfg.reconstruct_steps:,} steps of C and g "
-                    f"on the image, pixel MSE {mse:.3f}, in {elapsed:.0f} s")
-            folder.save(parts, gen, step, elapsed, best)  # a resumed run does not redo it
     else:
         step, elapsed, best = folder.restore(parts, gen)
     steps, n_pix = cfg.steps, int(np.prod(cfg.arch["work_shape"]))
@@ -260,34 +252,6 @@ def train(cfg: Recipe, x: torch.Tensor, t: torch.Tensor, out: Path, *, val=None,
         plot_losses(folder.log_path, out / "losses.png")
     except ImportError:
         pass  # curves stay in log.csv
-
-
-def reconstruct(net: nn.Module, cfg: Recipe, x: torch.Tensor, t: torch.Tensor,
-                gen: torch.Generator, steps: int | None = None) -> float:
-    """The staged start (``cfg.reconstruct_steps``, or ``steps``): C and g of ``net`` learn
-    to give back the augmented training images on pixel MSE, with their own optimiser and
-    one-cycle schedule, while s waits.  The image is what s was trained on, so after it s
-    reads g's output from the first real step.  C's and g's forward passes are a fraction
-    of a D4 step's (0.2 of 1.08 s at CVC's batch of 32 on one thread).  Returns the last
-    step's MSE."""
-    steps = cfg.reconstruct_steps if steps is None else steps
-    if cfg.arch.get("g_channels", 1) != cfg.arch["in_channels"]:
-        raise ValueError(f"{cfg.name}: g gives {cfg.arch.get('g_channels', 1)} channels, the "
-                         f"image has {cfg.arch['in_channels']}: no staged start")
-    params = [*net.compressor.parameters(), *net.reconstructor.parameters()]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = one_cycle(opt, cfg.lr, steps)
-    loss = torch.zeros(())
-    for _ in range(steps):
-        idx = torch.randint(len(x), (cfg.batch,), generator=gen).to(x.device)
-        xb, _ = augment(x[idx], t[idx], gen, cfg.augment)
-        _, z = latent_bits(net.compressor, xb)
-        loss = F.mse_loss(net.reconstructor(z), xb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    return loss.item()
 
 
 @dataclasses.dataclass

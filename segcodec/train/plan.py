@@ -13,7 +13,6 @@ training cases of a data set folder (``segcodec.datasets``) once and derives:
   scaled by fixed channel statistics; MRI and anything else z-scored per image;
 - C as the default model of the same dimensionality has it, starting from that model's
   weights where the input channels match (a C trained long on many images);
-- a staged start for the compressed designs: C and g first learn to give back the image;
 - the rest of the recipe (g's and s's widths, batch, steps, loss weights, augmentation) from
   the shipped task of the same dimensionality.
 
@@ -34,11 +33,6 @@ from .. import io as sgio
 WORK_MULTIPLE = 8  # s (four widths in 2D) pools the grid three times; C halves it twice
 FOREGROUND_SAMPLE = 10_000  # foreground voxels drawn per case for CT statistics (nnU-Net's)
 STAT_CASES = 50
-# The staged start of a compressed design (``loop.reconstruct``): C and g first learn to give
-# back the image, so that the reference's s, which D4 starts from, reads g's output from its
-# first step.  1,500 steps of CVC-ClinicDB's batch of 32 took 5 min on one thread (README:
-# "What each lever gave"); a budget gives it at most a tenth of the run's share.
-RECONSTRUCT_STEPS = 1500
 
 
 def fingerprint(ds: datasets.DataSet) -> dict:
@@ -137,7 +131,7 @@ def task(fp: dict) -> dict:
     return {**template, "task": f"{fp['name']} ({fp['modality']}, {fp['ndim']}D)",
             "labels": fp["labels"], "normalisation": normalisation(fp),
             "orientation": fp["orientation"], "arch": arch, "fingerprint": fp,
-            "init_compressor": start, "reconstruct_steps": RECONSTRUCT_STEPS}
+            "init_compressor": start}
 
 
 def shipped_compressor(ndim: int, channels: int) -> tuple[dict, str | None]:

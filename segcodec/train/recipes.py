@@ -133,10 +133,6 @@ class Recipe:
     lr: float
     steps: int
     seed: int
-    # The staged start: steps, before the first, in which C and g learn to give back the
-    # image that s was trained on (pixel MSE; ``loop.reconstruct``), so that s reads g's
-    # output from the first step where a random g would give it noise.
-    reconstruct_steps: int = 0
     augment: str = "flips"  # one of AUGMENTATIONS
     precision: str = "fp32"  # one of PRECISIONS
     # The fraction of the steps from which weights are picked; None: where the rate ramp ends.
@@ -162,7 +158,6 @@ class Recipe:
                 ("precision", self.precision in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
                 ("steps", self.steps >= 1, "at least 1"),
                 ("batch", self.batch >= 1, "at least 1"),
-                ("reconstruct_steps", self.reconstruct_steps >= 0, "at least 0"),
                 ("lr", self.lr >= 0, "at least 0"),
                 ("dis_weight", self.dis_weight >= 0, "at least 0"),
                 ("rate_weight", self.rate_weight >= 0, "at least 0"),
@@ -280,11 +275,10 @@ def build(key: str, task: dict, design_name: str, point: int = 1) -> Recipe:
         augment=task["augment"]["seg" if design_name == "seg" else "other"],
         init_segmentor=f"{key}-seg" if taught else None,
         teacher=f"{key}-seg" if taught else None,
-        init_compressor=task.get("init_compressor") if design["compress"] else None,
-        reconstruct_steps=task.get("reconstruct_steps", 0) if taught else 0)
+        init_compressor=task.get("init_compressor") if design["compress"] else None)
     if point != 1:
         # Picked from the second half: the first steps still code at the parent's rate.
         recipe = dataclasses.replace(
             recipe, init=f"{key}-d4", steps=task["steps"].get("rate_point", steps // 8),
-            lr=task["lr"] / 4, rate_ramp=0.0, select_from=0.5, reconstruct_steps=0)
+            lr=task["lr"] / 4, rate_ramp=0.0, select_from=0.5)
     return recipe

@@ -51,8 +51,7 @@ def recipe_for(config: str | None, data: Path, design: str = "d4",
 
 def prepare(cfg: recipes.Recipe, out: Path, steps: int | None = None, seed: int | None = None,
             batch: int | None = None, teacher: Path | None = None,
-            parent: Path | None = None, precision: str | None = None,
-            reconstruct_steps: int | None = None) -> recipes.Recipe:
+            parent: Path | None = None, precision: str | None = None) -> recipes.Recipe:
     """The recipe as it runs in ``out``: with the overrides, and parent runs (``init``,
     ``init_segmentor``, ``teacher``) as checkpoint paths: ``teacher`` (a seg run's folder or
     checkpoint) and ``parent`` (a d4 run's, for a rate point) where given, else the runs
@@ -66,8 +65,6 @@ def prepare(cfg: recipes.Recipe, out: Path, steps: int | None = None, seed: int 
         changes["seed"] = seed
     if precision is not None:
         changes["precision"] = precision
-    if reconstruct_steps is not None:
-        changes["reconstruct_steps"] = reconstruct_steps
     for given, keys, what in ((teacher, ("init_segmentor", "teacher"), "teacher"),
                               (parent, ("init",), "parent")):
         if given is None:
@@ -94,8 +91,8 @@ def prepare(cfg: recipes.Recipe, out: Path, steps: int | None = None, seed: int 
 def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
         design: str = "d4", point: int = 1, steps: int | None = None, seed: int | None = None,
         batch: int | None = None, teacher: Path | None = None, parent: Path | None = None,
-        precision: str | None = None, reconstruct_steps: int | None = None, threads: int = 1,
-        device: str = "cpu", cache: Path | None = DEFAULT_CACHE, progress=None, log=print,
+        precision: str | None = None, threads: int = 1, device: str = "cpu",
+        cache: Path | None = DEFAULT_CACHE, progress=None, log=print,
         deadline: float | None = None) -> dict:
     """Train ``config`` (a recipe name or JSON file; None: ``design`` at rate ``point``,
     planned for the data set folder ``data``) into ``out`` (default runs/NAME; an existing
@@ -109,8 +106,7 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
     planned = recipe_for(config, data, design, point)
     training_data.check_root(data, planned.task_key)
     out = Path(out) if out else Path("runs") / planned.name
-    cfg = prepare(planned, out, steps, seed, batch, teacher, parent, precision,
-                  reconstruct_steps)
+    cfg = prepare(planned, out, steps, seed, batch, teacher, parent, precision)
     t0 = time.time()
     cfg = dataclasses.replace(cfg, normalisation=training_data.normalisation_for(cfg, data))
     (x, t), (xv, val_labels), (xt, test_labels) = _sets(cfg, data, cache)
@@ -202,7 +198,7 @@ def within(seconds: float | str, data: Path | str, out: Path | str | None = None
               else precision or cfg.precision for cfg in todo}
     # Each design's real step, timed in that precision.  A d4 probe needs a teacher: where
     # the seg run is still to be trained, its probe's weights stand in.
-    per_step, per_val, per_stage = {}, {}, {}
+    per_step, per_val = {}, {}
     given = Path(teacher) if teacher else folders[chain[0].name]
     probe_teacher = given / "checkpoint.pt" if given.is_dir() or not given.suffix else given
     with tempfile.TemporaryDirectory(prefix="segcodec-probe-") as tmp:
@@ -217,18 +213,13 @@ def within(seconds: float | str, data: Path | str, out: Path | str | None = None
                 threads=threads, device=dev)
             per_val[cfg.name] = budget.validation_seconds(cfg, (xv, val_labels),
                                                           threads=threads, device=dev)
-            if cfg.reconstruct_steps and cfg.name not in saved:
-                per_stage[cfg.name] = budget.reconstruct_seconds(cfg, x, t, threads=threads,
-                                                                 device=dev)
             if cfg.design == "seg":
                 probe_teacher = probe / "checkpoint.pt"
     # The rest of the time is shared out among the runs not yet started.
     steps, done, left = {}, {}, seconds - (time.time() - t_start)
-    stage = {}  # the staged start's steps (loop.reconstruct) of each run
     for cfg in todo:
         if cfg.name in saved:
             steps[cfg.name] = saved[cfg.name]["steps"]
-            stage[cfg.name] = saved[cfg.name].get("reconstruct_steps", 0)
             done[cfg.name] = loop.read_checkpoint(folders[cfg.name] / "checkpoint.pt")["step"]
             left -= (steps[cfg.name] - done[cfg.name]) * per_step[cfg.name]
     if left <= 0:
@@ -237,13 +228,9 @@ def within(seconds: float | str, data: Path | str, out: Path | str | None = None
     fresh = [cfg for cfg in todo if cfg.name not in steps]
     for cfg in fresh:
         share = left * budget.shares([c.design for c in fresh])[cfg.design]
-        stage[cfg.name] = budget.stage_steps(cfg.reconstruct_steps, share,
-                                             per_stage.get(cfg.name, 0.0))
-        share -= stage[cfg.name] * per_stage.get(cfg.name, 0.0)
         steps[cfg.name] = budget.steps_within(share, per_step[cfg.name], per_val[cfg.name])
-    # Each run's planned seconds: its staged start and steps still to do, its validations.
+    # Each run's planned seconds: its steps still to do, and its validations.
     planned = {cfg.name: (steps[cfg.name] - done.get(cfg.name, 0)) * per_step[cfg.name]
-               + stage[cfg.name] * per_stage.get(cfg.name, 0.0)
                + budget.VALIDATIONS * per_val[cfg.name] for cfg in todo}
     ends, clock = {}, time.time()
     for cfg in todo:
@@ -253,8 +240,6 @@ def within(seconds: float | str, data: Path | str, out: Path | str | None = None
         f"{dev}: " + "; ".join(
             f"{cfg.name} {steps[cfg.name]:,} steps at {per_step[cfg.name]:.2f} s a step "
             f"({chosen[cfg.name]})"
-            + (f" after a staged start of {stage[cfg.name]:,} steps at "
-               f"{per_stage[cfg.name]:.2f} s" if stage[cfg.name] and cfg.name in per_stage else "")
             + (f" (from step {done[cfg.name]:,})" if cfg.name in done else "")
             + f", {budget.duration(planned[cfg.name])}" for cfg in todo)
         + f" (measured in {time.time() - t_start:.0f} s); done about "
@@ -265,7 +250,7 @@ def within(seconds: float | str, data: Path | str, out: Path | str | None = None
         slack = (budget.OVERRUN - 1) * planned[cfg.name]
         summaries.append(run(None, data, folders[cfg.name], design=cfg.design,
                              steps=steps[cfg.name], batch=batch, seed=seed,
-                             precision=chosen[cfg.name], reconstruct_steps=stage[cfg.name],
+                             precision=chosen[cfg.name],
                              teacher=teacher if cfg.teacher else None,
                              threads=threads, device=device, cache=cache,
                              progress=progress_for(cfg.name) if progress_for else None,
