@@ -115,3 +115,14 @@ def test_budget_plans_and_trains_in_the_precision_given(tmp_path, monkeypatch):
         assert f"steps at {1 if wanted == 'bf16' else 2:.2f} s a step ({wanted})" in \
             next(line for line in lines if "the plan for" in line)
         assert json.loads((out / "config.json").read_text())["precision"] == wanted
+
+
+def test_a_volume_task_on_a_cpu_is_planned_at_nnunet_s_batch_unless_told(tmp_path):
+    """The 3D recipe's batch of 16 buys a CPU budget a few hundred steps; --batch still rules."""
+    root = msd_folder(tmp_path / "Task99_Organ", n_train=6, n_test=2)
+    for given, wanted in ((None, budget.CPU_BATCH_3D), (3, 3)):
+        out, lines = tmp_path / f"organ-seg-{given}", []
+        run.within(20, root, out, design="seg", batch=given, cache=tmp_path / "cache",
+                   log=lines.append)
+        assert f"of cpu, batch {wanted}:" in next(line for line in lines if "the plan for" in line)
+        assert json.loads((out / "config.json").read_text())["batch"] == wanted

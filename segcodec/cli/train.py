@@ -29,7 +29,9 @@ from .common import fail, need_torch
                    "--budget, the last run's: the seg reference goes beside it.")
 @click.option("--steps", type=click.IntRange(1), help="Override the recipe's number of steps.")
 @click.option("--seed", type=int, help="Override the recipe's seed (0).")
-@click.option("--batch", type=click.IntRange(1), help="Override the recipe's batch size.")
+@click.option("--batch", type=click.IntRange(1),
+              help="Override the recipe's batch size (with --budget on a CPU, a volume "
+                   "task's is 2, nnU-Net's 3D batch).")
 @click.option("--teacher", type=click.Path(path_type=Path, exists=True),
               help="The seg run (folder or checkpoint.pt) that d1-d4 start from and learn "
                    "from (default: the planned seg run's folder beside --out's).")

@@ -161,18 +161,23 @@ def within(seconds: float | str, data: Path | str, out: Path | str | None = None
            device: str = "cpu", cache: Path | None = DEFAULT_CACHE, progress_for=None,
            log=print) -> list[dict]:
     """Train ``design`` (planned for the data set folder ``data``, with ``batch`` and ``seed``
-    where given) and, for a compressed design without ``teacher``, its seg reference first,
-    in ``precision`` where given (else the recipe's),
-    all within ``seconds`` of wall-clock time from now (or a duration such as "2h" or
-    "90min"): each run's steps come from its speed measured here (``budget``).  A run
-    already finished (its summary.json) is kept; one stopped midway resumes with the steps
-    and precision it was planned with.  ``progress_for(name)`` gives each run's progress callback.
+    where given; without ``batch``, a volume task on a CPU at ``budget.CPU_BATCH_3D``) and,
+    for a compressed design without ``teacher``, its seg reference first, in ``precision``
+    where given (else the recipe's), all within ``seconds`` of wall-clock time from now (or a
+    duration such as "2h" or "90min"): each run's steps come from its speed measured here
+    (``budget``).  A run already finished (its summary.json) is kept; one stopped midway
+    resumes with the steps and precision it was planned with.  ``progress_for(name)`` gives
+    each run's progress callback.
     Returns the summaries of the runs trained."""
     t_start = time.time()
     seconds = budget.parse(seconds) if isinstance(seconds, str) else seconds
     data = Path(data)
+    dev = resolve_device(device)
+    planned = recipes.for_dataset(data, design)
+    if batch is None and dev.type == "cpu" and planned.arch["ndim"] == 3:
+        batch = budget.CPU_BATCH_3D
     given = {k: v for k, v in (("batch", batch), ("seed", seed)) if v is not None}
-    final = dataclasses.replace(recipes.for_dataset(data, design), **given)
+    final = dataclasses.replace(planned, **given)
     out = Path(out) if out else Path("runs") / final.name
     chain = [final]
     if final.teacher and teacher is None:
@@ -183,7 +188,6 @@ def within(seconds: float | str, data: Path | str, out: Path | str | None = None
     if not todo:
         log(f"{final.name}: {out} is finished")
         return []
-    dev = resolve_device(device)
     training_data.check_root(data, final.task_key)
     norm = training_data.normalisation_for(chain[0], data)
     (x, t), (xv, val_labels), _ = _sets(dataclasses.replace(chain[0], normalisation=norm),
@@ -237,7 +241,7 @@ def within(seconds: float | str, data: Path | str, out: Path | str | None = None
         clock += planned[cfg.name]
         ends[cfg.name] = clock
     log(f"{final.name}: the plan for {budget.duration(seconds)} on {threads} thread(s) of "
-        f"{dev}: " + "; ".join(
+        f"{dev}, batch {final.batch}: " + "; ".join(
             f"{cfg.name} {steps[cfg.name]:,} steps at {per_step[cfg.name]:.2f} s a step "
             f"({chosen[cfg.name]})"
             + (f" (from step {done[cfg.name]:,})" if cfg.name in done else "")
