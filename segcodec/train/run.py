@@ -173,11 +173,11 @@ def within(seconds: float | str, data: Path | str, out: Path | str | None = None
     seconds = budget.parse(seconds) if isinstance(seconds, str) else seconds
     data = Path(data)
     dev = resolve_device(device)
-    planned = recipes.for_dataset(data, design)
-    if batch is None and dev.type == "cpu" and planned.arch["ndim"] == 3:
+    recipe = recipes.for_dataset(data, design)
+    if batch is None and dev.type == "cpu" and recipe.arch["ndim"] == 3:
         batch = budget.CPU_BATCH_3D
     given = {k: v for k, v in (("batch", batch), ("seed", seed)) if v is not None}
-    final = dataclasses.replace(planned, **given)
+    final = dataclasses.replace(recipe, **given)
     out = Path(out) if out else Path("runs") / final.name
     chain = [final]
     if final.teacher and teacher is None:
