@@ -23,10 +23,9 @@ from .recipes import Recipe
 # The share of the budget each design gets when both are trained.  D4 learns C, g and its
 # rate from a teacher that is already good, and costs about 2.5 times seg's step on a CPU.
 SHARES = {"seg": 0.4, "d4": 0.6}
-# A volume task's batch on a CPU unless --batch says otherwise: nnU-Net's 3D batch.  At the
-# 3D recipe's 16 (a GPU's), 2 hours on one thread planned ACDC 301 seg and 192 D4 steps (8.1
-# and 19.1 s a step); at 2, 3,373 and 2,387, which reached validation Dice 0.795 and 0.682
-# (README: "Your own data").
+# A volume task's batch on a CPU unless --batch says otherwise: nnU-Net's 3D batch.  The 3D
+# recipe's 16 is a GPU's: 2 hours on one thread bought ACDC 192 D4 steps (README: "Your own
+# data").
 CPU_BATCH_3D = 2
 PROBE_STEPS = 12  # timed from the fourth: the first steps pay for allocation and caches
 VALIDATIONS = 20  # loop.train scores the validation cases 20 times a run
