@@ -704,7 +704,11 @@ def test_half_open_requests_are_closed_and_real_ones_answered(files, app):
         big = {"X-Padding": "a" * (32 << 10)}  # headers of 32 KB were answered 200
         assert httpx.get(f"{url}/healthz", headers=big, timeout=30).status_code == 431
         many = {f"X-{i}": "a" for i in range(10_000)}
-        assert httpx.get(f"{url}/healthz", headers=many, timeout=30).status_code in (400, 431)
+        try:
+            refused = httpx.get(f"{url}/healthz", headers=many, timeout=30).status_code
+        except httpx.ReadError:  # closed while the client still sent: unread data gives a reset
+            refused = "reset"
+        assert refused in (400, 431, "reset")
         with httpx.Client(base_url=url, timeout=30) as client:  # keep-alive works
             for _ in range(3):
                 assert client.get("/healthz").status_code == 200
