@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .. import datasets
 from ..transforms import photo_intensities, working_grid
+from . import carve
 from .recipes import Recipe
 
 SPLIT_FILE = Path(__file__).with_name("hippocampus_split.json")
@@ -123,8 +124,10 @@ def task_pairs(task_key: str, root: Path, split: str) -> list[tuple[Path, Path]]
     - "train": every training case; "test": the reported test set (a data set folder's
       imagesTs/ + labelsTs/; ISIC's official val set, as in the paper; the hippocampus split
       in the repo);
-    - "fit" and "val": "train" carved in two by a seeded draw of ``validation_cases``.
-      Models, epochs and rate points are chosen on "val", never on "test".
+    - "fit" and "val": "train" carved in two by a seeded draw of ``validation_cases``: for a
+      data set folder, of whole groups of look-alike cases (``carve``); for the shipped
+      tasks, of cases, as their models were picked.  Models, epochs and rate points are
+      chosen on "val", never on "test".
     """
     if _legacy(root, task_key):
         if split == "test":
@@ -139,10 +142,13 @@ def task_pairs(task_key: str, root: Path, split: str) -> list[tuple[Path, Path]]
             return pairs
     if split == "train":
         return pairs
-    order = np.random.default_rng(VALIDATION_SEED).permutation(len(pairs))
-    held = set(order[:validation_cases(task_key, len(pairs))].tolist())
     if split not in ("fit", "val"):
         raise ValueError(f"unknown split {split!r}")
+    n_val = validation_cases(task_key, len(pairs))
+    if task_key in VALIDATION_CASES:
+        held = set(np.random.default_rng(VALIDATION_SEED).permutation(len(pairs))[:n_val].tolist())
+    else:
+        held = carve.validation_indices(tuple(pairs), n_val, VALIDATION_SEED)
     return [p for i, p in enumerate(pairs) if (i in held) == (split == "val")]
 
 
@@ -159,9 +165,11 @@ def normalisation_for(cfg: Recipe, root: Path) -> dict:
 def cached_set(cfg: Recipe, root: Path, split: str, cache: Path | None):
     """``load_set`` for a config's task and working grid, kept in ``cache`` between runs."""
     norm, codes, arch = cfg.normalisation, cfg.orientation, cfg.arch
+    pairs = task_pairs(cfg.task_key, root, split)
     key = [cfg.task_key, split, norm, arch["work_shape"], "tensors"]
     if not _legacy(root, cfg.task_key):  # any folder may hold a data set of any name
-        key += [str(root.resolve()), codes]
+        key += [str(root.resolve()), codes,
+                hashlib.sha256("\n".join(str(image) for image, _ in pairs).encode()).hexdigest()]
     key = json.dumps(key, sort_keys=True)
     path = cache / f"{cfg.task_key}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt" \
         if cache else None
@@ -169,7 +177,7 @@ def cached_set(cfg: Recipe, root: Path, split: str, cache: Path | None):
         from .loop import read_checkpoint
         x, t, full = read_checkpoint(path)
         return x, t, [labels.numpy() for labels in full]
-    x, t, full = load_set(task_pairs(cfg.task_key, root, split), norm, arch["n_classes"],
+    x, t, full = load_set(pairs, norm, arch["n_classes"],
                           tuple(arch["work_shape"]), codes, arch["in_channels"])
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,86 @@
+"""The validation carve of a data set folder: about a tenth of its training cases, drawn a
+whole group of look-alike cases at a time.
+
+A data set folder lists cases, not patients: the frames of one colonoscopy video, or one
+patient's two cardiac phases, are separate cases that nothing in the layout ties together.
+Drawn one case at a time, a validation case keeps its look-alikes among the training cases
+and its Dice measures how well the model recalls them.  So it was: 30 of CVC-ClinicDB's 49
+validation frames had a training frame whose thumbnail correlates above 0.95 with theirs (6
+of its 120 held-out frames, from later videos, had), and each of ACDC's 5 validation volumes
+had its patient's other phase in training (median 0.988).  Validation Dice read 0.886 where
+the held-out frames gave 0.661.  Grouping by thumbnail correlation finds ACDC's 23 patients
+exactly, leaves each of 180 hippocampus volumes alone, and joins CVC's frames into runs of
+one video: none of the 49 frames it holds out has a training frame above 0.95.
+
+The shipped tasks (``data.VALIDATION_CASES``) keep the draw their models were picked on.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+LOOKALIKE = 0.95  # two cases whose thumbnails correlate above this are one group
+THUMBNAIL = {2: (24, 24), 3: (12, 12, 12)}  # the grid a case is compared on
+
+
+def thumbnail(image: np.ndarray) -> np.ndarray:
+    """A channels-first image or volume -> its channel mean, area-averaged onto
+    ``THUMBNAIL`` and scaled to zero mean and unit norm (a flat image: zeros)."""
+    x = torch.from_numpy(np.asarray(image, np.float32)).mean(0)[None, None]
+    pool = F.adaptive_avg_pool2d if x.ndim == 4 else F.adaptive_avg_pool3d
+    a = pool(x, THUMBNAIL[x.ndim - 2]).flatten().double().numpy()
+    a -= a.mean()
+    norm = np.linalg.norm(a)
+    return a / norm if norm > 1e-9 * max(1.0, np.abs(a).max()) else np.zeros_like(a)
+
+
+def lookalike_groups(thumbnails: np.ndarray) -> list[list[int]]:
+    """Cases (rows of unit thumbnails) joined wherever two correlate above ``LOOKALIKE``, and
+    through chains of such pairs: the groups, each in case order, in order of first case."""
+    parent = list(range(len(thumbnails)))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    close = np.triu(thumbnails @ thumbnails.T > LOOKALIKE, k=1)
+    for i, j in zip(*np.nonzero(close)):
+        parent[root(int(j))] = root(int(i))
+    groups: dict[int, list[int]] = {}
+    for i in range(len(thumbnails)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
+def draw(groups: list[list[int]], n_val: int, seed: int) -> set[int]:
+    """Whole groups, in a seeded order, while they fit in ``n_val`` cases: the validation
+    cases, so that look-alikes never straddle the split.  Where none fits, the smallest group
+    (one patient's two phases, where a tenth is one case) if it leaves half the cases to train
+    on; else (cases that all look alike, as CT bodies in air may) cases one at a time, as the
+    shipped tasks draw them."""
+    held: set[int] = set()
+    order = np.random.default_rng(seed).permutation(len(groups))
+    for g in order:
+        if len(held) + len(groups[g]) <= n_val:
+            held.update(groups[g])
+    n = sum(map(len, groups))
+    smallest = min((groups[g] for g in order), key=len)
+    if not held and 2 * len(smallest) <= n:
+        held = set(smallest)
+    if not held:
+        held = set(np.random.default_rng(seed).permutation(n)[:n_val].tolist())
+    return held
+
+
+@functools.lru_cache(maxsize=8)
+def validation_indices(pairs: tuple, n_val: int, seed: int) -> frozenset:
+    """``carve`` of the look-alike groups of ``pairs`` (image, label paths), read once per
+    process."""
+    from .data import read_pair
+    thumbs = np.stack([thumbnail(read_pair(image, label)[0]) for image, label in pairs])
+    return frozenset(draw(lookalike_groups(thumbs), n_val, seed))
