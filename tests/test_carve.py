@@ -3,7 +3,9 @@ import json
 
 import nibabel as nib
 import numpy as np
+from click.testing import CliRunner
 
+from segcodec.cli.main import main
 from segcodec.train import carve, data
 from test_datasets import msd_folder
 
@@ -62,3 +64,21 @@ def test_cases_that_all_look_alike_are_drawn_one_at_a_time(tmp_path):
     assert len(carve.lookalike_groups(thumbs)) == 1
     assert len(data.task_pairs("organ", root, "val")) == data.validation_cases("organ", 20) == 2
     assert carve.draw([[0, 1], [2, 3], [4, 5], [6, 7]], 1, 0) in ({0, 1}, {2, 3}, {4, 5}, {6, 7})
+
+
+def test_splits_final_json_names_the_validation_cases(tmp_path):
+    """nnU-Net's splits file, where the user knows the patients better than thumbnails do."""
+    root = patients_folder(tmp_path / "Task98_Heart", n_patients=4)
+    chosen = ["patient001_frame01", "patient001_frame02", "patient003_frame01"]
+    (root / "splits_final.json").write_text(json.dumps([{"train": [], "val": chosen}]))
+    val = data.task_pairs("heart", root, "val")
+    assert [image.name for image, _ in val] == [f"{name}.nii.gz" for name in chosen]
+    assert len(data.task_pairs("heart", root, "fit")) == 5
+    for splits, message in (([{"val": ["patient009_frame01"]}], "not training cases here"),
+                            ({"val": chosen}, "not nnU-Net's splits"),
+                            ([{"val": []}], "leaves no training case")):
+        (root / "splits_final.json").write_text(json.dumps(splits))
+        result = CliRunner().invoke(main, ["train", "--data", str(root), "--design", "seg",
+                                           "--steps", "1", "--out", str(tmp_path / "run")])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

@@ -118,6 +118,30 @@ def validation_cases(task_key: str, n_train: int) -> int:
     return min(n, n_train // 2)
 
 
+SPLITS_FILE = "splits_final.json"  # nnU-Net's: a list of folds, {"train": [...], "val": [...]}
+
+
+def given_validation(root: Path, names: list[str]) -> set[int] | None:
+    """The validation cases (indices into ``names``) that ``root``'s splits_final.json gives
+    as fold 0's "val", by case name, as nnU-Net reads it; None without the file."""
+    path = root / SPLITS_FILE
+    if not path.is_file():
+        return None
+    try:
+        val = json.loads(path.read_text())[0]["val"]
+        val = {str(name) for name in val}
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ValueError(f"{path}: not nnU-Net's splits (a list of {{\"train\": [...], "
+                         f"\"val\": [...]}}): {exc}") from None
+    if unknown := sorted(val - set(names)):
+        raise ValueError(f"{path}: fold 0 validates on {', '.join(unknown[:3])}"
+                         f"{' ...' if len(unknown) > 3 else ''}, not training cases here")
+    if not val or len(val) == len(names):
+        raise ValueError(f"{path}: fold 0 leaves {'no' if not val else 'every'} training case "
+                         "for validation")
+    return {i for i, name in enumerate(names) if name in val}
+
+
 def task_pairs(task_key: str, root: Path, split: str) -> list[tuple[Path, Path]]:
     """The cases of ``split``:
 
@@ -125,10 +149,12 @@ def task_pairs(task_key: str, root: Path, split: str) -> list[tuple[Path, Path]]
       imagesTs/ + labelsTs/; ISIC's official val set, as in the paper; the hippocampus split
       in the repo);
     - "fit" and "val": "train" carved in two by a seeded draw of ``validation_cases``: for a
-      data set folder, of whole groups of look-alike cases (``carve``); for the shipped
-      tasks, of cases, as their models were picked.  Models, epochs and rate points are
+      data set folder, of whole groups of look-alike cases (``carve``), unless its
+      splits_final.json names them (``given_validation``); for the shipped tasks, of
+      cases, as their models were picked.  Models, epochs and rate points are
       chosen on "val", never on "test".
     """
+    given = None
     if _legacy(root, task_key):
         if split == "test":
             return isic_files(root, "val") if task_key == "isic" \
@@ -140,12 +166,16 @@ def task_pairs(task_key: str, root: Path, split: str) -> list[tuple[Path, Path]]
         pairs = [(c.image, c.label) for c in (ds.test if split == "test" else ds.training)]
         if split == "test":
             return pairs
+        if split != "train":
+            given = given_validation(root, [c.name for c in ds.training])
     if split == "train":
         return pairs
     if split not in ("fit", "val"):
         raise ValueError(f"unknown split {split!r}")
     n_val = validation_cases(task_key, len(pairs))
-    if task_key in VALIDATION_CASES:
+    if given is not None:
+        held = given
+    elif task_key in VALIDATION_CASES:
         held = set(np.random.default_rng(VALIDATION_SEED).permutation(len(pairs))[:n_val].tolist())
     else:
         held = carve.validation_indices(tuple(pairs), n_val, VALIDATION_SEED)
