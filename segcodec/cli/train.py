@@ -56,7 +56,9 @@ def train(config, data, design, rate_point, out, steps, seed, batch, teacher, pa
           precision, threads, device, cache):
     """Train on a data set folder (planned from its fingerprint), or a recipe (e.g. isic-d4,
     hippocampus-seg) or JSON config; pick its weights on a seeded validation split of the
-    training cases and score them on the test cases (imagesTs/ + labelsTs/) where there are any.
+    training cases (look-alike cases kept on one side; DIR/splits_final.json, as nnU-Net's,
+    names them instead) and score them on the test cases (imagesTs/ + labelsTs/) where there
+    are any.
 
     \b
     segcodec train --data Task09_Spleen --design seg   # the reference, D4's teacher
