@@ -287,6 +287,19 @@ def test_help_version_info_and_models_do_not_import_torch(tmp_path):
     assert proc.stdout.strip() == "[]"
 
 
+def test_a_nifti_encode_leaves_pydicom_unimported_and_dicom_still_reads(tmp_path):
+    """nibabel's import of pydicom is a third of a volume's encode start-up; a DICOM series
+    read afterwards in the same process must still find pydicom."""
+    from pydicom.data import get_testdata_file
+    code = (f"import sys, segcodec; segcodec.encode_file({str(HIPPO[0])!r}, {str(tmp_path / 'h.sgc')!r}); "
+            "print('pydicom' in sys.modules); import pydicom; "
+            f"print(pydicom.dcmread({get_testdata_file('CT_small.dcm')!r}).Modality)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "CT"]
+    assert (tmp_path / "h.sgc").read_bytes() == segcodec.encode(HIPPO[0])
+
+
 def test_labels_come_with_a_sidecar_and_info_names_them(tmp_path):
     shutil.copy(HIPPO[0], tmp_path / "h.nii.gz")
     run("encode", tmp_path / "h.nii.gz")

@@ -1,10 +1,24 @@
 """NIfTI-1/2 through nibabel; the affine travels with the image and back with the labels."""
 from __future__ import annotations
 
+import sys
+import threading
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
+
+if "pydicom" in sys.modules or threading.active_count() > 1:
+    import nibabel as nib
+else:
+    # nibabel.nifti1 imports pydicom to parse the DICOM header extension (code 2), which
+    # segcodec never reads: a third of a NIfTI encode's start-up (bench/results/startup.md).
+    # Blocked for that one import (with no other thread that could import it meanwhile),
+    # nibabel keeps such an extension as bytes, and a later `import pydicom` finds the package.
+    sys.modules["pydicom"] = None
+    try:
+        import nibabel as nib
+    finally:
+        del sys.modules["pydicom"]
 
 from ..container import MAX_PIXELS
 from ..errors import InputError
