@@ -3,10 +3,11 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from segcodec.cli.main import main
-from segcodec.train import carve, data
+from segcodec.train import carve, data, run
 from test_datasets import msd_folder
 
 
@@ -64,21 +65,33 @@ def test_cases_that_all_look_alike_are_drawn_one_at_a_time(tmp_path):
     assert len(carve.lookalike_groups(thumbs)) == 1
     assert len(data.task_pairs("organ", root, "val")) == data.validation_cases("organ", 20) == 2
     assert carve.draw([[0, 1], [2, 3], [4, 5], [6, 7]], 1, 0) in ({0, 1}, {2, 3}, {4, 5}, {6, 7})
+    # groups far larger than a tenth: single cases, not a group of 40 held out for 10
+    assert len(carve.draw([list(range(40)), list(range(40, 100))], 10, 0)) == 10
 
 
 def test_splits_final_json_names_the_validation_cases(tmp_path):
     """nnU-Net's splits file, where the user knows the patients better than thumbnails do."""
     root = patients_folder(tmp_path / "Task98_Heart", n_patients=4)
-    chosen = ["patient001_frame01", "patient001_frame02", "patient003_frame01"]
+    chosen = ["patient001_frame01", "patient001_frame02.nii.gz", "patient003_frame01"]
     (root / "splits_final.json").write_text(json.dumps([{"train": [], "val": chosen}]))
     val = data.task_pairs("heart", root, "val")
-    assert [image.name for image, _ in val] == [f"{name}.nii.gz" for name in chosen]
+    assert [image.name for image, _ in val] == [f"{name.split('.')[0]}.nii.gz" for name in chosen]
     assert len(data.task_pairs("heart", root, "fit")) == 5
     for splits, message in (([{"val": ["patient009_frame01"]}], "not training cases here"),
                             ({"val": chosen}, "not nnU-Net's splits"),
-                            ([{"val": []}], "leaves no training case")):
+                            ([{"val": []}], "leaves no training case"),
+                            ([{"val": "patient001_frame01"}], "not a list of case names")):
         (root / "splits_final.json").write_text(json.dumps(splits))
         result = CliRunner().invoke(main, ["train", "--data", str(root), "--design", "seg",
                                            "--steps", "1", "--out", str(tmp_path / "run")])
         assert result.exit_code == 1 and message in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_run_does_not_resume_on_another_validation_split(tmp_path):
+    root = patients_folder(tmp_path / "Task98_Heart", n_patients=4)
+    out = tmp_path / "runs" / "heart-seg"
+    run.run(None, root, out, design="seg", steps=2, batch=2, cache=None, log=lambda m: None)
+    (root / "splits_final.json").write_text(json.dumps([{"val": ["patient002_frame01"]}]))
+    with pytest.raises(ValueError, match="another validation split"):
+        run.run(None, root, out, design="seg", steps=2, batch=2, cache=None, log=lambda m: None)

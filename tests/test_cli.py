@@ -288,16 +288,24 @@ def test_help_version_info_and_models_do_not_import_torch(tmp_path):
 
 
 def test_a_nifti_encode_leaves_pydicom_unimported_and_dicom_still_reads(tmp_path):
-    """nibabel's import of pydicom is a third of a volume's encode start-up; a DICOM series
-    read afterwards in the same process must still find pydicom."""
+    """nibabel's import of pydicom is a third of a volume's encode start-up: the command line
+    skips it, and a DICOM series read afterwards in the same process still finds pydicom.  A
+    library user's nibabel keeps its DICOM extension."""
     from pydicom.data import get_testdata_file
-    code = (f"import sys, segcodec; segcodec.encode_file({str(HIPPO[0])!r}, {str(tmp_path / 'h.sgc')!r}); "
+    dicom = get_testdata_file("CT_small.dcm")
+    code = ("import sys; from click.testing import CliRunner; from segcodec.cli.main import main; "
+            f"r = CliRunner().invoke(main, ['encode', {str(HIPPO[0])!r}, "
+            f"{str(tmp_path / 'h.sgc')!r}]); assert r.exit_code == 0, r.output; "
             "print('pydicom' in sys.modules); import pydicom; "
-            f"print(pydicom.dcmread({get_testdata_file('CT_small.dcm')!r}).Modality)")
+            f"print(pydicom.dcmread({dicom!r}).Modality)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "CT"]
     assert (tmp_path / "h.sgc").read_bytes() == segcodec.encode(HIPPO[0])
+    library = (f"import segcodec; segcodec.encode_file({str(HIPPO[0])!r}, "
+               f"{str(tmp_path / 'l.sgc')!r}); import nibabel.nifti1 as n; print(n.have_dicom)")
+    proc = subprocess.run([sys.executable, "-c", library], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.split() == ["True"], proc.stderr
 
 
 def test_labels_come_with_a_sidecar_and_info_names_them(tmp_path):

@@ -7,13 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-if "pydicom" in sys.modules or threading.active_count() > 1:
+from .. import io as sgio
+
+if not sgio.LEAN_NIBABEL or "pydicom" in sys.modules or threading.active_count() > 1:
     import nibabel as nib
 else:
     # nibabel.nifti1 imports pydicom to parse the DICOM header extension (code 2), which
     # segcodec never reads: a third of a NIfTI encode's start-up (bench/results/startup.md).
     # Blocked for that one import (with no other thread that could import it meanwhile),
-    # nibabel keeps such an extension as bytes, and a later `import pydicom` finds the package.
+    # nibabel keeps such an extension as bytes for the rest of the process (its
+    # Nifti1DicomExtension is disabled), and a later `import pydicom` finds the package.
     sys.modules["pydicom"] = None
     try:
         import nibabel as nib

@@ -4,13 +4,8 @@ whole group of look-alike cases at a time.
 A data set folder lists cases, not patients: the frames of one colonoscopy video, or one
 patient's two cardiac phases, are separate cases that nothing in the layout ties together.
 Drawn one case at a time, a validation case keeps its look-alikes among the training cases
-and its Dice measures how well the model recalls them.  So it was: 30 of CVC-ClinicDB's 49
-validation frames had a training frame whose thumbnail correlates above 0.95 with theirs (6
-of its 120 held-out frames, from later videos, had), and each of ACDC's 5 validation volumes
-had its patient's other phase in training (median 0.988).  Validation Dice read 0.886 where
-the held-out frames gave 0.661.  Grouping by thumbnail correlation finds ACDC's 23 patients
-exactly, leaves each of 180 hippocampus volumes alone, and joins CVC's frames into runs of
-one video: none of the 49 frames it holds out has a training frame above 0.95.
+and its Dice measures how well the model recalls them (README, "Your own data": on
+CVC-ClinicDB and ACDC it did).
 
 The shipped tasks (``data.VALIDATION_CASES``) keep the draw their models were picked on.
 """
@@ -60,27 +55,27 @@ def lookalike_groups(thumbnails: np.ndarray) -> list[list[int]]:
 def draw(groups: list[list[int]], n_val: int, seed: int) -> set[int]:
     """Whole groups, in a seeded order, while they fit in ``n_val`` cases: the validation
     cases, so that look-alikes never straddle the split.  Where none fits, the smallest group
-    (one patient's two phases, where a tenth is one case) if it leaves half the cases to train
-    on; else (cases that all look alike, as CT bodies in air may) cases one at a time, as the
+    if it is at most twice ``n_val`` (one patient's two phases, where a tenth is one case);
+    else (cases that all look alike, as CT bodies in air may) cases one at a time, as the
     shipped tasks draw them."""
     held: set[int] = set()
     order = np.random.default_rng(seed).permutation(len(groups))
     for g in order:
         if len(held) + len(groups[g]) <= n_val:
             held.update(groups[g])
-    n = sum(map(len, groups))
     smallest = min((groups[g] for g in order), key=len)
-    if not held and 2 * len(smallest) <= n:
+    if not held and len(smallest) <= 2 * n_val:
         held = set(smallest)
     if not held:
+        n = sum(map(len, groups))
         held = set(np.random.default_rng(seed).permutation(n)[:n_val].tolist())
     return held
 
 
 @functools.lru_cache(maxsize=8)
 def validation_indices(pairs: tuple, n_val: int, seed: int) -> frozenset:
-    """``carve`` of the look-alike groups of ``pairs`` (image, label paths), read once per
-    process."""
+    """``draw`` from the look-alike groups of ``pairs`` (resolved image, label paths), read
+    once per process."""
     from .data import read_pair
     thumbs = np.stack([thumbnail(read_pair(image, label)[0]) for image, label in pairs])
     return frozenset(draw(lookalike_groups(thumbs), n_val, seed))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -121,25 +122,31 @@ def validation_cases(task_key: str, n_train: int) -> int:
 SPLITS_FILE = "splits_final.json"  # nnU-Net's: a list of folds, {"train": [...], "val": [...]}
 
 
-def given_validation(root: Path, names: list[str]) -> set[int] | None:
-    """The validation cases (indices into ``names``) that ``root``'s splits_final.json gives
-    as fold 0's "val", by case name, as nnU-Net reads it; None without the file."""
+def given_validation(root: Path, cases: list) -> set[int] | None:
+    """The validation cases (indices into ``cases``, ``datasets.Case``) that ``root``'s
+    splits_final.json gives as fold 0's "val": case names as nnU-Net writes them
+    (patient001_frame01), or image file names as split.json lists them; None without the
+    file.  Every other training case trains (fold 0's "train" is not read)."""
     path = root / SPLITS_FILE
     if not path.is_file():
         return None
     try:
         val = json.loads(path.read_text())[0]["val"]
-        val = {str(name) for name in val}
+        if not isinstance(val, list) or not all(isinstance(name, str) for name in val):
+            raise TypeError('"val" is not a list of case names')
+        val = set(val)
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise ValueError(f"{path}: not nnU-Net's splits (a list of {{\"train\": [...], "
                          f"\"val\": [...]}}): {exc}") from None
-    if unknown := sorted(val - set(names)):
+    names = [{case.name, Path(case.image).name} for case in cases]
+    if unknown := sorted(val - set().union(*names)):
         raise ValueError(f"{path}: fold 0 validates on {', '.join(unknown[:3])}"
                          f"{' ...' if len(unknown) > 3 else ''}, not training cases here")
-    if not val or len(val) == len(names):
-        raise ValueError(f"{path}: fold 0 leaves {'no' if not val else 'every'} training case "
+    held = {i for i, case_names in enumerate(names) if case_names & val}
+    if not held or len(held) == len(cases):
+        raise ValueError(f"{path}: fold 0 leaves {'no' if not held else 'every'} training case "
                          "for validation")
-    return {i for i, name in enumerate(names) if name in val}
+    return held
 
 
 def task_pairs(task_key: str, root: Path, split: str) -> list[tuple[Path, Path]]:
@@ -167,7 +174,7 @@ def task_pairs(task_key: str, root: Path, split: str) -> list[tuple[Path, Path]]
         if split == "test":
             return pairs
         if split != "train":
-            given = given_validation(root, [c.name for c in ds.training])
+            given = given_validation(root, ds.training)
     if split == "train":
         return pairs
     if split not in ("fit", "val"):
@@ -178,7 +185,8 @@ def task_pairs(task_key: str, root: Path, split: str) -> list[tuple[Path, Path]]
     elif task_key in VALIDATION_CASES:
         held = set(np.random.default_rng(VALIDATION_SEED).permutation(len(pairs))[:n_val].tolist())
     else:
-        held = carve.validation_indices(tuple(pairs), n_val, VALIDATION_SEED)
+        held = carve.validation_indices(tuple((Path(a).resolve(), Path(b).resolve())
+                                              for a, b in pairs), n_val, VALIDATION_SEED)
     return [p for i, p in enumerate(pairs) if (i in held) == (split == "val")]
 
 
@@ -198,8 +206,8 @@ def cached_set(cfg: Recipe, root: Path, split: str, cache: Path | None):
     pairs = task_pairs(cfg.task_key, root, split)
     key = [cfg.task_key, split, norm, arch["work_shape"], "tensors"]
     if not _legacy(root, cfg.task_key):  # any folder may hold a data set of any name
-        key += [str(root.resolve()), codes,
-                hashlib.sha256("\n".join(str(image) for image, _ in pairs).encode()).hexdigest()]
+        names = "\n".join(os.path.relpath(image, root) for image, _ in pairs)
+        key += [str(root.resolve()), codes, hashlib.sha256(names.encode()).hexdigest()]
     key = json.dumps(key, sort_keys=True)
     path = cache / f"{cfg.task_key}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt" \
         if cache else None

@@ -112,12 +112,20 @@ def run(config: str | None, data: Path | str, out: Path | str | None = None, *,
     (x, t), (xv, val_labels), (xt, test_labels) = _sets(cfg, data, cache)
     log(f"{cfg.name}: {len(x)} training / {len(xv)} validation / {len(xt)} test "
         f"cases loaded in {time.time() - t0:.0f} s")
+    split = {"seed": training_data.VALIDATION_SEED,
+             **{part: [Path(image).name for image, _ in training_data.task_pairs(cfg.task_key,
+                                                                                 data, part)]
+                for part in ("fit", "val", "test")}}
+    if (out / "checkpoint.pt").exists() and (out / "split.json").exists():
+        # A run resumed on other validation cases would compare their Dice with its best so
+        # far, and validate on cases it has trained on.
+        was = json.loads((out / "split.json").read_text())
+        if [was.get(part) for part in ("fit", "val")] != [split["fit"], split["val"]]:
+            raise ValueError(f"{out}: started on another validation split than {data} gives now "
+                             "(split.json; a splits_final.json added, or segcodec's draw "
+                             "changed): train into a new --out")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "split.json").write_text(json.dumps(
-        {"seed": training_data.VALIDATION_SEED,
-         **{split: [Path(image).name for image, _ in training_data.task_pairs(cfg.task_key, data,
-                                                                         split)]
-            for split in ("fit", "val", "test")}}, indent=1) + "\n")
+    (out / "split.json").write_text(json.dumps(split, indent=1) + "\n")
     val = (xv, val_labels) if cfg.target == "labels" else None
     if deadline is not None:
         progress = budget.until(deadline, cfg.name, progress, log)
