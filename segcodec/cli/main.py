@@ -15,7 +15,6 @@ import click
 
 import segcodec
 from segcodec import batch
-from segcodec import io as sgio
 from segcodec.errors import os_error
 
 from .common import device_option, fail, need_torch, threads_option
@@ -95,7 +94,6 @@ def main() -> None:
         f"segcodec: warning: {str(message).splitlines()[0] if str(message) else category}",
         err=True)
     logging.getLogger("pydicom").setLevel(logging.ERROR)  # it warns and logs the same thing
-    sgio.LEAN_NIBABEL = True  # the command owns its process (segcodec.io.nifti)
     _exit_on_sigterm()
 
 

@@ -15,10 +15,6 @@ import numpy as np
 
 from ..errors import InputError
 
-# Set by the command line, which owns its process: nibabel then loads without importing
-# pydicom (io.nifti).  A library user's nibabel is left whole.
-LEAN_NIBABEL = False
-
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NPY_SUFFIXES = (".npy",)

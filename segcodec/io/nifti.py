@@ -7,25 +7,25 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import io as sgio
+from ..container import MAX_PIXELS
+from ..errors import InputError
+from . import Loaded
 
-if not sgio.LEAN_NIBABEL or "pydicom" in sys.modules or threading.active_count() > 1:
+# nibabel.nifti1 imports pydicom to parse the DICOM header extension (code 2), which segcodec
+# never reads: a third of a NIfTI encode's start-up (bench/results/startup.md).  Where the
+# command line owns the process, that import is blocked (with no other thread that could
+# import pydicom meanwhile): nibabel then keeps such an extension as bytes for the rest of
+# the process (its Nifti1DicomExtension is disabled), and a later `import pydicom` finds the
+# package.  A library user's nibabel is left whole.
+if "segcodec.cli.main" not in sys.modules or "pydicom" in sys.modules \
+        or threading.active_count() > 1:
     import nibabel as nib
 else:
-    # nibabel.nifti1 imports pydicom to parse the DICOM header extension (code 2), which
-    # segcodec never reads: a third of a NIfTI encode's start-up (bench/results/startup.md).
-    # Blocked for that one import (with no other thread that could import it meanwhile),
-    # nibabel keeps such an extension as bytes for the rest of the process (its
-    # Nifti1DicomExtension is disabled), and a later `import pydicom` finds the package.
     sys.modules["pydicom"] = None
     try:
         import nibabel as nib
     finally:
         del sys.modules["pydicom"]
-
-from ..container import MAX_PIXELS
-from ..errors import InputError
-from . import Loaded
 
 
 def read(path: Path, volume: int | None = None) -> Loaded:
