@@ -219,13 +219,23 @@ def read_truth(path: Path, n_classes: int | None = None) -> np.ndarray:
     return truth
 
 
+def _channels_first(loaded: sgio.Loaded) -> np.ndarray:
+    array = loaded.array
+    return array[None] if array.ndim == 2 or loaded.kind == "3d" else np.moveaxis(array, -1, 0)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A case's image alone, channels first, as stored (``read_case`` without labels or
+    orientation)."""
+    return _channels_first(sgio.read(path))
+
+
 def read_case(case: Case, codes: str | None = None):
     """(channels-first image, labels, voxel sizes or None) of a case, read as ``encode_file``
     reads the image, in the orientation ``codes`` (e.g. "RAS") where it has an affine.
     Labels must have the image's shape."""
     loaded = sgio.read(case.image)
-    array = loaded.array
-    image = array[None] if array.ndim == 2 or loaded.kind == "3d" else np.moveaxis(array, -1, 0)
+    image = _channels_first(loaded)
     truth = read_truth(case.label).astype(np.uint8)
     if truth.shape != image.shape[1:]:
         raise InputError(f"{case.label}: shape {truth.shape}, where its image is "

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import datasets
+
 LOOKALIKE = 0.95  # two cases whose thumbnails correlate above this are one group
 THUMBNAIL = {2: (24, 24), 3: (12, 12, 12)}  # the grid a case is compared on
 
@@ -63,8 +65,7 @@ def draw(groups: list[list[int]], n_val: int, seed: int) -> set[int]:
     for g in order:
         if len(held) + len(groups[g]) <= n_val:
             held.update(groups[g])
-    smallest = min((groups[g] for g in order), key=len)
-    if not held and len(smallest) <= 2 * n_val:
+    if not held and len(smallest := min((groups[g] for g in order), key=len)) <= 2 * n_val:
         held = set(smallest)
     if not held:
         n = sum(map(len, groups))
@@ -76,6 +77,5 @@ def draw(groups: list[list[int]], n_val: int, seed: int) -> set[int]:
 def validation_indices(pairs: tuple, n_val: int, seed: int) -> frozenset:
     """``draw`` from the look-alike groups of ``pairs`` (resolved image, label paths), read
     once per process."""
-    from .data import read_pair
-    thumbs = np.stack([thumbnail(read_pair(image, label)[0]) for image, label in pairs])
+    thumbs = np.stack([thumbnail(datasets.read_image(image)) for image, _ in pairs])
     return frozenset(draw(lookalike_groups(thumbs), n_val, seed))
